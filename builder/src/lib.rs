@@ -1,0 +1,1 @@
+//! kiln-builder: turns a pipeline's image settings into layered OCI images.

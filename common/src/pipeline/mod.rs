@@ -1,0 +1,325 @@
+//! The pipeline file (`kiln.yaml`): parse, validate, and resolve each step's
+//! effective settings (step > pipeline > orchestrator > kiln's defaults).
+
+mod error;
+mod model;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_saphyr::Location;
+
+pub use error::{Diagnostic, PipelineError, Result};
+pub use model::*;
+
+/// A pipeline file that parsed and passed validation.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    file: PathBuf,
+    model: PipelineFile,
+    order: Vec<usize>,
+}
+
+/// The settings a step runs with once every level is merged.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EffectiveSettings {
+    /// Image settings.
+    pub docker: ImageSettings,
+    /// Kubernetes settings.
+    pub kubernetes: KubernetesSettings,
+    /// Local orchestrator settings.
+    pub local: LocalSettings,
+    /// The retry policy in force.
+    pub retry: EffectiveRetry,
+}
+
+/// A resolved retry policy: the step's own, else the orchestrator's
+/// `pod_failure_*` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EffectiveRetry {
+    /// Attempts after the first.
+    pub max_retries: u32,
+    /// Seconds before the first retry.
+    pub delay_seconds: f64,
+    /// Factor applied to the delay after each retry.
+    pub backoff: f64,
+}
+
+fn spanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(value, Location::UNKNOWN, Location::UNKNOWN)
+}
+
+/// The default parent image, as for a ZenML user without one configured.
+pub const DEFAULT_PARENT_IMAGE: &str = "docker.io/library/python:3.11-slim-bookworm";
+
+impl ImageSettings {
+    /// kiln's defaults: the lowest level of the hierarchy.
+    pub fn defaults() -> Self {
+        Self {
+            parent_image: Some(spanned(DEFAULT_PARENT_IMAGE.to_string())),
+            install_stack_requirements: Some(true),
+            python_package_installer: Some(Installer::Pip),
+            workdir: Some("/app".into()),
+            source_root: Some(spanned(".".into())),
+            allow_including_files_in_images: Some(true),
+            skip_build: Some(false),
+            prevent_build_reuse: Some(false),
+            ..Self::default()
+        }
+    }
+}
+
+impl KubernetesSettings {
+    /// The orchestrator's defaults, as documented by ZenML (namespace `kiln`).
+    pub fn defaults() -> Self {
+        Self {
+            incluster: Some(spanned(false)),
+            kubernetes_namespace: Some(spanned("kiln".into())),
+            local: Some(spanned(false)),
+            skip_local_validations: Some(spanned(false)),
+            parallel_step_startup_waiting_period: Some(spanned(0.0)),
+            synchronous: Some(true),
+            timeout: Some(spanned(0)),
+            stream_step_logs: Some(true),
+            privileged: Some(false),
+            pod_startup_timeout: Some(spanned(600)),
+            pod_failure_max_retries: Some(spanned(3)),
+            pod_failure_retry_delay: Some(spanned(10.0)),
+            pod_failure_backoff: Some(spanned(1.0)),
+            backoff_limit_margin: Some(spanned(0)),
+            prevent_orchestrator_pod_caching: Some(false),
+            ..Self::default()
+        }
+    }
+}
+
+impl Pipeline {
+    /// Parses and validates pipeline text; `file` names it in messages.
+    pub fn parse(source: &str, file: impl Into<PathBuf>) -> Result<Self> {
+        let file = file.into();
+        let model: PipelineFile = serde_saphyr::from_str(source).map_err(|e| {
+            let location = e.location().unwrap_or(Location::UNKNOWN);
+            PipelineError::Invalid {
+                file: file.clone(),
+                diagnostics: vec![Diagnostic::at(
+                    location,
+                    parse_message(&e, source, location),
+                )],
+            }
+        })?;
+        let diagnostics = validate::validate(&model);
+        if !diagnostics.is_empty() {
+            return Err(PipelineError::Invalid { file, diagnostics });
+        }
+        let upstream: Vec<Vec<usize>> = model
+            .steps
+            .value
+            .iter()
+            .map(|s| {
+                s.upstream
+                    .iter()
+                    .filter_map(|u| {
+                        model
+                            .steps
+                            .value
+                            .iter()
+                            .position(|o| o.name.value == u.value)
+                    })
+                    .collect()
+            })
+            .collect();
+        let order =
+            crate::dag::topological_order(&upstream).map_err(|_| PipelineError::Invalid {
+                file: file.clone(),
+                diagnostics: vec![Diagnostic::at(
+                    model.steps.referenced,
+                    "the steps form a cycle",
+                )],
+            })?;
+        Ok(Self { file, model, order })
+    }
+
+    /// Reads and parses a pipeline file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let source = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&source, path)
+    }
+
+    /// The file this pipeline came from.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The directory relative paths in the file are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        match self.file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.model.name.value
+    }
+
+    /// The parsed file.
+    pub fn model(&self) -> &PipelineFile {
+        &self.model
+    }
+
+    /// Steps in declaration order.
+    pub fn steps(&self) -> &[Step] {
+        &self.model.steps.value
+    }
+
+    /// Steps in a topological order: every step after all its upstream steps.
+    pub fn ordered_steps(&self) -> impl Iterator<Item = &Step> {
+        self.order.iter().map(|&i| &self.model.steps.value[i])
+    }
+
+    /// The step with this name.
+    pub fn step(&self, name: &str) -> Result<&Step> {
+        self.steps()
+            .iter()
+            .find(|s| s.name.value == name)
+            .ok_or_else(|| PipelineError::UnknownStep {
+                name: name.to_string(),
+                known: self.steps().iter().map(|s| s.name.value.clone()).collect(),
+            })
+    }
+
+    /// The settings step `name` runs with: its own settings over the
+    /// pipeline's over the orchestrator config over kiln's defaults. Each
+    /// field set at a more specific level replaces the less specific value;
+    /// pod settings and resources merge field by field too.
+    pub fn effective(&self, name: &str) -> Result<EffectiveSettings> {
+        let step = self.step(name)?;
+        let m = &self.model;
+        let docker = layer(
+            ImageSettings::defaults(),
+            [
+                None,
+                m.settings.docker.clone(),
+                step.settings.docker.clone(),
+            ],
+        );
+        let kubernetes = layer(
+            KubernetesSettings::defaults(),
+            [
+                m.orchestrator.kubernetes.clone(),
+                m.settings.kubernetes.clone(),
+                step.settings.kubernetes.clone(),
+            ],
+        );
+        let local = layer(
+            LocalSettings::default(),
+            [
+                m.orchestrator.local.clone(),
+                m.settings.local.clone(),
+                step.settings.local.clone(),
+            ],
+        );
+        let k = &kubernetes;
+        let value_or = |v: &Option<Spanned<f64>>, d: f64| v.as_ref().map_or(d, |s| s.value);
+        let retry = match &step.retry {
+            Some(r) => EffectiveRetry {
+                max_retries: u32::try_from(r.max_retries.value).unwrap_or(0),
+                delay_seconds: value_or(&r.delay, value_or(&k.pod_failure_retry_delay, 10.0)),
+                backoff: value_or(&r.backoff, value_or(&k.pod_failure_backoff, 1.0)),
+            },
+            None => EffectiveRetry {
+                max_retries: k
+                    .pod_failure_max_retries
+                    .as_ref()
+                    .and_then(|s| u32::try_from(s.value).ok())
+                    .unwrap_or(3),
+                delay_seconds: value_or(&k.pod_failure_retry_delay, 10.0),
+                backoff: value_or(&k.pod_failure_backoff, 1.0),
+            },
+        };
+        Ok(EffectiveSettings {
+            docker,
+            kubernetes,
+            local,
+            retry,
+        })
+    }
+}
+
+/// Trait the settings macro's structs share, so levels fold generically.
+trait Overlay: Sized {
+    fn overlay_with(self, over: Self) -> Self;
+}
+
+macro_rules! impl_overlay {
+    ($($t:ty),*) => {$(
+        impl Overlay for $t {
+            fn overlay_with(self, over: Self) -> Self {
+                self.overlay(over)
+            }
+        }
+    )*};
+}
+impl_overlay!(ImageSettings, KubernetesSettings, LocalSettings);
+
+fn layer<T: Overlay, const N: usize>(base: T, levels: [Option<T>; N]) -> T {
+    levels.into_iter().flatten().fold(base, T::overlay_with)
+}
+
+/// The message of a YAML error without its position prefix (we print our own
+/// `file:line:column:`).
+fn parse_message(e: &serde_saphyr::Error, source: &str, at: Location) -> String {
+    let text = e.without_snippet().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // "line 4 column 5: unknown field ..." -> "unknown field ..."
+    let message = match first.split_once(": ") {
+        Some((pos, rest)) if pos.starts_with("line ") && pos.contains(" column ") => rest,
+        _ => first,
+    };
+    // "... at line 6, column 9" -> "..."
+    let message = match message.rsplit_once(" at line ") {
+        Some((head, tail)) if tail.contains(", column ") => head,
+        _ => message,
+    };
+    // "invalid i64" says what failed, not what was expected.
+    let expected = match message {
+        "invalid i64" | "invalid u64" | "invalid u32" | "invalid i32" => "a whole number",
+        "invalid f64" | "invalid f32" => "a number",
+        "invalid bool" | "invalid boolean" => "true or false",
+        _ => return message.to_string(),
+    };
+    let (key, token) = key_and_token_at(source, at);
+    match key {
+        Some(key) => format!("{key}: expected {expected}, found {token:?}"),
+        None => format!("expected {expected}, found {token:?}"),
+    }
+}
+
+/// The key before a location on its line (block mappings only) and the
+/// scalar that starts there, for "KEY: ... found TOKEN" in messages.
+fn key_and_token_at(source: &str, at: Location) -> (Option<String>, String) {
+    let line = usize::try_from(at.line()).unwrap_or(0);
+    let column = usize::try_from(at.column()).unwrap_or(0);
+    let Some(text) = line.checked_sub(1).and_then(|l| source.lines().nth(l)) else {
+        return (None, String::new());
+    };
+    let before: String = text.chars().take(column.saturating_sub(1)).collect();
+    let rest: String = text.chars().skip(column.saturating_sub(1)).collect();
+    let token = rest.split(['#', ',', '}', ']']).next().unwrap_or_default();
+    let token = token.trim().trim_matches(['"', '\'']).to_string();
+    let key = before
+        .trim_end()
+        .strip_suffix(':')
+        .map(|k| k.trim_start().trim_start_matches("- ").trim().to_string())
+        .filter(|k| !k.is_empty() && !k.contains([' ', '{', '[']));
+    (key, token)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,509 @@
+//! Semantic checks of a parsed pipeline file: everything serde cannot see
+//! (names, references between steps, cycles, values Kubernetes or a registry
+//! would reject). Pure: works on the parsed model only.
+
+use std::collections::HashMap;
+
+use serde_saphyr::{Location, Spanned};
+
+use super::error::Diagnostic;
+use super::model::*;
+use crate::{cron, dag, k8s, reference};
+
+/// Collects every problem of a pipeline file, sorted by position.
+pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
+    let mut c = Checker::default();
+    c.name("pipeline name", &file.name);
+    c.settings(&file.settings, Level::Pipeline);
+    if let Some(k) = &file.orchestrator.kubernetes {
+        c.kubernetes(k, Level::Orchestrator);
+    }
+    if let Some(l) = &file.orchestrator.local {
+        c.local(l);
+    }
+    if let Some(s) = &file.schedule {
+        c.schedule(s);
+    }
+    c.steps(&file.steps);
+    c.diagnostics.sort_by_key(|d| (d.line, d.column));
+    c.diagnostics
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Orchestrator,
+    Pipeline,
+    Step,
+}
+
+#[derive(Default)]
+struct Checker {
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker {
+    fn error(&mut self, at: Location, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic::at(at, message));
+    }
+
+    fn check(&mut self, at: Location, result: Result<(), String>) {
+        if let Err(message) = result {
+            self.error(at, message);
+        }
+    }
+
+    /// Pipeline and step names: used in labels, pod names and file names.
+    fn name(&mut self, what: &str, name: &Spanned<String>) {
+        let n = &name.value;
+        let ok = !n.is_empty()
+            && n.len() <= 63
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && n.starts_with(|c: char| c.is_ascii_alphanumeric());
+        if !ok {
+            self.error(
+                name.referenced,
+                format!(
+                    "invalid {what} {n:?}: expected 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit"
+                ),
+            );
+        }
+    }
+
+    fn steps(&mut self, steps: &Spanned<Vec<Step>>) {
+        if steps.value.is_empty() {
+            self.error(steps.referenced, "expected at least one step under `steps`");
+            return;
+        }
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, step) in steps.value.iter().enumerate() {
+            self.name("step name", &step.name);
+            if let Some(&first) = index.get(step.name.value.as_str()) {
+                let first_line = steps.value[first].name.referenced.line();
+                self.error(
+                    step.name.referenced,
+                    format!(
+                        "duplicate step name {:?} (first defined on line {first_line}); step names must be unique",
+                        step.name.value
+                    ),
+                );
+            } else {
+                index.insert(&step.name.value, i);
+            }
+            self.command(&step.command);
+            self.settings(&step.settings, Level::Step);
+            if let Some(retry) = &step.retry {
+                self.at_least("retry.max_retries", &retry.max_retries, 0);
+                if let Some(d) = &retry.delay {
+                    self.at_least_f("retry.delay", d, 0.0);
+                }
+                if let Some(b) = &retry.backoff {
+                    self.above_f("retry.backoff", b, 0.0);
+                }
+            }
+        }
+        let known = || {
+            let mut names: Vec<&str> = index.keys().copied().collect();
+            names.sort_unstable();
+            names.join(", ")
+        };
+        let mut upstream = vec![Vec::new(); steps.value.len()];
+        for (i, step) in steps.value.iter().enumerate() {
+            for up in &step.upstream {
+                match index.get(up.value.as_str()) {
+                    Some(&j) => upstream[i].push(j),
+                    None => {
+                        let message = format!(
+                            "step {:?} names unknown upstream step {:?}; expected one of: {}",
+                            step.name.value,
+                            up.value,
+                            known()
+                        );
+                        self.error(up.referenced, message);
+                    }
+                }
+            }
+        }
+        if let Err(dag::Cycle(mut cycle)) = dag::topological_order(&upstream) {
+            // Start the loop at the step declared first, so the message reads
+            // like the file.
+            cycle.pop();
+            if let Some(first) = cycle
+                .iter()
+                .enumerate()
+                .min_by_key(|&(_, &n)| n)
+                .map(|(i, _)| i)
+            {
+                cycle.rotate_left(first);
+            }
+            if let Some(&head) = cycle.first() {
+                cycle.push(head);
+            }
+            let names: Vec<&str> = cycle
+                .iter()
+                .map(|&i| steps.value[i].name.value.as_str())
+                .collect();
+            let at = cycle
+                .first()
+                .map_or(steps.referenced, |&i| steps.value[i].name.referenced);
+            self.error(
+                at,
+                format!(
+                    "the steps form a cycle: {} (each must finish before the next starts); a pipeline must be a DAG",
+                    names.join(" -> ")
+                ),
+            );
+        }
+    }
+
+    fn command(&mut self, command: &Spanned<Command>) {
+        let empty = match &command.value {
+            Command::Shell(s) => s.trim().is_empty(),
+            Command::Exec(v) => v.is_empty() || v[0].is_empty(),
+        };
+        if empty {
+            self.error(
+                command.referenced,
+                "expected a non-empty command: a list such as [python3, steps/train.py] or a shell line",
+            );
+        }
+    }
+
+    fn settings(&mut self, settings: &Settings, level: Level) {
+        if let Some(d) = &settings.docker {
+            self.image(d);
+        }
+        if let Some(k) = &settings.kubernetes {
+            self.kubernetes(k, level);
+        }
+        if let Some(l) = &settings.local {
+            self.local(l);
+        }
+    }
+
+    fn image(&mut self, d: &ImageSettings) {
+        if let Some(p) = &d.parent_image {
+            self.check(p.referenced, reference::parse(&p.value).map(|_| ()));
+        }
+        if let Some(t) = &d.target_repository {
+            self.check(t.referenced, reference::check_repository(&t.value));
+        }
+        if let Some(tag) = &d.image_tag {
+            let v = &tag.value;
+            let ok = !v.is_empty()
+                && v.len() <= 128
+                && v.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !ok {
+                self.error(
+                    tag.referenced,
+                    format!("invalid image tag {v:?}: expected up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"),
+                );
+            }
+        }
+        if let Some(r) = &d.requirements {
+            let bad = match &r.value {
+                Requirements::File(f) => f.trim().is_empty(),
+                Requirements::List(l) => l.iter().any(|s| s.trim().is_empty()),
+            };
+            if bad {
+                self.error(r.referenced, "expected a requirements file path or a list of non-empty requirement specifiers");
+            }
+        }
+        if let Some(r) = &d.replicate_local_python_environment {
+            if let ReplicateLocal::Method(m) = &r.value {
+                if m != "pip_freeze" && m != "poetry_export" {
+                    self.error(
+                        r.referenced,
+                        format!("replicate_local_python_environment: expected pip_freeze, poetry_export, true, false or a command list, found {m:?}"),
+                    );
+                }
+            }
+        }
+        if let Some(dockerfile) = &d.dockerfile {
+            if d.skip_build == Some(true) {
+                self.error(dockerfile.referenced, "dockerfile and skip_build: true exclude each other: with skip_build the parent image is used as is");
+            }
+            if d.parent_image.is_some() {
+                self.error(dockerfile.referenced, "set either dockerfile or parent_image, not both: the Dockerfile's image is the parent");
+            }
+        }
+    }
+
+    fn kubernetes(&mut self, k: &KubernetesSettings, level: Level) {
+        if level != Level::Orchestrator {
+            self.config_only(k);
+        }
+        if let Some(ns) = &k.kubernetes_namespace {
+            self.check(
+                ns.referenced,
+                k8s::check_dns_label(&ns.value).map_err(|e| format!("kubernetes_namespace: {e}")),
+            );
+        }
+        for (what, sa) in [
+            ("service_account_name", &k.service_account_name),
+            (
+                "step_pod_service_account_name",
+                &k.step_pod_service_account_name,
+            ),
+        ] {
+            if let Some(sa) = sa {
+                self.check(
+                    sa.referenced,
+                    k8s::check_dns_subdomain(&sa.value).map_err(|e| format!("{what}: {e}")),
+                );
+            }
+        }
+        if let Some(p) = &k.pod_name_prefix {
+            self.check(
+                p.referenced,
+                k8s::check_dns_label(&p.value).map_err(|e| format!("pod_name_prefix: {e}")),
+            );
+        }
+        if let Some(v) = &k.parallel_step_startup_waiting_period {
+            self.at_least_f("parallel_step_startup_waiting_period", v, 0.0);
+        }
+        for (what, v, min) in [
+            ("timeout", &k.timeout, 0),
+            ("pod_startup_timeout", &k.pod_startup_timeout, 1),
+            ("pod_failure_max_retries", &k.pod_failure_max_retries, 0),
+            ("backoff_limit_margin", &k.backoff_limit_margin, 0),
+            ("max_parallelism", &k.max_parallelism, 1),
+            (
+                "successful_jobs_history_limit",
+                &k.successful_jobs_history_limit,
+                0,
+            ),
+            ("failed_jobs_history_limit", &k.failed_jobs_history_limit, 0),
+            (
+                "ttl_seconds_after_finished",
+                &k.ttl_seconds_after_finished,
+                0,
+            ),
+        ] {
+            if let Some(v) = v {
+                self.at_least(what, v, min);
+            }
+        }
+        if let Some(v) = &k.pod_failure_retry_delay {
+            self.at_least_f("pod_failure_retry_delay", v, 0.0);
+        }
+        if let Some(v) = &k.pod_failure_backoff {
+            self.above_f("pod_failure_backoff", v, 0.0);
+        }
+        if let Some(p) = &k.pod_settings {
+            self.pod("pod_settings", p);
+        }
+        if let Some(p) = &k.orchestrator_pod_settings {
+            self.pod("orchestrator_pod_settings", p);
+        }
+    }
+
+    /// ZenML lets some options be set only on the orchestrator component; a
+    /// per-run or per-step value would be silently ignored, so it is an error.
+    fn config_only(&mut self, k: &KubernetesSettings) {
+        let set: [(&str, Option<Location>); 6] = [
+            ("incluster", k.incluster.as_ref().map(|s| s.referenced)),
+            (
+                "kubernetes_context",
+                k.kubernetes_context.as_ref().map(|s| s.referenced),
+            ),
+            (
+                "kubernetes_namespace",
+                k.kubernetes_namespace.as_ref().map(|s| s.referenced),
+            ),
+            ("local", k.local.as_ref().map(|s| s.referenced)),
+            (
+                "skip_local_validations",
+                k.skip_local_validations.as_ref().map(|s| s.referenced),
+            ),
+            (
+                "parallel_step_startup_waiting_period",
+                k.parallel_step_startup_waiting_period
+                    .as_ref()
+                    .map(|s| s.referenced),
+            ),
+        ];
+        for (key, at) in set {
+            if let Some(at) = at {
+                self.error(
+                    at,
+                    format!("`{key}` can only be set under `orchestrator.kubernetes`, not in pipeline or step settings"),
+                );
+            }
+        }
+    }
+
+    fn pod(&mut self, what: &str, p: &PodSettings) {
+        for (field, map, values_are_labels) in [
+            ("labels", &p.labels, true),
+            ("node_selectors", &p.node_selectors, true),
+            ("annotations", &p.annotations, false),
+        ] {
+            let Some(map) = map else { continue };
+            for (key, value) in &map.value {
+                self.check(
+                    map.referenced,
+                    k8s::check_label_key(key).map_err(|e| format!("{what}.{field}: {e}")),
+                );
+                if values_are_labels {
+                    self.check(
+                        map.referenced,
+                        k8s::check_label_value(value).map_err(|e| format!("{what}.{field}: {e}")),
+                    );
+                }
+            }
+        }
+        if let Some(r) = &p.resources {
+            self.resources(what, r);
+        }
+        for s in p.image_pull_secrets.iter().flatten() {
+            self.check(
+                s.referenced,
+                k8s::check_dns_subdomain(&s.value)
+                    .map_err(|e| format!("{what}.image_pull_secrets: {e}")),
+            );
+        }
+        let lists = [
+            ("tolerations", &p.tolerations),
+            ("volumes", &p.volumes),
+            ("volume_mounts", &p.volume_mounts),
+            ("env", &p.env),
+            ("env_from", &p.env_from),
+        ];
+        for (field, value) in lists {
+            if let Some(v) = value {
+                let ok = v
+                    .value
+                    .as_array()
+                    .is_some_and(|items| items.iter().all(|i| i.is_object()));
+                if !ok {
+                    self.error(
+                        v.referenced,
+                        format!("{what}.{field}: expected a list of mappings (Kubernetes objects)"),
+                    );
+                }
+            }
+        }
+        let objects = [
+            ("affinity", &p.affinity),
+            ("security_context", &p.security_context),
+            ("additional_pod_spec_args", &p.additional_pod_spec_args),
+        ];
+        for (field, value) in objects {
+            if let Some(v) = value {
+                if !v.value.is_object() {
+                    self.error(
+                        v.referenced,
+                        format!("{what}.{field}: expected a mapping (a Kubernetes object)"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn resources(&mut self, what: &str, r: &Resources) {
+        let mut parsed: [HashMap<&str, f64>; 2] = [HashMap::new(), HashMap::new()];
+        for (slot, (field, map)) in [("requests", &r.requests), ("limits", &r.limits)]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(map) = map else { continue };
+            for (name, quantity) in &map.value {
+                match k8s::parse_quantity(quantity) {
+                    Ok(v) if v < 0.0 => self.error(
+                        map.referenced,
+                        format!("{what}.resources.{field}.{name}: expected a non-negative quantity, found {quantity:?}"),
+                    ),
+                    Ok(v) => {
+                        parsed[slot].insert(name, v);
+                    }
+                    Err(e) => self.error(map.referenced, format!("{what}.resources.{field}.{name}: {e}")),
+                }
+            }
+        }
+        let [requests, limits] = &parsed;
+        for (name, request) in requests {
+            if let Some(limit) = limits.get(name) {
+                if request > limit {
+                    let at = r
+                        .requests
+                        .as_ref()
+                        .map_or(Location::UNKNOWN, |m| m.referenced);
+                    self.error(
+                        at,
+                        format!("{what}.resources: the request for {name} is above its limit"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn local(&mut self, l: &LocalSettings) {
+        if let Some(p) = &l.max_parallelism {
+            self.at_least("local.max_parallelism", p, 1);
+        }
+    }
+
+    fn schedule(&mut self, s: &Schedule) {
+        self.check(
+            s.cron_expression.referenced,
+            cron::check(&s.cron_expression.value)
+                .map_err(|e| format!("schedule.cron_expression: {e}")),
+        );
+        for (what, v) in [
+            (
+                "schedule.starting_deadline_seconds",
+                &s.starting_deadline_seconds,
+            ),
+            (
+                "schedule.successful_jobs_history_limit",
+                &s.successful_jobs_history_limit,
+            ),
+            (
+                "schedule.failed_jobs_history_limit",
+                &s.failed_jobs_history_limit,
+            ),
+        ] {
+            if let Some(v) = v {
+                self.at_least(what, v, 0);
+            }
+        }
+    }
+
+    fn at_least(&mut self, what: &str, v: &Spanned<i64>, min: i64) {
+        if v.value < min {
+            let expected = if min == 0 {
+                "zero or more".to_string()
+            } else {
+                format!("at least {min}")
+            };
+            self.error(
+                v.referenced,
+                format!("{what}: expected {expected}, found {}", v.value),
+            );
+        }
+    }
+
+    fn at_least_f(&mut self, what: &str, v: &Spanned<f64>, min: f64) {
+        if !v.value.is_finite() || v.value < min {
+            self.error(
+                v.referenced,
+                format!(
+                    "{what}: expected a number of at least {min}, found {}",
+                    v.value
+                ),
+            );
+        }
+    }
+
+    fn above_f(&mut self, what: &str, v: &Spanned<f64>, min: f64) {
+        if !v.value.is_finite() || v.value <= min {
+            self.error(
+                v.referenced,
+                format!("{what}: expected a number above {min}, found {}", v.value),
+            );
+        }
+    }
+}

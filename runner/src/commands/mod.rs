@@ -1,0 +1,35 @@
+//! One module per subcommand; each loads its input, calls a library and
+//! prints.
+
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the chosen subcommand and returns the process exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate(args) => validate::run(&args, cli.json),
+        Command::Completions(args) => {
+            let mut command = Cli::command();
+            clap_complete::generate(args.shell, &mut command, "kiln", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build(_) => not_yet("build", "the builder"),
+        Command::Run(_) => not_yet("run", "the runner"),
+        Command::Runs(_) => not_yet("runs", "run records"),
+        Command::Logs(_) => not_yet("logs", "run records"),
+        Command::Schedules(_) => not_yet("schedules", "the Kubernetes backend"),
+        Command::Cache(_) => not_yet("cache", "the layer cache"),
+    }
+}
+
+/// Commands whose machinery does not exist yet say so plainly and exit 2,
+/// rather than pretend to work.
+fn not_yet(command: &str, part: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("kiln {command}: not built yet ({part} is not part of this kiln version)");
+    Ok(ExitCode::from(2))
+}

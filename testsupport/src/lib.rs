@@ -1,0 +1,1 @@
+//! Test support: the local registries and the judges of kiln's output.
