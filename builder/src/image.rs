@@ -1,0 +1,393 @@
+//! Image config and manifest generation: plain data in, canonical JSON bytes
+//! out.
+//!
+//! The parent's config is edited as JSON rather than through typed structs so
+//! that fields kiln does not know (Docker's `Healthcheck`, `OnBuild`, vendor
+//! extensions) survive unchanged into the child image.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest as _, Sha256};
+
+/// Manifest and config media types.
+pub mod media {
+    /// OCI image manifest.
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    /// OCI image config.
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    /// OCI gzip layer.
+    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    /// OCI zstd layer.
+    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    /// OCI uncompressed layer.
+    pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    /// OCI image index.
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    /// Docker schema 2 manifest.
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    /// Docker manifest list.
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
+    /// Docker image config.
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    /// Docker gzip layer.
+    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+}
+
+/// Which family of media types the image is written with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// OCI image spec (the default).
+    #[default]
+    Oci,
+    /// Docker image manifest v2 schema 2, for old registries and tools.
+    Docker,
+}
+
+/// A content descriptor: what a manifest says about a blob.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Descriptor {
+    /// Media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// `sha256:...`.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A layer added by kiln: its blob and the history line that explains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedLayer {
+    /// The compressed blob.
+    pub blob: Descriptor,
+    /// sha256 of the uncompressed tar (goes into `rootfs.diff_ids`).
+    pub diff_id: String,
+    /// What made it, for `history`.
+    pub created_by: String,
+}
+
+/// The config changes kiln makes on top of the parent's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigEdits {
+    /// Variables set in order; a key already in the parent's Env is replaced
+    /// in place.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// User the container runs as.
+    pub user: Option<String>,
+    /// Labels added or replaced.
+    pub labels: BTreeMap<String, String>,
+    /// Creation time, RFC 3339 (fixed for reproducible builds).
+    pub created: String,
+}
+
+/// sha256 digest of bytes, as `sha256:<hex>`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Why an image could not be assembled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// The parent's config is not a JSON object.
+    #[error("the parent image config is not a JSON object")]
+    ParentConfig,
+    /// zstd layers cannot be described in a Docker v2 manifest.
+    #[error(
+        "layer {digest} is zstd-compressed, which Docker v2 manifests cannot describe; use the OCI format"
+    )]
+    ZstdInDocker {
+        /// The layer.
+        digest: String,
+    },
+}
+
+/// The child image's config: the parent's, with kiln's edits, the added
+/// layers' diffIDs and one history entry per layer or config change.
+pub fn derive_config(
+    parent: &Value,
+    added: &[AddedLayer],
+    edits: &ConfigEdits,
+) -> Result<Value, ImageError> {
+    let mut config = parent
+        .as_object()
+        .cloned()
+        .ok_or(ImageError::ParentConfig)?;
+    let mut inner = config
+        .get("config")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+
+    let mut history: Vec<Value> = config
+        .get("history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let entry = |created_by: String, empty: bool| {
+        let mut h = Map::new();
+        h.insert("created".into(), json!(edits.created));
+        h.insert("created_by".into(), json!(created_by));
+        h.insert("comment".into(), json!("kiln"));
+        if empty {
+            h.insert("empty_layer".into(), json!(true));
+        }
+        Value::Object(h)
+    };
+
+    if !edits.env.is_empty() {
+        let mut env: Vec<String> = inner
+            .get("Env")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (key, value) in &edits.env {
+            let line = format!("{key}={value}");
+            match env
+                .iter_mut()
+                .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+            {
+                Some(existing) => *existing = line,
+                None => env.push(line),
+            }
+        }
+        let names: Vec<&str> = edits.env.iter().map(|(k, _)| k.as_str()).collect();
+        history.push(entry(format!("ENV {}", names.join(" ")), true));
+        inner.insert("Env".into(), json!(env));
+    }
+    for layer in added {
+        history.push(entry(layer.created_by.clone(), false));
+    }
+    if let Some(workdir) = &edits.workdir {
+        inner.insert("WorkingDir".into(), json!(workdir));
+        history.push(entry(format!("WORKDIR {workdir}"), true));
+    }
+    if let Some(user) = &edits.user {
+        inner.insert("User".into(), json!(user));
+        history.push(entry(format!("USER {user}"), true));
+    }
+    if !edits.labels.is_empty() {
+        let mut labels = inner
+            .get("Labels")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for (k, v) in &edits.labels {
+            labels.insert(k.clone(), json!(v));
+        }
+        inner.insert("Labels".into(), Value::Object(labels));
+    }
+    config.insert("config".into(), Value::Object(inner));
+
+    let mut rootfs = config
+        .get("rootfs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut diff_ids: Vec<Value> = rootfs
+        .get("diff_ids")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    diff_ids.extend(added.iter().map(|l| json!(l.diff_id)));
+    rootfs.insert("type".into(), json!("layers"));
+    rootfs.insert("diff_ids".into(), json!(diff_ids));
+    config.insert("rootfs".into(), Value::Object(rootfs));
+    config.insert("history".into(), json!(history));
+    config.insert("created".into(), json!(edits.created));
+    Ok(Value::Object(config))
+}
+
+/// Converts a layer media type to the image format's family (the bytes are
+/// the same; only the name differs).
+pub fn layer_media_type(media_type: &str, format: Format) -> Result<String, String> {
+    let gzip = media_type == media::OCI_LAYER_GZIP || media_type == media::DOCKER_LAYER_GZIP;
+    Ok(match (format, gzip) {
+        (Format::Oci, true) => media::OCI_LAYER_GZIP.into(),
+        (Format::Docker, true) => media::DOCKER_LAYER_GZIP.into(),
+        (Format::Docker, false) if media_type == media::OCI_LAYER_ZSTD => {
+            return Err(media_type.into());
+        }
+        _ => media_type.into(),
+    })
+}
+
+/// The image manifest for a config and its layers (parent's first).
+pub fn manifest(
+    format: Format,
+    config: &Descriptor,
+    layers: &[Descriptor],
+    annotations: &BTreeMap<String, String>,
+) -> Result<Value, ImageError> {
+    let (manifest_type, config_type) = match format {
+        Format::Oci => (media::OCI_MANIFEST, media::OCI_CONFIG),
+        Format::Docker => (media::DOCKER_MANIFEST, media::DOCKER_CONFIG),
+    };
+    let layers = layers
+        .iter()
+        .map(|l| {
+            let media_type =
+                layer_media_type(&l.media_type, format).map_err(|_| ImageError::ZstdInDocker {
+                    digest: l.digest.clone(),
+                })?;
+            Ok(json!({"mediaType": media_type, "digest": l.digest, "size": l.size}))
+        })
+        .collect::<Result<Vec<_>, ImageError>>()?;
+    let mut m = Map::new();
+    m.insert("schemaVersion".into(), json!(2));
+    m.insert("mediaType".into(), json!(manifest_type));
+    m.insert(
+        "config".into(),
+        json!({"mediaType": config_type, "digest": config.digest, "size": config.size}),
+    );
+    m.insert("layers".into(), json!(layers));
+    if format == Format::Oci && !annotations.is_empty() {
+        m.insert("annotations".into(), json!(annotations));
+    }
+    Ok(Value::Object(m))
+}
+
+/// Canonical bytes of a JSON document: keys sorted, no whitespace, so the
+/// same content always has the same digest.
+pub fn canonical_bytes(value: &Value) -> Vec<u8> {
+    // serde_json's Map is a BTreeMap (no preserve_order feature): keys sorted.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parent() -> Value {
+        json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["PATH=/usr/bin", "LANG=C.UTF-8"], "Cmd": ["python3"], "Healthcheck": {"Test": ["NONE"]}},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:aaa"]},
+            "history": [{"created_by": "debootstrap"}]
+        })
+    }
+
+    fn layer(n: &str) -> AddedLayer {
+        AddedLayer {
+            blob: Descriptor {
+                media_type: media::OCI_LAYER_GZIP.into(),
+                digest: format!("sha256:{n}"),
+                size: 3,
+            },
+            diff_id: format!("sha256:diff{n}"),
+            created_by: "COPY . /app".into(),
+        }
+    }
+
+    #[test]
+    fn config_keeps_unknown_fields_and_appends_layers() {
+        let edits = ConfigEdits {
+            env: vec![
+                ("LANG".into(), "en_US.UTF-8".into()),
+                ("A".into(), "1".into()),
+            ],
+            workdir: Some("/app".into()),
+            user: Some("trainer".into()),
+            labels: [(
+                "org.opencontainers.image.revision".to_string(),
+                "abc".to_string(),
+            )]
+            .into(),
+            created: "1970-01-01T00:00:00Z".into(),
+        };
+        let c = derive_config(&parent(), &[layer("1")], &edits).unwrap();
+        assert_eq!(c["config"]["Healthcheck"]["Test"][0], "NONE");
+        assert_eq!(c["config"]["Cmd"][0], "python3");
+        assert_eq!(
+            c["config"]["Env"],
+            json!(["PATH=/usr/bin", "LANG=en_US.UTF-8", "A=1"])
+        );
+        assert_eq!(c["config"]["WorkingDir"], "/app");
+        assert_eq!(c["config"]["User"], "trainer");
+        assert_eq!(
+            c["config"]["Labels"]["org.opencontainers.image.revision"],
+            "abc"
+        );
+        assert_eq!(
+            c["rootfs"]["diff_ids"],
+            json!(["sha256:aaa", "sha256:diff1"])
+        );
+        let history = c["history"].as_array().unwrap();
+        // parent's + ENV + layer + WORKDIR + USER
+        assert_eq!(history.len(), 5);
+        let non_empty = history
+            .iter()
+            .filter(|h| h.get("empty_layer").is_none())
+            .count();
+        assert_eq!(non_empty, c["rootfs"]["diff_ids"].as_array().unwrap().len());
+        assert_eq!(c["created"], "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn canonical_bytes_are_stable() {
+        let edits = ConfigEdits {
+            created: "1970-01-01T00:00:00Z".into(),
+            ..ConfigEdits::default()
+        };
+        let a = canonical_bytes(&derive_config(&parent(), &[layer("1")], &edits).unwrap());
+        let b = canonical_bytes(&derive_config(&parent(), &[layer("1")], &edits).unwrap());
+        assert_eq!(sha256_digest(&a), sha256_digest(&b));
+        let c = canonical_bytes(&derive_config(&parent(), &[layer("2")], &edits).unwrap());
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn manifest_converts_layer_types_to_the_format() {
+        let config = Descriptor {
+            media_type: String::new(),
+            digest: "sha256:c".into(),
+            size: 10,
+        };
+        let layers = [
+            Descriptor {
+                media_type: media::DOCKER_LAYER_GZIP.into(),
+                digest: "sha256:p".into(),
+                size: 5,
+            },
+            layer("1").blob,
+        ];
+        let oci = manifest(Format::Oci, &config, &layers, &BTreeMap::new()).unwrap();
+        assert_eq!(oci["mediaType"], media::OCI_MANIFEST);
+        assert_eq!(oci["config"]["mediaType"], media::OCI_CONFIG);
+        assert_eq!(oci["layers"][0]["mediaType"], media::OCI_LAYER_GZIP);
+        let docker = manifest(Format::Docker, &config, &layers, &BTreeMap::new()).unwrap();
+        assert_eq!(docker["mediaType"], media::DOCKER_MANIFEST);
+        assert_eq!(docker["layers"][1]["mediaType"], media::DOCKER_LAYER_GZIP);
+        let zstd = [Descriptor {
+            media_type: media::OCI_LAYER_ZSTD.into(),
+            digest: "sha256:z".into(),
+            size: 1,
+        }];
+        assert!(manifest(Format::Docker, &config, &zstd, &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn bad_parent_config_is_an_error() {
+        assert!(derive_config(&json!([1]), &[], &ConfigEdits::default()).is_err());
+    }
+}
