@@ -2,6 +2,9 @@
 //! daemonless: plan, layers, cache, image, push.
 
 pub mod image;
+pub mod layer;
 pub mod output;
 pub mod plan;
+pub mod progress;
 pub mod record;
+pub mod store;
