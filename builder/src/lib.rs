@@ -1,10 +1,12 @@
 //! kiln-builder: turns a pipeline's image settings into layered OCI images,
 //! daemonless: plan, layers, cache, image, push.
 
+pub mod build;
 pub mod image;
 pub mod layer;
 pub mod output;
 pub mod plan;
 pub mod progress;
 pub mod record;
+pub mod registry;
 pub mod store;

@@ -4,6 +4,7 @@
 
 pub mod cron;
 pub mod dag;
+pub mod distribution;
 pub mod k8s;
 pub mod pipeline;
 pub mod reference;

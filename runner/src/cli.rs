@@ -56,6 +56,56 @@ pub struct BuildArgs {
     /// Tag(s) of the built Dockerfile image.
     #[arg(short = 't', long = "tag")]
     pub tags: Vec<String>,
+    /// Print, per layer, whether it was reused or built and what changed.
+    #[arg(long)]
+    pub explain: bool,
+    /// Target platform (OS/ARCH[/VARIANT]).
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+    /// Where images go: registry (each image's target_repository),
+    /// oci:DIR (an OCI image layout) or tar:FILE (an OCI archive).
+    #[arg(long, default_value = "registry")]
+    pub output: String,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    pub compression: CompressionArg,
+    /// Manifest media types.
+    #[arg(long, value_enum, default_value_t = FormatArg::Oci)]
+    pub format: FormatArg,
+    /// The layer cache (default: $XDG_CACHE_HOME/kiln).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Registry user name (with --password-stdin).
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the registry password from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Allow plain HTTP to this registry (host[:port]); repeatable.
+    /// Loopback registries always may.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// Trust this CA certificate (PEM) for registries; repeatable.
+    #[arg(long = "registry-ca")]
+    pub registry_ca: Vec<PathBuf>,
+}
+
+/// `--compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// gzip: read by every registry and runtime.
+    Gzip,
+    /// zstd: smaller and faster; needs a recent runtime.
+    Zstd,
+}
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// OCI image spec media types.
+    Oci,
+    /// Docker v2 schema 2 media types.
+    Docker,
 }
 
 /// Arguments of `kiln run`.
@@ -134,9 +184,23 @@ pub enum SchedulesCommand {
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
     /// List cached layers.
-    Ls,
-    /// Remove cached layers.
-    Prune,
+    Ls {
+        /// The layer cache (default: $XDG_CACHE_HOME/kiln).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Remove cached layers: those unused for a while, or all.
+    Prune {
+        /// Remove everything.
+        #[arg(long, conflicts_with = "older_than_days")]
+        all: bool,
+        /// Remove entries unused for this many days (default 7).
+        #[arg(long, default_value_t = 7)]
+        older_than_days: u64,
+        /// The layer cache (default: $XDG_CACHE_HOME/kiln).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 /// Arguments of `kiln validate`.

@@ -103,10 +103,9 @@ fn validate_missing_file_is_a_clear_error() {
 #[test]
 fn commands_not_built_yet_exit_2_and_say_so() {
     for args in [
-        &["build"][..],
-        &["run"],
+        &["run"][..],
         &["runs", "list"],
-        &["cache", "ls"],
+        &["build", "-f", "Dockerfile"],
     ] {
         let out = kiln(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -123,5 +122,31 @@ fn completions_and_version() {
     assert_eq!(
         text(&out.stdout).trim(),
         format!("kiln {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn cache_ls_and_prune_work_on_an_empty_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let out = kiln(&["cache", "ls", "--cache-dir", cache.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("0 cached layers"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = kiln(&[
+        "cache",
+        "prune",
+        "--all",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("removed 0 entries"),
+        "{}",
+        text(&out.stdout)
     );
 }

@@ -1,6 +1,8 @@
 //! One module per subcommand; each loads its input, calls a library and
 //! prints.
 
+mod build;
+mod cache;
 mod validate;
 
 use std::process::ExitCode;
@@ -18,12 +20,25 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_complete::generate(args.shell, &mut command, "kiln", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build(_) => not_yet("build", "the builder"),
+        Command::Build(args) => build::run(&args, cli.json),
         Command::Run(_) => not_yet("run", "the runner"),
         Command::Runs(_) => not_yet("runs", "run records"),
         Command::Logs(_) => not_yet("logs", "run records"),
         Command::Schedules(_) => not_yet("schedules", "the Kubernetes backend"),
-        Command::Cache(_) => not_yet("cache", "the layer cache"),
+        Command::Cache(command) => cache::run(&command, cli.json),
+    }
+}
+
+/// Loads a pipeline; an invalid one prints its diagnostics (file, line,
+/// column) and yields `None` so the caller exits 1.
+pub fn load_pipeline(path: &std::path::Path) -> anyhow::Result<Option<kiln_common::Pipeline>> {
+    match kiln_common::Pipeline::load(path) {
+        Ok(p) => Ok(Some(p)),
+        Err(err @ kiln_common::PipelineError::Invalid { .. }) => {
+            eprintln!("{err}");
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
     }
 }
 

@@ -1,0 +1,869 @@
+//! The build: plan -> parent -> layers (cache first) -> config -> manifest
+//! -> output (registry push, OCI layout or archive) -> build record.
+//!
+//! Registry I/O goes through the [`Registry`] trait; files go through the
+//! content store. Every layer's cache key is looked up before work starts,
+//! and a hit skips both the work and the upload.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+
+use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
+use kiln_common::Pipeline;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::image::{self, AddedLayer, ConfigEdits, Descriptor, Format};
+use crate::layer::{CodeLayerOptions, Compression, Context, LayerError, LayerWriter, TarOptions};
+use crate::output::{self, Blob, BlobData, ImageBlobs};
+use crate::plan::{self, ImagePlan, LayerSlot, PlanError};
+use crate::progress::{BlobStatus, Event, LayerStatus, Progress};
+use crate::record::{self, BuildRecord, ImageRecord, LayerRecord};
+use crate::registry::{Platform, Registry, RegistryError, ResolvedImage, registry_of};
+use crate::store::{self, Check, HashingWriter, Store, StoreError};
+
+/// Where built images go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Output {
+    /// Pushed to each image's `target_repository`.
+    #[default]
+    Registry,
+    /// Written into an OCI image layout directory.
+    OciLayout(PathBuf),
+    /// Written as an OCI archive (one image).
+    Archive(PathBuf),
+}
+
+impl std::str::FromStr for Output {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            _ if s == "registry" => Ok(Output::Registry),
+            Some(("oci", dir)) if !dir.is_empty() => Ok(Output::OciLayout(dir.into())),
+            Some(("tar", file)) if !file.is_empty() => Ok(Output::Archive(file.into())),
+            _ => Err(format!(
+                "invalid output {s:?}: expected registry, oci:DIR or tar:FILE"
+            )),
+        }
+    }
+}
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Build only the image this step runs in.
+    pub only_step: Option<String>,
+    /// Target platform.
+    pub platform: Platform,
+    /// OCI or Docker media types.
+    pub format: Format,
+    /// Layer compression.
+    pub compression: Compression,
+    /// Where images go.
+    pub output: Output,
+    /// The content store and cache index.
+    pub cache_dir: PathBuf,
+    /// Where build records are kept.
+    pub data_dir: PathBuf,
+    /// Fixed timestamp for files and history (`SOURCE_DATE_EPOCH`), else 0.
+    pub source_date_epoch: u64,
+    /// Blob uploads at once.
+    pub concurrency: usize,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            only_step: None,
+            platform: Platform::default(),
+            format: Format::Oci,
+            compression: Compression::default(),
+            output: Output::Registry,
+            cache_dir: PathBuf::from(".kiln-cache"),
+            data_dir: PathBuf::from(".kiln-data"),
+            source_date_epoch: 0,
+            concurrency: 4,
+        }
+    }
+}
+
+/// What a build did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildReport {
+    /// The pipeline.
+    pub pipeline: String,
+    /// Each image built.
+    pub images: Vec<ImageReport>,
+}
+
+/// One image of a build.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageReport {
+    /// Plan name.
+    pub name: String,
+    /// Steps it serves.
+    pub steps: Vec<String>,
+    /// Where it was written.
+    pub reference: String,
+    /// Manifest digest.
+    pub digest: String,
+    /// Parent, pinned by digest.
+    pub parent: String,
+    /// kiln's layers.
+    pub layers: Vec<LayerReport>,
+    /// Blobs uploaded to the registry.
+    pub uploaded: usize,
+}
+
+/// One layer of a build.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerReport {
+    /// Label.
+    pub label: String,
+    /// Reused or built.
+    pub status: LayerStatus,
+    /// Compressed digest.
+    pub digest: String,
+    /// Compressed size.
+    pub size: u64,
+    /// Why it was built.
+    pub reason: Option<String>,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Planning failed.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A registry operation failed.
+    #[error("image {image}: {action}: {source}")]
+    Registry {
+        /// The image being built.
+        image: String,
+        /// What kiln was doing.
+        action: String,
+        /// The registry's error.
+        source: RegistryError,
+    },
+    /// Building a layer failed.
+    #[error("image {image}: {layer} layer: {source}")]
+    Layer {
+        /// The image.
+        image: String,
+        /// The layer.
+        layer: String,
+        /// Why.
+        source: LayerError,
+    },
+    /// The content store failed.
+    #[error("layer cache: {0}")]
+    Store(#[from] StoreError),
+    /// The image could not be assembled.
+    #[error("image {image}: {source}")]
+    Image {
+        /// The image.
+        image: String,
+        /// Why.
+        source: image::ImageError,
+    },
+    /// Nowhere to push.
+    #[error(
+        "image {image} has no target_repository: set settings.docker.target_repository in the pipeline, or build with --output oci:DIR or --output tar:FILE"
+    )]
+    NoTarget {
+        /// The image.
+        image: String,
+    },
+    /// The image needs layers that run commands, which this builder lacks.
+    #[error(
+        "image {image} needs the {layer} layer, which runs commands inside the image: exec layers are not built yet in this kiln version"
+    )]
+    ExecLayersUnavailable {
+        /// The image.
+        image: String,
+        /// The layer.
+        layer: String,
+    },
+    /// A Dockerfile parent is not supported yet.
+    #[error(
+        "image {image} names a dockerfile: Dockerfile builds are not built yet in this kiln version"
+    )]
+    DockerfileUnavailable {
+        /// The image.
+        image: String,
+    },
+    /// An archive holds one image.
+    #[error(
+        "--output tar:FILE holds one image but the plan has {count}; use --step to pick one, or --output oci:DIR"
+    )]
+    ArchiveHoldsOneImage {
+        /// How many images were planned.
+        count: usize,
+    },
+    /// Writing output failed.
+    #[error("writing {}: {source}", path.display())]
+    Output {
+        /// The output path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Builds the images of `pipeline` (or the one `--step` needs).
+pub async fn build<R: Registry>(
+    pipeline: &Pipeline,
+    opts: &BuildOptions,
+    registry: &R,
+    progress: &dyn Progress,
+) -> Result<BuildReport, BuildError> {
+    let plan = plan::plan(pipeline, opts.only_step.as_deref())?;
+    if let Output::Archive(_) = opts.output {
+        if plan.images.len() != 1 {
+            return Err(BuildError::ArchiveHoldsOneImage {
+                count: plan.images.len(),
+            });
+        }
+    }
+    let store = Store::new(&opts.cache_dir)?;
+    let file =
+        std::path::absolute(pipeline.file()).unwrap_or_else(|_| pipeline.file().to_path_buf());
+    let record_path = record::record_path(&opts.data_dir, pipeline.name(), &file);
+    let previous = record::load(&record_path).unwrap_or_default();
+    let mut next = BuildRecord {
+        pipeline: pipeline.name().into(),
+        file,
+        images: previous.images.clone(),
+    };
+    let labels = source_labels(pipeline.base_dir());
+
+    let mut images = Vec::new();
+    for image in &plan.images {
+        let (report, rec) = build_image(
+            pipeline, image, opts, registry, &store, &previous, &labels, progress,
+        )
+        .await?;
+        next.images.insert(image.name.clone(), rec);
+        images.push(report);
+    }
+    // Keep only images the pipeline still has.
+    let names: Vec<String> = plan::plan(pipeline, None)
+        .map(|p| p.images.into_iter().map(|i| i.name).collect())
+        .unwrap_or_default();
+    next.images.retain(|name, _| names.contains(name));
+    if let Err(e) = record::save(&record_path, &next) {
+        progress.event(Event::Warning {
+            message: format!(
+                "could not save the build record {}: {e}",
+                record_path.display()
+            ),
+        });
+    }
+    Ok(BuildReport {
+        pipeline: pipeline.name().into(),
+        images,
+    })
+}
+
+/// A layer ready to go into the image.
+struct BuiltLayer {
+    added: AddedLayer,
+    record: LayerRecord,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build_image<R: Registry>(
+    pipeline: &Pipeline,
+    image: &ImagePlan,
+    opts: &BuildOptions,
+    registry: &R,
+    store: &Store,
+    previous: &BuildRecord,
+    labels: &BTreeMap<String, String>,
+    progress: &dyn Progress,
+) -> Result<(ImageReport, ImageRecord), BuildError> {
+    let name = image.name.clone();
+    let registry_err = |action: String| {
+        let name = name.clone();
+        move |source: RegistryError| BuildError::Registry {
+            image: name,
+            action,
+            source,
+        }
+    };
+    if image.settings.dockerfile.is_some() {
+        return Err(BuildError::DockerfileUnavailable { image: name });
+    }
+    if let Some(slot) = image.layers.iter().find(|l| l.runs_commands()) {
+        return Err(BuildError::ExecLayersUnavailable {
+            image: name,
+            layer: slot.label(),
+        });
+    }
+    let target = match (&opts.output, &image.repository) {
+        (Output::Registry, None) => return Err(BuildError::NoTarget { image: name }),
+        (_, repo) => repo.clone(),
+    };
+    progress.event(Event::ImageStarted {
+        image: name.clone(),
+        layers: image.layers.len(),
+    });
+
+    let parent = registry
+        .resolve(&image.parent, &opts.platform)
+        .await
+        .map_err(registry_err(format!(
+            "resolving parent image {}",
+            image.parent
+        )))?;
+    let parent_pinned = format!("{}@{}", parent.repository, parent.digest);
+    let previous_image = previous.images.get(&image.name);
+
+    let mut built = Vec::new();
+    let mut reports = Vec::new();
+    for (index, slot) in image.layers.iter().enumerate() {
+        let previous_layer = previous_image
+            .and_then(|p| p.layers.get(index))
+            .filter(|l| l.label == slot.label());
+        let (layer, status) = match slot {
+            LayerSlot::Code {
+                source_root,
+                dockerignore,
+                workdir,
+            } => {
+                let root = pipeline.base_dir().join(source_root);
+                let ignore = dockerignore.as_ref().map(|d| pipeline.base_dir().join(d));
+                code_layer(
+                    store,
+                    &root,
+                    ignore.as_deref(),
+                    workdir,
+                    opts,
+                    &parent_pinned,
+                    previous_layer,
+                )
+                .map_err(|source| BuildError::Layer {
+                    image: name.clone(),
+                    layer: slot.label(),
+                    source,
+                })?
+            }
+            _ => {
+                return Err(BuildError::ExecLayersUnavailable {
+                    image: name.clone(),
+                    layer: slot.label(),
+                });
+            }
+        };
+        let reason = (status == LayerStatus::Built)
+            .then(|| record::explain_change(previous_layer, &layer.record.inputs));
+        let blob = &layer.added.blob;
+        progress.event(Event::Layer {
+            image: name.clone(),
+            label: slot.label(),
+            status,
+            digest: blob.digest.clone(),
+            size: blob.size,
+            reason: reason.clone(),
+        });
+        reports.push(LayerReport {
+            label: slot.label(),
+            status,
+            digest: blob.digest.clone(),
+            size: blob.size,
+            reason,
+        });
+        built.push(layer);
+    }
+
+    // Config and manifest.
+    let settings = &image.settings;
+    let mut env: Vec<(String, String)> = settings
+        .environment
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    env.extend(settings.runtime_environment.clone().unwrap_or_default());
+    let mut labels = labels.clone();
+    labels.insert("dev.kiln.pipeline".into(), pipeline.name().into());
+    labels.insert("dev.kiln.steps".into(), image.steps.join(","));
+    labels.insert(
+        "org.opencontainers.image.base.digest".into(),
+        parent.digest.clone(),
+    );
+    labels.insert(
+        "org.opencontainers.image.base.name".into(),
+        image.parent.clone(),
+    );
+    let edits = ConfigEdits {
+        env,
+        workdir: settings.workdir.clone(),
+        user: settings.user.clone(),
+        labels,
+        created: rfc3339(opts.source_date_epoch),
+    };
+    let added: Vec<AddedLayer> = built.iter().map(|b| b.added.clone()).collect();
+    let config = image::derive_config(&parent.config, &added, &edits).map_err(|source| {
+        BuildError::Image {
+            image: name.clone(),
+            source,
+        }
+    })?;
+    let config_bytes = image::canonical_bytes(&config);
+    let config_type = match opts.format {
+        Format::Oci => image::media::OCI_CONFIG,
+        Format::Docker => image::media::DOCKER_CONFIG,
+    };
+    let config_desc = Descriptor {
+        media_type: config_type.into(),
+        digest: image::sha256_digest(&config_bytes),
+        size: config_bytes.len() as u64,
+    };
+    let mut layer_descs: Vec<Descriptor> = parent.layers.clone();
+    layer_descs.extend(added.iter().map(|a| a.blob.clone()));
+    let manifest = image::manifest(opts.format, &config_desc, &layer_descs, &BTreeMap::new())
+        .map_err(|source| BuildError::Image {
+            image: name.clone(),
+            source,
+        })?;
+    let manifest_bytes = image::canonical_bytes(&manifest);
+    let manifest_digest = image::sha256_digest(&manifest_bytes);
+    let manifest_type = manifest["mediaType"]
+        .as_str()
+        .unwrap_or(image::media::OCI_MANIFEST)
+        .to_string();
+
+    let (reference, pinned, uploaded) = match &opts.output {
+        Output::Registry => {
+            let repo = target.unwrap_or_default();
+            let uploaded = push(
+                registry,
+                store,
+                &name,
+                &repo,
+                &parent,
+                &added,
+                (&config_desc, &config_bytes),
+                opts.concurrency,
+                progress,
+            )
+            .await?;
+            let digest = registry
+                .push_manifest(&repo, &image.tag, &manifest_type, &manifest_bytes)
+                .await
+                .map_err(registry_err(format!(
+                    "pushing the manifest to {repo}:{}",
+                    image.tag
+                )))?;
+            debug_assert_eq!(digest, manifest_digest);
+            (
+                format!("{repo}:{}", image.tag),
+                Some(format!("{repo}@{manifest_digest}")),
+                uploaded,
+            )
+        }
+        Output::OciLayout(dir) | Output::Archive(dir) => {
+            // Parent layers must be local for a self-contained layout.
+            for layer in &parent.layers {
+                fetch_blob(registry, store, &parent.repository, layer)
+                    .await
+                    .map_err(registry_err(format!(
+                        "downloading parent layer {}",
+                        layer.digest
+                    )))?;
+            }
+            let mut blobs = Vec::new();
+            for desc in &layer_descs {
+                let digest = store::Digest::from_str(&desc.digest).map_err(BuildError::Store)?;
+                blobs.push(Blob {
+                    descriptor: desc.clone(),
+                    data: BlobData::File(store.path(&digest)),
+                });
+            }
+            blobs.push(Blob {
+                descriptor: config_desc.clone(),
+                data: BlobData::Bytes(config_bytes.clone()),
+            });
+            let image_blobs = ImageBlobs {
+                blobs,
+                manifest: Blob {
+                    descriptor: Descriptor {
+                        media_type: manifest_type.clone(),
+                        digest: manifest_digest.clone(),
+                        size: manifest_bytes.len() as u64,
+                    },
+                    data: BlobData::Bytes(manifest_bytes.clone()),
+                },
+                tag: image.tag.clone(),
+            };
+            let written = if let Output::Archive(file) = &opts.output {
+                output::write_archive(file, &image_blobs)
+                    .map(|()| format!("oci-archive:{}:{}", file.display(), image.tag))
+            } else {
+                output::write_layout(dir, &image_blobs)
+                    .map(|()| format!("oci:{}:{}", dir.display(), image.tag))
+            };
+            let reference = written.map_err(|source| BuildError::Output {
+                path: dir.clone(),
+                source,
+            })?;
+            (reference, None, 0)
+        }
+    };
+    progress.event(Event::ImageDone {
+        image: name.clone(),
+        reference: reference.clone(),
+        digest: manifest_digest.clone(),
+    });
+    let record = ImageRecord {
+        steps: image.steps.clone(),
+        reference: reference.clone(),
+        pinned,
+        digest: manifest_digest.clone(),
+        parent: parent_pinned.clone(),
+        layers: built.into_iter().map(|b| b.record).collect(),
+    };
+    Ok((
+        ImageReport {
+            name,
+            steps: image.steps.clone(),
+            reference,
+            digest: manifest_digest,
+            parent: parent_pinned,
+            layers: reports,
+            uploaded,
+        },
+        record,
+    ))
+}
+
+/// Builds (or finds in the cache) the code layer. The tar is hashed first,
+/// which is cheap; compression only runs on a cache miss.
+fn code_layer(
+    store: &Store,
+    root: &Path,
+    ignore: Option<&Path>,
+    workdir: &str,
+    opts: &BuildOptions,
+    parent: &str,
+    previous: Option<&LayerRecord>,
+) -> Result<(BuiltLayer, LayerStatus), LayerError> {
+    let context = Context::scan(root, ignore)?;
+    let tar = TarOptions {
+        dest: workdir.to_string(),
+        mtime: opts.source_date_epoch,
+        uid: 0,
+        gid: 0,
+    };
+    let hashed = context.write_tar(HashingWriter::new(io::sink()), &tar)?;
+    let (_, diff_id, _) = hashed.finish();
+    let key = cache_key(&[
+        "code-v1",
+        diff_id.as_str(),
+        &format!("{:?}", opts.compression),
+    ]);
+    let created_by = format!(
+        "COPY {} {workdir} # kiln code layer",
+        root.file_name()
+            .map_or(".".into(), |n| n.to_string_lossy().into_owned())
+    );
+    let cached = store.lookup(&key, Check::Full)?;
+    let (descriptor, status) = match cached {
+        Some(d) => (d, LayerStatus::Reused),
+        None => {
+            let code_opts = CodeLayerOptions {
+                tar: tar.clone(),
+                ignore_file: ignore.map(Path::to_path_buf),
+                compression: opts.compression,
+            };
+            let mut writer = LayerWriter::new(store, code_opts.compression)?;
+            if let Err(e) = context.write_tar(&mut writer, &tar) {
+                return Err(writer.abort().unwrap_or(e));
+            }
+            let d = writer.finish()?;
+            store.insert(&key, &d)?;
+            (d, LayerStatus::Built)
+        }
+    };
+    // Inputs for --explain: carried over when the layer is unchanged, else
+    // one hash per file.
+    let inputs = match previous {
+        Some(p) if p.key == key => p.inputs.clone(),
+        _ => file_inputs(root, &context),
+    };
+    let _ = parent;
+    Ok((
+        BuiltLayer {
+            added: AddedLayer {
+                blob: Descriptor {
+                    media_type: descriptor.media_type.clone(),
+                    digest: descriptor.digest.to_string(),
+                    size: descriptor.size,
+                },
+                diff_id: descriptor.diff_id.to_string(),
+                created_by,
+            },
+            record: LayerRecord {
+                label: "code".into(),
+                key,
+                inputs,
+            },
+        },
+        status,
+    ))
+}
+
+fn file_inputs(root: &Path, context: &Context) -> BTreeMap<String, String> {
+    let mut inputs = BTreeMap::new();
+    for rel in context.paths() {
+        let path = root.join(rel);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() {
+            if let Ok(bytes) = std::fs::read(&path) {
+                inputs.insert(
+                    rel.to_string_lossy().into_owned(),
+                    image::hex(&Sha256::digest(&bytes))[..16].to_string(),
+                );
+            }
+        }
+    }
+    inputs
+}
+
+/// A cache key: sha256 over the parts, each terminated so that no two
+/// different part lists collide.
+pub fn cache_key(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    image::hex(&h.finalize())
+}
+
+/// Pushes every blob the manifest needs: parent layers (HEAD, then mount
+/// from the parent's repository on the same registry, else copy), kiln's
+/// layers and the config (HEAD, then upload), concurrently.
+#[allow(clippy::too_many_arguments)]
+async fn push<R: Registry>(
+    registry: &R,
+    store: &Store,
+    image: &str,
+    repo: &str,
+    parent: &ResolvedImage,
+    added: &[AddedLayer],
+    config: (&Descriptor, &[u8]),
+    concurrency: usize,
+    progress: &dyn Progress,
+) -> Result<usize, BuildError> {
+    enum Source<'a> {
+        Parent(&'a Descriptor),
+        Added(&'a Descriptor),
+    }
+    let jobs: Vec<Source<'_>> = parent
+        .layers
+        .iter()
+        .map(Source::Parent)
+        .chain(added.iter().map(|a| Source::Added(&a.blob)))
+        .collect();
+    let same_registry = registry_of(&parent.repository) == registry_of(repo);
+    let results: Vec<bool> = stream::iter(jobs.into_iter().map(|job| async move {
+        let desc = match &job {
+            Source::Parent(d) | Source::Added(d) => *d,
+        };
+        let fail = |action: &str| {
+            let action = format!("{action} {} in {repo}", desc.digest);
+            move |source| BuildError::Registry {
+                image: image.to_string(),
+                action,
+                source,
+            }
+        };
+        if registry
+            .blob_exists(repo, &desc.digest)
+            .await
+            .map_err(fail("checking blob"))?
+        {
+            progress.event(Event::Blob {
+                image: image.into(),
+                digest: desc.digest.clone(),
+                size: desc.size,
+                status: BlobStatus::Present,
+            });
+            return Ok(false);
+        }
+        if let Source::Parent(_) = job {
+            if same_registry
+                && registry
+                    .mount_blob(repo, &parent.repository, &desc.digest)
+                    .await
+                    .map_err(fail("mounting blob"))?
+            {
+                progress.event(Event::Blob {
+                    image: image.into(),
+                    digest: desc.digest.clone(),
+                    size: desc.size,
+                    status: BlobStatus::Mounted,
+                });
+                return Ok(false);
+            }
+        }
+        let digest = store::Digest::from_str(&desc.digest).map_err(BuildError::Store)?;
+        let path = store.path(&digest);
+        if let Source::Parent(_) = job {
+            fetch_blob(registry, store, &parent.repository, desc)
+                .await
+                .map_err(fail("downloading parent blob"))?;
+        }
+        registry
+            .push_blob_file(repo, desc, &path)
+            .await
+            .map_err(fail("uploading blob"))?;
+        progress.event(Event::Blob {
+            image: image.into(),
+            digest: desc.digest.clone(),
+            size: desc.size,
+            status: BlobStatus::Uploaded,
+        });
+        Ok::<bool, BuildError>(true)
+    }))
+    .buffer_unordered(concurrency.max(1))
+    .try_collect()
+    .await?;
+    let mut uploaded = results.into_iter().filter(|u| *u).count();
+    let (config_desc, config_bytes) = config;
+    let fail = |source| BuildError::Registry {
+        image: image.to_string(),
+        action: format!("uploading the config to {repo}"),
+        source,
+    };
+    if !registry
+        .blob_exists(repo, &config_desc.digest)
+        .await
+        .map_err(fail)?
+    {
+        registry
+            .push_blob_bytes(repo, &config_desc.digest, config_bytes)
+            .await
+            .map_err(|source| BuildError::Registry {
+                image: image.to_string(),
+                action: format!("uploading the config to {repo}"),
+                source,
+            })?;
+        uploaded += 1;
+    }
+    Ok(uploaded)
+}
+
+/// Makes sure a registry blob is in the store: downloaded to a temporary
+/// file and renamed, so an interrupted download never looks complete.
+async fn fetch_blob<R: Registry>(
+    registry: &R,
+    store: &Store,
+    repository: &str,
+    desc: &Descriptor,
+) -> Result<(), RegistryError> {
+    let digest = store::Digest::from_str(&desc.digest)?;
+    if store.contains(&digest) {
+        return Ok(());
+    }
+    let path = store.path(&digest);
+    let tmp = path.with_file_name(format!(".tmp-pull-{}-{}", digest.hex(), std::process::id()));
+    registry.pull_blob_to_file(repository, desc, &tmp).await?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// OCI labels naming the source repository and revision, from git when the
+/// pipeline lives in a checkout.
+fn source_labels(dir: &Path) -> BTreeMap<String, String> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    let mut labels = BTreeMap::new();
+    if let Some(rev) = git(&["rev-parse", "HEAD"]) {
+        labels.insert("org.opencontainers.image.revision".into(), rev);
+        if let Some(url) = git(&["config", "--get", "remote.origin.url"]) {
+            // Never publish credentials embedded in a remote URL.
+            let clean = match url.split_once("://") {
+                Some((scheme, rest)) => format!(
+                    "{scheme}://{}",
+                    rest.rsplit_once('@').map_or(rest, |(_, host)| host)
+                ),
+                None => url,
+            };
+            labels.insert("org.opencontainers.image.source".into(), clean);
+        }
+    }
+    labels
+}
+
+/// RFC 3339 for a Unix time (UTC), without a date library.
+pub fn rfc3339(epoch: u64) -> String {
+    let days = epoch / 86_400;
+    let secs = epoch % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn cache_keys_separate_parts() {
+        assert_ne!(cache_key(&["ab", "c"]), cache_key(&["a", "bc"]));
+        assert_eq!(cache_key(&["x"]), cache_key(&["x"]));
+    }
+
+    #[test]
+    fn parses_outputs() {
+        assert_eq!(
+            "oci:/tmp/x".parse::<Output>().unwrap(),
+            Output::OciLayout("/tmp/x".into())
+        );
+        assert_eq!(
+            "tar:img.tar".parse::<Output>().unwrap(),
+            Output::Archive("img.tar".into())
+        );
+        assert!("docker:x".parse::<Output>().is_err());
+        assert!("oci:".parse::<Output>().is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! `kiln build`: build a pipeline's step images and push them (or write
+//! them to an OCI layout or archive).
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use kiln_builder::build::{BuildOptions, BuildReport, Output};
+use kiln_builder::image::Format;
+use kiln_builder::layer::Compression;
+use kiln_common::distribution::{Client, ClientOptions, CredentialSource, Credentials};
+
+use super::load_pipeline;
+use crate::cli::{BuildArgs, CompressionArg, FormatArg};
+use crate::progress::{Display, human_size, short};
+
+/// Builds; exit 1 when the build fails, 2 for Dockerfile builds (not yet).
+pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
+    if args.dockerfile.is_some() {
+        eprintln!(
+            "kiln build -f: not built yet (the Dockerfile frontend is not part of this kiln version)"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let Some(pipeline) = load_pipeline(&args.pipeline)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let opts = BuildOptions {
+        only_step: args.step.clone(),
+        platform: args.platform.parse().map_err(anyhow::Error::msg)?,
+        format: match args.format {
+            FormatArg::Oci => Format::Oci,
+            FormatArg::Docker => Format::Docker,
+        },
+        compression: match args.compression {
+            CompressionArg::Gzip => Compression::gzip(),
+            CompressionArg::Zstd => Compression::zstd(),
+        },
+        output: args.output.parse::<Output>().map_err(anyhow::Error::msg)?,
+        cache_dir: match &args.cache_dir {
+            Some(dir) => dir.clone(),
+            None => kiln_builder::store::default_cache_dir().context(
+                "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-dir",
+            )?,
+        },
+        data_dir: data_dir()?,
+        source_date_epoch: source_date_epoch()?,
+        concurrency: 4,
+    };
+    let client = registry_client(args)?;
+    let display = Display::choose(json);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = runtime.block_on(kiln_builder::build::build(
+        &pipeline, &opts, &client, &display,
+    ))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("serializing the report")?
+        );
+    } else {
+        print_summary(&report, args.explain);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Registry client from the flags: explicit credentials (password read from
+/// stdin, never from argv), insecure registries, extra CAs.
+pub fn registry_client(args: &BuildArgs) -> anyhow::Result<Client> {
+    let explicit = match &args.username {
+        Some(username) if args.password_stdin => {
+            let mut secret = String::new();
+            std::io::stdin()
+                .read_to_string(&mut secret)
+                .context("reading the password from stdin")?;
+            let secret = secret.trim_end_matches(['\n', '\r']).to_string();
+            if secret.is_empty() {
+                bail!("--password-stdin: standard input was empty");
+            }
+            Some(Credentials {
+                username: username.clone(),
+                secret,
+            })
+        }
+        _ => None,
+    };
+    let options = ClientOptions {
+        credentials: CredentialSource {
+            explicit,
+            ..CredentialSource::default()
+        },
+        insecure_registries: args.insecure_registries.clone(),
+        ca_certs: args.registry_ca.clone(),
+        ..ClientOptions::default()
+    };
+    Ok(Client::new(options)?)
+}
+
+/// `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.
+pub fn data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
+        return Ok(dir.join("kiln"));
+    }
+    let home =
+        std::env::var_os("HOME").context("HOME is not set: cannot find kiln's data directory")?;
+    Ok(PathBuf::from(home).join(".local/share/kiln"))
+}
+
+/// `SOURCE_DATE_EPOCH`, the reproducible-builds convention; 0 when unset.
+fn source_date_epoch() -> anyhow::Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a Unix time in seconds")),
+        _ => Ok(0),
+    }
+}
+
+fn print_summary(report: &BuildReport, explain: bool) {
+    for image in &report.images {
+        println!(
+            "{} ({}): {}@{}",
+            image.name,
+            image.steps.join(", "),
+            image.reference,
+            image.digest
+        );
+        if explain {
+            for layer in &image.layers {
+                let status = match layer.status {
+                    kiln_builder::progress::LayerStatus::Reused => "reused",
+                    kiln_builder::progress::LayerStatus::Built => "built",
+                    kiln_builder::progress::LayerStatus::Parent => "parent",
+                };
+                let why = layer
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(" — {r}"))
+                    .unwrap_or_default();
+                println!(
+                    "  {:<24} {status:<6} {} {}{why}",
+                    layer.label,
+                    short(&layer.digest),
+                    human_size(layer.size)
+                );
+            }
+            println!("  parent {}", image.parent);
+            println!("  blobs uploaded: {}", image.uploaded);
+        }
+    }
+}
