@@ -8,5 +8,8 @@ pub mod distribution;
 pub mod k8s;
 pub mod pipeline;
 pub mod reference;
+pub mod sandbox;
+pub mod snapshot;
+pub mod unpack;
 
 pub use pipeline::{Diagnostic, Pipeline, PipelineError};

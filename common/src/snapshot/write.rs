@@ -1,0 +1,285 @@
+//! Writes the changes of a root as a deterministic OCI layer tar: sorted
+//! entries, parents before children, clamped mtimes, ids as seen inside the
+//! sandbox, whiteouts for deletions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use tar::{EntryType, Header};
+
+use super::diff::Change;
+use super::error::{Error, Result};
+use super::manifest::{EntryMeta, Kind, Manifest};
+use crate::sandbox::{IdMap, OVERFLOW_ID};
+use crate::unpack::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+
+/// How the layer tar is written.
+#[derive(Debug, Clone)]
+pub struct LayerOptions {
+    /// `SOURCE_DATE_EPOCH`: every mtime later than this is written as this
+    /// (BuildKit's clamping), so rebuilding the same inputs later gives the
+    /// same bytes. `None` keeps mtimes (whole seconds).
+    pub epoch: Option<u64>,
+    /// Maps ids on disk back to sandbox ids (the sandbox's
+    /// [`id_map`](crate::sandbox::Sandbox::id_map)).
+    pub ids: IdMap,
+}
+
+/// What the layer contains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Paths new in this layer (including entries below a recreated
+    /// directory and entries that replaced another kind).
+    pub added: u64,
+    /// Paths modified.
+    pub modified: u64,
+    /// Whiteouts written.
+    pub deleted: u64,
+    /// Opaque directories written.
+    pub opaque_dirs: u64,
+    /// Unchanged parent directories written so that the changed entries have
+    /// their parents' mode and owner.
+    pub parents: u64,
+    /// Tar entries written in all.
+    pub entries: u64,
+    /// Entries whose on-disk owner the id map does not cover (written as
+    /// 65534).
+    pub unmapped_ids: u64,
+    /// Device nodes and sockets left out.
+    pub skipped: u64,
+}
+
+enum Emit<'a> {
+    Entry(&'a EntryMeta, Option<Change>),
+    Whiteout,
+}
+
+/// Writes the layer for `changes` (from [`compare`](super::compare) of
+/// `after` against the before-manifest) to `out`, reading contents from
+/// `root`. Returns the summary; `out` gets a complete tar (end marker
+/// included).
+pub fn write_layer<W: Write>(
+    root: &Path,
+    after: &Manifest,
+    changes: &BTreeMap<PathBuf, Change>,
+    opts: &LayerOptions,
+    out: W,
+) -> Result<Summary> {
+    let mut plan: BTreeMap<PathBuf, Emit<'_>> = BTreeMap::new();
+    let mut summary = Summary::default();
+    for (path, change) in changes {
+        match change {
+            Change::Deleted => {
+                plan.insert(path.clone(), Emit::Whiteout);
+            }
+            c => {
+                if let Some(meta) = after.get(path) {
+                    plan.insert(path.clone(), Emit::Entry(meta, Some(*c)));
+                }
+            }
+        }
+        for a in path.ancestors().skip(1) {
+            if a.as_os_str().is_empty() || plan.contains_key(a) {
+                continue;
+            }
+            if let Some(meta) = after.get(a) {
+                plan.insert(a.to_path_buf(), Emit::Entry(meta, None));
+            }
+        }
+    }
+
+    let mut tar = tar::Builder::new(out);
+    tar.mode(tar::HeaderMode::Complete);
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    for (path, emit) in &plan {
+        match emit {
+            Emit::Whiteout => {
+                let name = whiteout_name(path);
+                let mut h = base_header(EntryType::Regular, 0o644, 0, 0, opts.epoch.unwrap_or(0));
+                h.set_size(0);
+                tar.append_data(&mut h, &name, io::empty())
+                    .map_err(|e| Error::io("writing layer entry", &name, e))?;
+                summary.deleted += 1;
+            }
+            Emit::Entry(meta, change) => {
+                let (uid, gid) = inner_ids(meta, &opts.ids, &mut summary);
+                let mtime = clamp(meta.mtime.0, opts.epoch);
+                let host = root.join(path);
+                let written = match meta.kind {
+                    Kind::Dir => {
+                        let mut h = base_header(EntryType::Directory, meta.mode, uid, gid, mtime);
+                        h.set_size(0);
+                        tar.append_data(&mut h, path, io::empty())
+                            .map_err(|e| Error::io("writing layer entry", path, e))?;
+                        if *change == Some(Change::Recreated) {
+                            let marker = path.join(OPAQUE_MARKER);
+                            let mut h = base_header(
+                                EntryType::Regular,
+                                0o644,
+                                0,
+                                0,
+                                opts.epoch.unwrap_or(0),
+                            );
+                            h.set_size(0);
+                            tar.append_data(&mut h, &marker, io::empty())
+                                .map_err(|e| Error::io("writing layer entry", &marker, e))?;
+                            summary.opaque_dirs += 1;
+                            summary.entries += 1;
+                        }
+                        true
+                    }
+                    Kind::File => {
+                        let key = (meta.dev, meta.ino);
+                        if let Some(first) = links.get(&key).filter(|_| meta.nlink > 1) {
+                            let mut h = base_header(EntryType::Link, meta.mode, uid, gid, mtime);
+                            h.set_size(0);
+                            tar.append_link(&mut h, path, first)
+                                .map_err(|e| Error::io("writing layer entry", path, e))?;
+                        } else {
+                            let file = std::fs::OpenOptions::new()
+                                .read(true)
+                                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                                .open(&host)
+                                .map_err(|e| Error::io("reading", &host, e))?;
+                            let mut h = base_header(EntryType::Regular, meta.mode, uid, gid, mtime);
+                            h.set_size(meta.size);
+                            let exact = Exact {
+                                file,
+                                left: meta.size,
+                                path: &host,
+                            };
+                            tar.append_data(&mut h, path, exact)
+                                .map_err(|e| Error::io("writing layer entry", path, e))?;
+                            if meta.nlink > 1 {
+                                links.insert(key, path.clone());
+                            }
+                        }
+                        true
+                    }
+                    Kind::Symlink => {
+                        let target = meta.link_target.clone().unwrap_or_default();
+                        let mut h = base_header(EntryType::Symlink, 0o777, uid, gid, mtime);
+                        h.set_size(0);
+                        tar.append_link(&mut h, path, Path::new(&target))
+                            .map_err(|e| Error::io("writing layer entry", path, e))?;
+                        true
+                    }
+                    Kind::Fifo => {
+                        let mut h = base_header(EntryType::Fifo, meta.mode, uid, gid, mtime);
+                        h.set_size(0);
+                        tar.append_data(&mut h, path, io::empty())
+                            .map_err(|e| Error::io("writing layer entry", path, e))?;
+                        true
+                    }
+                    Kind::Other => {
+                        summary.skipped += 1;
+                        false
+                    }
+                };
+                if written {
+                    match change {
+                        Some(Change::Modified) => summary.modified += 1,
+                        Some(Change::Added | Change::Recreated) => summary.added += 1,
+                        Some(Change::Deleted) => {}
+                        None => summary.parents += 1,
+                    }
+                }
+            }
+        }
+        summary.entries += 1;
+    }
+    summary.entries -= summary.skipped;
+    tar.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(|e| Error::io("finishing layer tar", Path::new(""), e))?;
+    Ok(summary)
+}
+
+fn whiteout_name(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(WHITEOUT_PREFIX);
+    name.push(path.file_name().unwrap_or_default());
+    match path.parent() {
+        Some(p) => p.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+fn clamp(mtime: i64, epoch: Option<u64>) -> u64 {
+    let m = u64::try_from(mtime).unwrap_or(0);
+    match epoch {
+        Some(e) => m.min(e),
+        None => m,
+    }
+}
+
+fn base_header(kind: EntryType, mode: u32, uid: u32, gid: u32, mtime: u64) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode & 0o7777);
+    h.set_uid(u64::from(uid));
+    h.set_gid(u64::from(gid));
+    h.set_mtime(mtime);
+    h
+}
+
+fn inner_ids(meta: &EntryMeta, ids: &IdMap, summary: &mut Summary) -> (u32, u32) {
+    match (ids.to_inner_uid(meta.uid), ids.to_inner_gid(meta.gid)) {
+        (Some(u), Some(g)) => (u, g),
+        (u, g) => {
+            summary.unmapped_ids += 1;
+            (u.unwrap_or(OVERFLOW_ID), g.unwrap_or(OVERFLOW_ID))
+        }
+    }
+}
+
+/// Reads exactly `left` bytes of a file, failing if it is shorter (it
+/// changed after the walk): the tar header already promised that size.
+struct Exact<'a> {
+    file: File,
+    left: u64,
+    path: &'a Path,
+}
+
+impl Read for Exact<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} shrank while it was being written to the layer",
+                    self.path.display()
+                ),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whiteout_names() {
+        assert_eq!(whiteout_name(Path::new("a/b")), PathBuf::from("a/.wh.b"));
+        assert_eq!(whiteout_name(Path::new("top")), PathBuf::from(".wh.top"));
+    }
+
+    #[test]
+    fn clamps_to_the_epoch() {
+        assert_eq!(clamp(2_000_000_000, Some(1_000)), 1_000);
+        assert_eq!(clamp(500, Some(1_000)), 500);
+        assert_eq!(clamp(-5, None), 0);
+    }
+}

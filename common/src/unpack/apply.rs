@@ -1,0 +1,466 @@
+//! Applies one layer tar onto a root directory: entries, OCI whiteouts and
+//! opaque directories, ownership through the sandbox's id map, modes and
+//! mtimes — never writing outside the root.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tar::EntryType;
+
+use super::error::{Error, LayerReport, Result, SkipReason, SkippedEntry};
+use super::scoped::resolve_in_root;
+use crate::sandbox::{IdMap, OVERFLOW_ID};
+
+/// The OCI whiteout prefix: `.wh.NAME` deletes NAME from lower layers.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// The OCI opaque-directory marker: the directory's lower content is hidden.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// What to do with files' owners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ownership {
+    /// chown every entry to its tar uid/gid mapped through the sandbox's id
+    /// map ([`Sandbox::id_map`](crate::sandbox::Sandbox::id_map)): the
+    /// command in the sandbox then sees the tar's owners. Needs root, real or
+    /// inside kiln's user namespace.
+    Map(IdMap),
+    /// Leave everything owned by this process (for inspecting a root, not
+    /// for running commands in it).
+    Ignore,
+}
+
+/// What to do with an entry that tries to leave the root (`..`, absolute
+/// names, hard links out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnsafe {
+    /// Stop with [`Error::UnsafeEntry`]: a layer that contains such entries
+    /// is hostile or broken, and no image should be built on it.
+    Fail,
+    /// Skip the entry, list it in [`LayerReport::skipped`], go on.
+    Skip,
+}
+
+/// How layers are applied.
+#[derive(Debug, Clone)]
+pub struct UnpackOptions {
+    /// Owners.
+    pub ownership: Ownership,
+    /// Hostile entries.
+    pub on_unsafe: OnUnsafe,
+}
+
+impl UnpackOptions {
+    /// Owners mapped through `ids`, hostile entries refused.
+    pub fn mapped(ids: IdMap) -> Self {
+        UnpackOptions {
+            ownership: Ownership::Map(ids),
+            on_unsafe: OnUnsafe::Fail,
+        }
+    }
+}
+
+/// Applies the uncompressed layer tar `tar` onto `root` (an existing
+/// directory) and returns what it did, including the layer's diffID (the
+/// sha256 of every byte of the tar stream).
+///
+/// Parent components are resolved inside the root as the container would
+/// (an entry `lib/x` under a `lib -> usr/lib` symlink lands in `usr/lib/x`,
+/// one under `link -> /` lands in the root), never outside. Names with `..`
+/// or a leading `/`, and hard links to such names, are refused or skipped
+/// per [`OnUnsafe`]. Device nodes and FIFOs are skipped and counted.
+pub fn apply_tar<R: Read>(root: &Path, tar: R, opts: &UnpackOptions) -> Result<LayerReport> {
+    if let Ownership::Map(_) = opts.ownership {
+        let uid = rustix::process::geteuid().as_raw();
+        if uid != 0 {
+            return Err(Error::NeedsRoot { uid });
+        }
+    }
+    let root = root
+        .canonicalize()
+        .map_err(|e| Error::io("opening unpack root", root, e))?;
+    let hashing = HashingReader {
+        inner: tar,
+        hasher: Sha256::new(),
+    };
+    let mut archive = tar::Archive::new(hashing);
+    let mut layer = Layer {
+        root: &root,
+        opts,
+        report: LayerReport::default(),
+        written: HashSet::new(),
+        ancestors: HashSet::new(),
+        dirs: Vec::new(),
+    };
+    for entry in archive.entries().map_err(|source| Error::Tar { source })? {
+        let mut entry = entry.map_err(|source| Error::Tar { source })?;
+        layer.entry(&mut entry)?;
+    }
+    layer.finish_dirs()?;
+    let mut report = layer.report;
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|source| Error::Tar { source })?;
+    report.diff_id = format!("sha256:{}", hex(&rest.hasher.finalize()));
+    Ok(report)
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The entry name as clean relative components, or why it is unsafe.
+/// `Ok(empty)` is the root itself (`.` or `./`).
+fn clean_name(raw: &[u8]) -> std::result::Result<PathBuf, SkipReason> {
+    if raw.first() == Some(&b'/') {
+        return Err(SkipReason::AbsolutePath);
+    }
+    let mut out = PathBuf::new();
+    for comp in raw.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => return Err(SkipReason::ParentTraversal),
+            c => out.push(OsStr::from_bytes(c)),
+        }
+    }
+    Ok(out)
+}
+
+struct Layer<'a> {
+    root: &'a Path,
+    opts: &'a UnpackOptions,
+    report: LayerReport,
+    /// Resolved relative paths this layer wrote (opaque markers keep them).
+    written: HashSet<PathBuf>,
+    /// Every ancestor of a written path.
+    ancestors: HashSet<PathBuf>,
+    /// Directories of this layer and their mtimes, set last (writing
+    /// children changes a directory's mtime).
+    dirs: Vec<(PathBuf, u64)>,
+}
+
+impl Layer<'_> {
+    fn skip(&mut self, raw: &[u8], reason: SkipReason) -> Result<()> {
+        let path = String::from_utf8_lossy(raw).into_owned();
+        if reason.is_unsafe() && self.opts.on_unsafe == OnUnsafe::Fail {
+            return Err(Error::UnsafeEntry { path, reason });
+        }
+        self.report.skipped.push(SkippedEntry { path, reason });
+        Ok(())
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry.path_bytes().into_owned();
+        let kind = entry.header().entry_type();
+        if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
+            return Ok(());
+        }
+        let name = match clean_name(&raw) {
+            Ok(n) => n,
+            Err(reason) => return self.skip(&raw, reason),
+        };
+        let (parent_rel, base) = match (name.parent(), name.file_name()) {
+            (Some(p), Some(b)) => (p.to_path_buf(), b.to_os_string()),
+            _ => {
+                // The root itself: only a directory entry means anything.
+                if kind == EntryType::Directory {
+                    let root = self.root.to_path_buf();
+                    self.set_owner_mode(&root, entry.header())?;
+                    let mtime = entry.header().mtime().unwrap_or(0);
+                    self.dirs.push((root, mtime));
+                }
+                return Ok(());
+            }
+        };
+        // Whiteouts.
+        let base_bytes = base.as_bytes();
+        if let Some(rest) = base_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            let parent = match self.parent_dir(&parent_rel, false) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()), // nothing below a missing dir to delete
+                Err(reason) => return self.skip(&raw, reason),
+            };
+            self.report.whiteouts += 1;
+            if base_bytes == OPAQUE_MARKER.as_bytes() {
+                return self.clear_opaque(&parent.0, &parent.1);
+            }
+            if rest.is_empty() || rest == b"." || rest == b".." {
+                self.report.whiteouts -= 1;
+                return self.skip(&raw, SkipReason::InvalidWhiteout);
+            }
+            let victim = parent.0.join(OsStr::from_bytes(rest));
+            return remove_any(&victim);
+        }
+        if matches!(kind, EntryType::Char | EntryType::Block | EntryType::Fifo) {
+            self.report.devices_skipped += 1;
+            return Ok(());
+        }
+        let (parent_host, parent_rel) = match self.parent_dir(&parent_rel, true) {
+            Ok(Some(p)) => p,
+            Ok(None) => return self.skip(&raw, SkipReason::BadParent("parent missing".into())),
+            Err(reason) => return self.skip(&raw, reason),
+        };
+        let path = parent_host.join(&base);
+        let rel = parent_rel.join(&base);
+        match kind {
+            EntryType::Directory => {
+                let existing = std::fs::symlink_metadata(&path).ok();
+                if !existing.as_ref().is_some_and(|m| m.is_dir()) {
+                    if existing.is_some() {
+                        remove_any(&path)?;
+                    }
+                    std::fs::create_dir(&path)
+                        .map_err(|e| Error::io("creating directory", &path, e))?;
+                }
+                self.set_owner_mode(&path, entry.header())?;
+                self.dirs.push((path, entry.header().mtime().unwrap_or(0)));
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                remove_any(&path)?;
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&path)
+                    .map_err(|e| Error::io("creating file", &path, e))?;
+                io::copy(entry, &mut file).map_err(|source| Error::Tar { source })?;
+                self.set_owner_mode(&path, entry.header())?;
+                set_mtime_file(&file, entry.header().mtime().unwrap_or(0))
+                    .map_err(|e| Error::io("setting mtime of", &path, e))?;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                remove_any(&path)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
+                    .map_err(|e| Error::io("creating symlink", &path, e))?;
+                self.set_owner(&path, entry.header())?;
+                set_mtime_nofollow(&path, entry.header().mtime().unwrap_or(0))
+                    .map_err(|e| Error::io("setting mtime of", &path, e))?;
+            }
+            EntryType::Link => {
+                let target_raw = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let target_rel = match clean_name(&target_raw) {
+                    Ok(t) if !t.as_os_str().is_empty() => t,
+                    _ => return self.skip(&raw, SkipReason::LinkTargetOutside),
+                };
+                let target = match resolve_in_root(self.root, &target_rel, false) {
+                    Ok(r) if r.missing == 0 => r.host_path,
+                    Ok(_) => return self.skip(&raw, SkipReason::LinkTargetMissing),
+                    Err(e) => return self.skip(&raw, SkipReason::BadParent(e.to_string())),
+                };
+                if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+                    return self.skip(&raw, SkipReason::LinkTargetMissing);
+                }
+                if target == path {
+                    self.note_written(rel);
+                    self.report.applied += 1;
+                    return Ok(());
+                }
+                remove_any(&path)?;
+                std::fs::hard_link(&target, &path)
+                    .map_err(|e| Error::io("creating hard link", &path, e))?;
+            }
+            other => return self.skip(&raw, SkipReason::UnsupportedType(other.as_byte())),
+        }
+        self.note_written(rel);
+        self.report.applied += 1;
+        Ok(())
+    }
+
+    fn note_written(&mut self, rel: PathBuf) {
+        for a in rel.ancestors().skip(1) {
+            if !self.ancestors.insert(a.to_path_buf()) {
+                break;
+            }
+        }
+        self.written.insert(rel);
+    }
+
+    /// Resolves (and with `create`, creates) the parent directory of an
+    /// entry inside the root. `Ok(None)` when missing and not created.
+    fn parent_dir(
+        &mut self,
+        rel: &Path,
+        create: bool,
+    ) -> std::result::Result<Option<(PathBuf, PathBuf)>, SkipReason> {
+        let r = resolve_in_root(self.root, rel, true)
+            .map_err(|e| SkipReason::BadParent(e.to_string()))?;
+        if r.missing == 0 {
+            if !std::fs::symlink_metadata(&r.host_path).is_ok_and(|m| m.is_dir()) {
+                return Err(SkipReason::BadParent(format!(
+                    "{} is not a directory",
+                    r.relative.display()
+                )));
+            }
+            return Ok(Some((r.host_path, r.relative)));
+        }
+        if !create {
+            return Ok(None);
+        }
+        // Create the missing parents (implicit directories, as tar does).
+        let comps: Vec<_> = r.relative.components().collect();
+        let mut p = self.root.to_path_buf();
+        let mut rel_p = PathBuf::new();
+        for (i, c) in comps.iter().enumerate() {
+            p.push(c);
+            rel_p.push(c);
+            if i + r.missing >= comps.len() {
+                std::fs::create_dir(&p).map_err(|e| SkipReason::BadParent(e.to_string()))?;
+                std::fs::set_permissions(&p, Permissions::from_mode(0o755))
+                    .map_err(|e| SkipReason::BadParent(e.to_string()))?;
+                if let Ownership::Map(ids) = &self.opts.ownership {
+                    if let (Some(u), Some(g)) = (ids.to_outer_uid(0), ids.to_outer_gid(0)) {
+                        std::os::unix::fs::lchown(&p, Some(u), Some(g))
+                            .map_err(|e| SkipReason::BadParent(e.to_string()))?;
+                    }
+                }
+                self.note_written(rel_p.clone());
+            }
+        }
+        Ok(Some((r.host_path, r.relative)))
+    }
+
+    /// Opaque marker in `dir`: delete everything below it that this layer
+    /// did not write.
+    fn clear_opaque(&mut self, dir: &Path, rel: &Path) -> Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => return Err(Error::io("reading directory", dir, e)),
+        };
+        for e in entries {
+            let e = e.map_err(|e| Error::io("reading directory", dir, e))?;
+            let child_rel = rel.join(e.file_name());
+            let child = e.path();
+            if self.written.contains(&child_rel) || self.ancestors.contains(&child_rel) {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    self.clear_opaque(&child, &child_rel)?;
+                }
+            } else {
+                remove_any(&child)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ids(&mut self, header: &tar::Header) -> Option<(u32, u32)> {
+        let Ownership::Map(ids) = &self.opts.ownership else {
+            return None;
+        };
+        // An empty (NUL-filled) id field means 0, as GNU tar reads it.
+        let uid = u32::try_from(header.uid().unwrap_or(0)).ok();
+        let gid = u32::try_from(header.gid().unwrap_or(0)).ok();
+        let ou = uid.and_then(|u| ids.to_outer_uid(u));
+        let og = gid.and_then(|g| ids.to_outer_gid(g));
+        match (ou, og) {
+            (Some(u), Some(g)) => Some((u, g)),
+            _ => {
+                self.report.unmapped_ids += 1;
+                let u = ou.or_else(|| ids.to_outer_uid(OVERFLOW_ID))?;
+                let g = og.or_else(|| ids.to_outer_gid(OVERFLOW_ID))?;
+                Some((u, g))
+            }
+        }
+    }
+
+    fn set_owner(&mut self, path: &Path, header: &tar::Header) -> Result<()> {
+        if let Some((u, g)) = self.ids(header) {
+            std::os::unix::fs::lchown(path, Some(u), Some(g))
+                .map_err(|e| Error::io("chown", path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Owner first, then mode: chown clears set-uid/set-gid bits.
+    fn set_owner_mode(&mut self, path: &Path, header: &tar::Header) -> Result<()> {
+        self.set_owner(path, header)?;
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        std::fs::set_permissions(path, Permissions::from_mode(mode))
+            .map_err(|e| Error::io("chmod", path, e))
+    }
+
+    /// Directory mtimes, deepest first, once all their children exist.
+    fn finish_dirs(&mut self) -> Result<()> {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        for (p, mtime) in dirs {
+            set_mtime_nofollow(&p, mtime).map_err(|e| Error::io("setting mtime of", &p, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes whatever is at `path` (a directory recursively, a symlink itself);
+/// nothing there is fine.
+fn remove_any(path: &Path) -> Result<()> {
+    let res = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+    };
+    res.map_err(|e| Error::io("removing", path, e))
+}
+
+fn timespec(secs: u64) -> rustix::fs::Timestamps {
+    let t = rustix::fs::Timespec {
+        tv_sec: i64::try_from(secs).unwrap_or(i64::MAX),
+        tv_nsec: 0,
+    };
+    rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+fn set_mtime_file(file: &File, secs: u64) -> io::Result<()> {
+    rustix::fs::futimens(file, &timespec(secs)).map_err(io::Error::from)
+}
+
+fn set_mtime_nofollow(path: &Path, secs: u64) -> io::Result<()> {
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &timespec(secs),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_names_and_flags_traversal() {
+        assert_eq!(clean_name(b"./a//b/./c").unwrap(), PathBuf::from("a/b/c"));
+        assert_eq!(clean_name(b"./").unwrap(), PathBuf::new());
+        assert_eq!(clean_name(b"/abs/x"), Err(SkipReason::AbsolutePath));
+        assert_eq!(clean_name(b"a/../../x"), Err(SkipReason::ParentTraversal));
+        assert_eq!(clean_name(b"..").unwrap_err(), SkipReason::ParentTraversal);
+    }
+}
