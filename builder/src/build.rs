@@ -71,6 +71,8 @@ pub struct BuildOptions {
     pub source_date_epoch: u64,
     /// Blob uploads at once.
     pub concurrency: usize,
+    /// Build secrets for commands (`--secret`).
+    pub secrets: Vec<crate::exec::Secret>,
 }
 
 impl Default for BuildOptions {
@@ -85,6 +87,7 @@ impl Default for BuildOptions {
             data_dir: PathBuf::from(".kiln-data"),
             source_date_epoch: 0,
             concurrency: 4,
+            secrets: Vec::new(),
         }
     }
 }
@@ -159,6 +162,16 @@ pub enum BuildError {
         /// Why.
         source: LayerError,
     },
+    /// A layer that runs commands failed.
+    #[error("image {image}: {layer} layer: {source}")]
+    Exec {
+        /// The image.
+        image: String,
+        /// The layer.
+        layer: String,
+        /// Why.
+        source: crate::exec::ExecError,
+    },
     /// The content store failed.
     #[error("layer cache: {0}")]
     Store(#[from] StoreError),
@@ -177,16 +190,6 @@ pub enum BuildError {
     NoTarget {
         /// The image.
         image: String,
-    },
-    /// The image needs layers that run commands, which this builder lacks.
-    #[error(
-        "image {image} needs the {layer} layer, which runs commands inside the image: exec layers are not built yet in this kiln version"
-    )]
-    ExecLayersUnavailable {
-        /// The image.
-        image: String,
-        /// The layer.
-        layer: String,
     },
     /// A Dockerfile parent is not supported yet.
     #[error(
@@ -298,12 +301,6 @@ async fn build_image<R: Registry>(
     if image.settings.dockerfile.is_some() {
         return Err(BuildError::DockerfileUnavailable { image: name });
     }
-    if let Some(slot) = image.layers.iter().find(|l| l.runs_commands()) {
-        return Err(BuildError::ExecLayersUnavailable {
-            image: name,
-            layer: slot.label(),
-        });
-    }
     let target = match (&opts.output, &image.repository) {
         (Output::Registry, None) => return Err(BuildError::NoTarget { image: name }),
         (_, repo) => repo.clone(),
@@ -325,10 +322,123 @@ async fn build_image<R: Registry>(
 
     let mut built = Vec::new();
     let mut reports = Vec::new();
-    for (index, slot) in image.layers.iter().enumerate() {
-        let previous_layer = previous_image
-            .and_then(|p| p.layers.get(index))
-            .filter(|l| l.label == slot.label());
+    let exec_error = |layer: String| {
+        let name = name.clone();
+        move |source| BuildError::Exec {
+            image: name,
+            layer,
+            source,
+        }
+    };
+
+    // Exec layers: keys first; the parent is fetched and unpacked only when
+    // one misses.
+    let exec_slots: Vec<&LayerSlot> = image.layers.iter().filter(|l| l.runs_commands()).collect();
+    let mut code_owner = (0, 0);
+    if !exec_slots.is_empty() {
+        let prepared = crate::exec::prepare(
+            &exec_slots,
+            pipeline.base_dir(),
+            &parent.digest,
+            &opts.platform.to_string(),
+            opts.compression,
+        )
+        .map_err(exec_error("exec".into()))?;
+        let found = crate::exec::lookup(store, &prepared).map_err(exec_error("exec".into()))?;
+        let mut parent_blobs = Vec::new();
+        if found.iter().any(Option::is_none) {
+            let diff_ids: Vec<String> = parent.config["rootfs"]["diff_ids"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (layer, diff_id) in parent.layers.iter().zip(diff_ids) {
+                fetch_blob(registry, store, &parent.repository, layer)
+                    .await
+                    .map_err(registry_err(format!(
+                        "downloading parent layer {}",
+                        layer.digest
+                    )))?;
+                let digest = store::Digest::from_str(&layer.digest).map_err(BuildError::Store)?;
+                parent_blobs.push(kiln_common::unpack::LayerBlob {
+                    path: store.path(&digest),
+                    media_type: Some(layer.media_type.clone()),
+                    diff_id,
+                });
+            }
+        }
+        let mut env = config_env(&parent.config);
+        env.extend(image.settings.environment.clone().unwrap_or_default());
+        let results = crate::exec::execute(
+            store,
+            &name,
+            &prepared,
+            found,
+            &parent_blobs,
+            &env,
+            &opts.secrets,
+            opts.compression,
+            opts.source_date_epoch,
+            progress,
+        )
+        .map_err(exec_error("exec".into()))?;
+        for ((layer, (desc, reused)), slot) in prepared.iter().zip(results).zip(&exec_slots) {
+            if let LayerSlot::User { name: user, .. } = slot {
+                code_owner = crate::exec::user_ids_from_layer(
+                    &store.path(&desc.digest),
+                    &desc.media_type,
+                    user,
+                )
+                .unwrap_or((0, 0));
+            }
+            let status = if reused {
+                LayerStatus::Reused
+            } else {
+                LayerStatus::Built
+            };
+            let previous_layer =
+                previous_image.and_then(|p| p.layers.iter().find(|l| l.label == layer.label));
+            let reason = (!reused).then(|| record::explain_change(previous_layer, &layer.inputs));
+            progress.event(Event::Layer {
+                image: name.clone(),
+                label: layer.label.clone(),
+                status,
+                digest: desc.digest.to_string(),
+                size: desc.size,
+                reason: reason.clone(),
+            });
+            reports.push(LayerReport {
+                label: layer.label.clone(),
+                status,
+                digest: desc.digest.to_string(),
+                size: desc.size,
+                reason,
+            });
+            built.push(BuiltLayer {
+                added: AddedLayer {
+                    blob: Descriptor {
+                        media_type: desc.media_type.clone(),
+                        digest: desc.digest.to_string(),
+                        size: desc.size,
+                    },
+                    diff_id: desc.diff_id.to_string(),
+                    created_by: format!("RUN {} # kiln", layer.label),
+                },
+                record: LayerRecord {
+                    label: layer.label.clone(),
+                    key: layer.key.clone(),
+                    inputs: layer.inputs.clone(),
+                },
+            });
+        }
+    }
+
+    for slot in image.layers.iter().filter(|l| !l.runs_commands()) {
+        let previous_layer =
+            previous_image.and_then(|p| p.layers.iter().find(|l| l.label == slot.label()));
         let (layer, status) = match slot {
             LayerSlot::Code {
                 source_root,
@@ -342,8 +452,8 @@ async fn build_image<R: Registry>(
                     &root,
                     ignore.as_deref(),
                     workdir,
+                    code_owner,
                     opts,
-                    &parent_pinned,
                     previous_layer,
                 )
                 .map_err(|source| BuildError::Layer {
@@ -352,12 +462,7 @@ async fn build_image<R: Registry>(
                     source,
                 })?
             }
-            _ => {
-                return Err(BuildError::ExecLayersUnavailable {
-                    image: name.clone(),
-                    layer: slot.label(),
-                });
-            }
+            _ => continue,
         };
         let reason = (status == LayerStatus::Built)
             .then(|| record::explain_change(previous_layer, &layer.record.inputs));
@@ -382,12 +487,23 @@ async fn build_image<R: Registry>(
 
     // Config and manifest.
     let settings = &image.settings;
-    let mut env: Vec<(String, String)> = settings
-        .environment
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let mut env: Vec<(String, String)> = Vec::new();
+    if image
+        .layers
+        .iter()
+        .any(|l| matches!(l, LayerSlot::Requirements { .. } | LayerSlot::InstallUv))
+    {
+        let path = config_env(&parent.config)
+            .into_iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or_else(
+                || "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+                |(_, v)| v,
+            );
+        env.push(("VIRTUAL_ENV".into(), crate::exec::VENV.into()));
+        env.push(("PATH".into(), format!("{}/bin:{path}", crate::exec::VENV)));
+    }
+    env.extend(settings.environment.clone().unwrap_or_default());
     env.extend(settings.runtime_environment.clone().unwrap_or_default());
     let mut labels = labels.clone();
     labels.insert("dev.kiln.pipeline".into(), pipeline.name().into());
@@ -549,16 +665,16 @@ fn code_layer(
     root: &Path,
     ignore: Option<&Path>,
     workdir: &str,
+    owner: (u64, u64),
     opts: &BuildOptions,
-    parent: &str,
     previous: Option<&LayerRecord>,
 ) -> Result<(BuiltLayer, LayerStatus), LayerError> {
     let context = Context::scan(root, ignore)?;
     let tar = TarOptions {
         dest: workdir.to_string(),
         mtime: opts.source_date_epoch,
-        uid: 0,
-        gid: 0,
+        uid: owner.0,
+        gid: owner.1,
     };
     let hashed = context.write_tar(HashingWriter::new(io::sink()), &tar)?;
     let (_, diff_id, _) = hashed.finish();
@@ -596,7 +712,6 @@ fn code_layer(
         Some(p) if p.key == key => p.inputs.clone(),
         _ => file_inputs(root, &context),
     };
-    let _ = parent;
     Ok((
         BuiltLayer {
             added: AddedLayer {
@@ -760,6 +875,22 @@ async fn push<R: Registry>(
         uploaded += 1;
     }
     Ok(uploaded)
+}
+
+/// `KEY=VALUE` pairs of an image config's Env.
+fn config_env(config: &serde_json::Value) -> Vec<(String, String)> {
+    config["config"]["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| {
+                    e.as_str()?
+                        .split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Makes sure a registry blob is in the store: downloaded to a temporary

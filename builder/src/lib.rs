@@ -2,6 +2,7 @@
 //! daemonless: plan, layers, cache, image, push.
 
 pub mod build;
+pub mod exec;
 pub mod image;
 pub mod layer;
 pub mod output;

@@ -350,13 +350,8 @@ fn layers(s: &ImageSettings) -> Vec<LayerSlot> {
         });
     }
     let workdir = s.workdir.clone().unwrap_or_else(|| "/app".into());
-    if s.allow_including_files_in_images != Some(false) {
-        out.push(LayerSlot::Code {
-            source_root: PathBuf::from(s.source_root.as_ref().map_or(".", |r| r.value.as_str())),
-            dockerignore: s.dockerignore.as_ref().map(|d| PathBuf::from(&d.value)),
-            workdir: workdir.clone(),
-        });
-    }
+    // The user comes before the code, so the code layer can be owned by it
+    // without a chown layer that would copy every file again.
     if let Some(user) = s
         .user
         .as_ref()
@@ -364,6 +359,13 @@ fn layers(s: &ImageSettings) -> Vec<LayerSlot> {
     {
         out.push(LayerSlot::User {
             name: user.clone(),
+            workdir: workdir.clone(),
+        });
+    }
+    if s.allow_including_files_in_images != Some(false) {
+        out.push(LayerSlot::Code {
+            source_root: PathBuf::from(s.source_root.as_ref().map_or(".", |r| r.value.as_str())),
+            dockerignore: s.dockerignore.as_ref().map(|d| PathBuf::from(&d.value)),
             workdir,
         });
     }
@@ -446,8 +448,8 @@ steps:
             [
                 "apt packages",
                 "requirements (user)",
-                "code",
-                "user trainer"
+                "user trainer",
+                "code"
             ]
         );
         let LayerSlot::Apt { packages } = &plan.images[0].layers[0] else {

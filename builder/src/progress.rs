@@ -74,6 +74,15 @@ pub enum Event {
         /// Manifest digest.
         digest: String,
     },
+    /// A line a layer's command printed.
+    Output {
+        /// Image name in the plan.
+        image: String,
+        /// Layer label.
+        layer: String,
+        /// The line.
+        line: String,
+    },
     /// Something the user should know but that does not stop the build.
     Warning {
         /// The warning.

@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build the step images of a pipeline (or a Dockerfile) and push them.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Run the pipeline: build what is missing, then run the step DAG.
     Run(RunArgs),
     /// List, inspect and stop runs.
@@ -88,6 +88,10 @@ pub struct BuildArgs {
     /// Trust this CA certificate (PEM) for registries; repeatable.
     #[arg(long = "registry-ca")]
     pub registry_ca: Vec<PathBuf>,
+    /// A build secret, visible to commands as /run/secrets/NAME and never
+    /// stored: id=NAME,src=FILE or id=NAME,env=VAR; repeatable.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
 }
 
 /// `--compression`.

@@ -13,6 +13,13 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if matches!(cli.command, cli::Command::Build(_)) {
+        // Unprivileged builds run as root of a user namespace mapped to the
+        // user's subordinate ids, as rootless Buildah does. If that cannot
+        // be set up, carry on: builds without exec layers need no sandbox,
+        // and those with them fail later with the sandbox's own advice.
+        let _ = kiln_common::sandbox::reexec_in_user_namespace();
+    }
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {

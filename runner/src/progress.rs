@@ -135,6 +135,9 @@ impl Progress for Display {
                 }
                 self.line(format!("[{image}] {reference}@{digest}"));
             }
+            Event::Output { image, layer, line } => {
+                self.line(format!("[{image}] {layer} | {line}"))
+            }
             Event::Warning { message } => self.line(format!("warning: {message}")),
         }
     }

@@ -26,6 +26,11 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
     let Some(pipeline) = load_pipeline(&args.pipeline)? else {
         return Ok(ExitCode::from(1));
     };
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|s| parse_secret(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let opts = BuildOptions {
         only_step: args.step.clone(),
         platform: args.platform.parse().map_err(anyhow::Error::msg)?,
@@ -47,6 +52,7 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
         data_dir: data_dir()?,
         source_date_epoch: source_date_epoch()?,
         concurrency: 4,
+        secrets: secrets.iter().map(|s| s.secret.clone()).collect(),
     };
     let client = registry_client(args)?;
     let display = Display::choose(json);
@@ -98,6 +104,59 @@ pub fn registry_client(args: &BuildArgs) -> anyhow::Result<Client> {
         ..ClientOptions::default()
     };
     Ok(Client::new(options)?)
+}
+
+/// A build secret and, for `env=VAR`, the private temporary file holding
+/// its value (deleted when the build ends).
+struct SecretArg {
+    secret: kiln_builder::exec::Secret,
+    _file: Option<tempfile::NamedTempFile>,
+}
+
+/// `id=NAME,src=FILE` or `id=NAME,env=VAR` (BuildKit's syntax).
+fn parse_secret(text: &str) -> anyhow::Result<SecretArg> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    for part in text.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+            Some(("env", v)) => env = Some(v.to_string()),
+            _ => bail!("--secret {text:?}: expected id=NAME,src=FILE or id=NAME,env=VAR"),
+        }
+    }
+    let id = id
+        .filter(|i| !i.is_empty() && !i.contains('/'))
+        .with_context(|| format!("--secret {text:?}: id=NAME is required (no '/')"))?;
+    match (src, env) {
+        (Some(src), None) => {
+            if !src.is_file() {
+                bail!("--secret id={id}: {} is not a readable file", src.display());
+            }
+            Ok(SecretArg {
+                secret: kiln_builder::exec::Secret { id, source: src },
+                _file: None,
+            })
+        }
+        (None, Some(var)) => {
+            let value = std::env::var_os(&var).with_context(|| {
+                format!("--secret id={id}: environment variable {var} is not set")
+            })?;
+            let mut file =
+                tempfile::NamedTempFile::new().context("creating a file for the secret")?;
+            std::io::Write::write_all(&mut file, value.as_encoded_bytes())
+                .context("writing the secret")?;
+            Ok(SecretArg {
+                secret: kiln_builder::exec::Secret {
+                    id,
+                    source: file.path().to_path_buf(),
+                },
+                _file: Some(file),
+            })
+        }
+        _ => bail!("--secret {text:?}: give exactly one of src=FILE or env=VAR"),
+    }
 }
 
 /// `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.
