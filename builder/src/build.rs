@@ -401,7 +401,8 @@ async fn build_image<R: Registry>(
             };
             let previous_layer =
                 previous_image.and_then(|p| p.layers.iter().find(|l| l.label == layer.label));
-            let reason = (!reused).then(|| record::explain_change(previous_layer, &layer.inputs));
+            let reason = (!reused)
+                .then(|| record::explain_change(previous_layer, &layer.key, &layer.inputs));
             progress.event(Event::Layer {
                 image: name.clone(),
                 label: layer.label.clone(),
@@ -464,8 +465,9 @@ async fn build_image<R: Registry>(
             }
             _ => continue,
         };
-        let reason = (status == LayerStatus::Built)
-            .then(|| record::explain_change(previous_layer, &layer.record.inputs));
+        let reason = (status == LayerStatus::Built).then(|| {
+            record::explain_change(previous_layer, &layer.record.key, &layer.record.inputs)
+        });
         let blob = &layer.added.blob;
         progress.event(Event::Layer {
             image: name.clone(),

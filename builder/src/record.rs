@@ -92,6 +92,7 @@ pub fn save(path: &Path, record: &BuildRecord) -> io::Result<()> {
 /// build's, in words.
 pub fn explain_change(
     previous: Option<&LayerRecord>,
+    key: &str,
     current: &BTreeMap<String, String>,
 ) -> String {
     let Some(previous) = previous else {
@@ -111,7 +112,11 @@ pub fn explain_change(
         }
     }
     if changed.is_empty() {
-        return "inputs unchanged, but the cached layer is missing".into();
+        return if previous.key == key {
+            "inputs unchanged, but the cached layer is missing".into()
+        } else {
+            "an earlier layer or the parent image changed".into()
+        };
     }
     let total = changed.len();
     if total > 5 {
@@ -141,10 +146,10 @@ mod tests {
         };
         let now = inputs(&[("steps/a.py", "1"), ("steps/b.py", "9"), ("new.py", "4")]);
         assert_eq!(
-            explain_change(Some(&prev), &now),
+            explain_change(Some(&prev), "k2", &now),
             "new.py added, steps/b.py changed, old.py removed"
         );
-        assert_eq!(explain_change(None, &now), "not built before");
+        assert_eq!(explain_change(None, "k", &now), "not built before");
     }
 
     #[test]
