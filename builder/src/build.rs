@@ -242,7 +242,7 @@ pub async fn build<R: Registry>(
         file,
         images: previous.images.clone(),
     };
-    let labels = source_labels(pipeline.base_dir());
+    let labels = crate::git::source_labels(pipeline.base_dir());
 
     let mut images = Vec::new();
     for image in &plan.images {
@@ -912,38 +912,6 @@ async fn fetch_blob<R: Registry>(
     registry.pull_blob_to_file(repository, desc, &tmp).await?;
     std::fs::rename(&tmp, &path)?;
     Ok(())
-}
-
-/// OCI labels naming the source repository and revision, from git when the
-/// pipeline lives in a checkout.
-fn source_labels(dir: &Path) -> BTreeMap<String, String> {
-    let git = |args: &[&str]| -> Option<String> {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()?;
-        let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
-        (out.status.success() && !text.is_empty()).then_some(text)
-    };
-    let mut labels = BTreeMap::new();
-    if let Some(rev) = git(&["rev-parse", "HEAD"]) {
-        labels.insert("org.opencontainers.image.revision".into(), rev);
-        if let Some(url) = git(&["config", "--get", "remote.origin.url"]) {
-            // Never publish credentials embedded in a remote URL.
-            let clean = match url.split_once("://") {
-                Some((scheme, rest)) => format!(
-                    "{scheme}://{}",
-                    rest.rsplit_once('@').map_or(rest, |(_, host)| host)
-                ),
-                None => url,
-            };
-            labels.insert("org.opencontainers.image.source".into(), clean);
-        }
-    }
-    labels
 }
 
 /// RFC 3339 for a Unix time (UTC), without a date library.

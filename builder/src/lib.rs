@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod exec;
+pub mod git;
 pub mod image;
 pub mod layer;
 pub mod output;

@@ -111,7 +111,10 @@ pub struct Client {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// For loopback and insecure registries: no system trust store.
+    local: reqwest::Client,
+    /// For everything else, made on first use.
+    public: std::sync::OnceLock<reqwest::Client>,
     opts: ClientOptions,
     /// Authorization header values by `host|scope`.
     auth: Mutex<HashMap<String, String>>,
@@ -170,11 +173,30 @@ fn chain(e: &dyn std::error::Error) -> String {
 impl Client {
     /// A client with these options.
     pub fn new(opts: ClientOptions) -> Result<Self> {
+        // Loopback and insecure registries get a client without the system
+        // trust store: loading it costs tens of milliseconds, a large part
+        // of a no-op build. The full client is made on first use.
+        let local = Self::http_client(&opts, false)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                local,
+                public: std::sync::OnceLock::new(),
+                opts,
+                auth: Mutex::new(HashMap::new()),
+                creds: Mutex::new(HashMap::new()),
+                schemes: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    fn http_client(opts: &ClientOptions, system_roots: bool) -> Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(opts.connect_timeout)
             .read_timeout(opts.read_timeout)
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(8);
+            .pool_max_idle_per_host(8)
+            .tls_built_in_root_certs(system_roots);
         for path in &opts.ca_certs {
             let pem = std::fs::read(path).map_err(|source| RegistryError::Io {
                 path: path.clone(),
@@ -185,19 +207,27 @@ impl Client {
             })?;
             builder = builder.add_root_certificate(cert);
         }
-        let http = builder
-            .build()
-            .map_err(|e| RegistryError::Setup(chain(&e)))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                http,
-                opts,
-                auth: Mutex::new(HashMap::new()),
-                creds: Mutex::new(HashMap::new()),
-                schemes: Mutex::new(HashMap::new()),
-                counters: Counters::default(),
-            }),
-        })
+        builder.build().map_err(|e| RegistryError::Setup(chain(&e)))
+    }
+
+    /// The HTTP client for a host: the light one for loopback and insecure
+    /// registries, the one trusting the system's CAs for the rest.
+    fn http_for(&self, host: &str) -> Result<&reqwest::Client> {
+        if is_loopback(host)
+            || self
+                .inner
+                .opts
+                .insecure_registries
+                .iter()
+                .any(|h| h == host)
+        {
+            return Ok(&self.inner.local);
+        }
+        if let Some(c) = self.inner.public.get() {
+            return Ok(c);
+        }
+        let client = Self::http_client(&self.inner.opts, true)?;
+        Ok(self.inner.public.get_or_init(|| client))
     }
 
     /// Operation counts so far.
@@ -232,7 +262,7 @@ impl Client {
         }
         let probe = self
             .inner
-            .http
+            .local
             .get(format!("https://{host}/v2/"))
             .timeout(Duration::from_secs(5))
             .send()
@@ -287,7 +317,8 @@ impl Client {
             registry: repo.registry.clone(),
             message: chain(&e),
         };
-        let mut request = make(&self.inner.http)?;
+        let http = self.http_for(repo.api_host())?;
+        let mut request = make(http)?;
         if let Some(h) = &cached {
             request = request.header(AUTHORIZATION, h);
         }
@@ -323,7 +354,7 @@ impl Client {
         if let Ok(mut m) = self.inner.auth.lock() {
             m.insert(key, header.clone());
         }
-        let response = make(&self.inner.http)?
+        let response = make(http)?
             .header(AUTHORIZATION, &header)
             .send()
             .await
@@ -342,7 +373,15 @@ impl Client {
         scope: &str,
         creds: Option<&Credentials>,
     ) -> Result<String> {
-        let mut request = self.inner.http.get(realm).query(&[("scope", scope)]);
+        let realm_host = realm
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or(realm);
+        let mut request = self
+            .http_for(realm_host)?
+            .get(realm)
+            .query(&[("scope", scope)]);
         if let Some(service) = service {
             request = request.query(&[("service", service)]);
         }
