@@ -7,22 +7,20 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr as _;
 
-use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use kiln_common::Pipeline;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::image::{self, AddedLayer, ConfigEdits, Descriptor, Format};
-use crate::layer::{CodeLayerOptions, Compression, Context, LayerError, LayerWriter, TarOptions};
+use crate::layer::{Compression, LayerError};
 use crate::output::{self, Blob, BlobData, ImageBlobs};
 use crate::plan::{self, ImagePlan, LayerSlot, PlanError};
-use crate::progress::{BlobStatus, Event, LayerStatus, Progress};
+use crate::progress::{Event, LayerStatus, Progress};
 use crate::record::{self, BuildRecord, ImageRecord, LayerRecord};
-use crate::registry::{Platform, Registry, RegistryError, ResolvedImage, registry_of};
-use crate::store::{self, Check, HashingWriter, Store, StoreError};
+use crate::registry::{Platform, Registry, RegistryError};
+use crate::store::{self, Store, StoreError};
 
 /// Where built images go.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -273,9 +271,9 @@ pub async fn build<R: Registry>(
 }
 
 /// A layer ready to go into the image.
-struct BuiltLayer {
-    added: AddedLayer,
-    record: LayerRecord,
+pub(crate) struct BuiltLayer {
+    pub(crate) added: AddedLayer,
+    pub(crate) record: LayerRecord,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -356,7 +354,7 @@ async fn build_image<R: Registry>(
                 })
                 .unwrap_or_default();
             for (layer, diff_id) in parent.layers.iter().zip(diff_ids) {
-                fetch_blob(registry, store, &parent.repository, layer)
+                crate::push::fetch_blob(registry, store, &parent.repository, layer)
                     .await
                     .map_err(registry_err(format!(
                         "downloading parent layer {}",
@@ -370,7 +368,7 @@ async fn build_image<R: Registry>(
                 });
             }
         }
-        let mut env = config_env(&parent.config);
+        let mut env = image::config_env(&parent.config);
         env.extend(image.settings.environment.clone().unwrap_or_default());
         let results = crate::exec::execute(
             store,
@@ -448,7 +446,7 @@ async fn build_image<R: Registry>(
             } => {
                 let root = pipeline.base_dir().join(source_root);
                 let ignore = dockerignore.as_ref().map(|d| pipeline.base_dir().join(d));
-                code_layer(
+                crate::code::code_layer(
                     store,
                     &root,
                     ignore.as_deref(),
@@ -495,7 +493,7 @@ async fn build_image<R: Registry>(
         .iter()
         .any(|l| matches!(l, LayerSlot::Requirements { .. } | LayerSlot::InstallUv))
     {
-        let path = config_env(&parent.config)
+        let path = image::config_env(&parent.config)
             .into_iter()
             .find(|(k, _)| k == "PATH")
             .map_or_else(
@@ -523,7 +521,7 @@ async fn build_image<R: Registry>(
         workdir: settings.workdir.clone(),
         user: settings.user.clone(),
         labels,
-        created: rfc3339(opts.source_date_epoch),
+        created: image::rfc3339(opts.source_date_epoch),
     };
     let added: Vec<AddedLayer> = built.iter().map(|b| b.added.clone()).collect();
     let config = image::derive_config(&parent.config, &added, &edits).map_err(|source| {
@@ -559,7 +557,7 @@ async fn build_image<R: Registry>(
     let (reference, pinned, uploaded) = match &opts.output {
         Output::Registry => {
             let repo = target.unwrap_or_default();
-            let uploaded = push(
+            let uploaded = crate::push::push(
                 registry,
                 store,
                 &name,
@@ -588,7 +586,7 @@ async fn build_image<R: Registry>(
         Output::OciLayout(dir) | Output::Archive(dir) => {
             // Parent layers must be local for a self-contained layout.
             for layer in &parent.layers {
-                fetch_blob(registry, store, &parent.repository, layer)
+                crate::push::fetch_blob(registry, store, &parent.repository, layer)
                     .await
                     .map_err(registry_err(format!(
                         "downloading parent layer {}",
@@ -660,289 +658,13 @@ async fn build_image<R: Registry>(
     ))
 }
 
-/// Builds (or finds in the cache) the code layer. The tar is hashed first,
-/// which is cheap; compression only runs on a cache miss.
-fn code_layer(
-    store: &Store,
-    root: &Path,
-    ignore: Option<&Path>,
-    workdir: &str,
-    owner: (u64, u64),
-    opts: &BuildOptions,
-    previous: Option<&LayerRecord>,
-) -> Result<(BuiltLayer, LayerStatus), LayerError> {
-    let context = Context::scan(root, ignore)?;
-    let tar = TarOptions {
-        dest: workdir.to_string(),
-        mtime: opts.source_date_epoch,
-        uid: owner.0,
-        gid: owner.1,
-    };
-    let hashed = context.write_tar(HashingWriter::new(io::sink()), &tar)?;
-    let (_, diff_id, _) = hashed.finish();
-    let key = cache_key(&[
-        "code-v1",
-        diff_id.as_str(),
-        &format!("{:?}", opts.compression),
-    ]);
-    let created_by = format!(
-        "COPY {} {workdir} # kiln code layer",
-        root.file_name()
-            .map_or(".".into(), |n| n.to_string_lossy().into_owned())
-    );
-    let cached = store.lookup(&key, Check::Full)?;
-    let (descriptor, status) = match cached {
-        Some(d) => (d, LayerStatus::Reused),
-        None => {
-            let code_opts = CodeLayerOptions {
-                tar: tar.clone(),
-                ignore_file: ignore.map(Path::to_path_buf),
-                compression: opts.compression,
-            };
-            let mut writer = LayerWriter::new(store, code_opts.compression)?;
-            if let Err(e) = context.write_tar(&mut writer, &tar) {
-                return Err(writer.abort().unwrap_or(e));
-            }
-            let d = writer.finish()?;
-            store.insert(&key, &d)?;
-            (d, LayerStatus::Built)
-        }
-    };
-    // Inputs for --explain: carried over when the layer is unchanged, else
-    // one hash per file.
-    let inputs = match previous {
-        Some(p) if p.key == key => p.inputs.clone(),
-        _ => file_inputs(root, &context),
-    };
-    Ok((
-        BuiltLayer {
-            added: AddedLayer {
-                blob: Descriptor {
-                    media_type: descriptor.media_type.clone(),
-                    digest: descriptor.digest.to_string(),
-                    size: descriptor.size,
-                },
-                diff_id: descriptor.diff_id.to_string(),
-                created_by,
-            },
-            record: LayerRecord {
-                label: "code".into(),
-                key,
-                inputs,
-            },
-        },
-        status,
-    ))
-}
-
-fn file_inputs(root: &Path, context: &Context) -> BTreeMap<String, String> {
-    let mut inputs = BTreeMap::new();
-    for rel in context.paths() {
-        let path = root.join(rel);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_file() {
-            if let Ok(bytes) = std::fs::read(&path) {
-                inputs.insert(
-                    rel.to_string_lossy().into_owned(),
-                    image::hex(&Sha256::digest(&bytes))[..16].to_string(),
-                );
-            }
-        }
-    }
-    inputs
-}
-
-/// A cache key: sha256 over the parts, each terminated so that no two
-/// different part lists collide.
-pub fn cache_key(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
-    }
-    image::hex(&h.finalize())
-}
-
-/// Pushes every blob the manifest needs: parent layers (HEAD, then mount
-/// from the parent's repository on the same registry, else copy), kiln's
-/// layers and the config (HEAD, then upload), concurrently.
-#[allow(clippy::too_many_arguments)]
-async fn push<R: Registry>(
-    registry: &R,
-    store: &Store,
-    image: &str,
-    repo: &str,
-    parent: &ResolvedImage,
-    added: &[AddedLayer],
-    config: (&Descriptor, &[u8]),
-    concurrency: usize,
-    progress: &dyn Progress,
-) -> Result<usize, BuildError> {
-    enum Source<'a> {
-        Parent(&'a Descriptor),
-        Added(&'a Descriptor),
-    }
-    let jobs: Vec<Source<'_>> = parent
-        .layers
-        .iter()
-        .map(Source::Parent)
-        .chain(added.iter().map(|a| Source::Added(&a.blob)))
-        .collect();
-    let same_registry = registry_of(&parent.repository) == registry_of(repo);
-    let results: Vec<bool> = stream::iter(jobs.into_iter().map(|job| async move {
-        let desc = match &job {
-            Source::Parent(d) | Source::Added(d) => *d,
-        };
-        let fail = |action: &str| {
-            let action = format!("{action} {} in {repo}", desc.digest);
-            move |source| BuildError::Registry {
-                image: image.to_string(),
-                action,
-                source,
-            }
-        };
-        if registry
-            .blob_exists(repo, &desc.digest)
-            .await
-            .map_err(fail("checking blob"))?
-        {
-            progress.event(Event::Blob {
-                image: image.into(),
-                digest: desc.digest.clone(),
-                size: desc.size,
-                status: BlobStatus::Present,
-            });
-            return Ok(false);
-        }
-        if let Source::Parent(_) = job {
-            if same_registry
-                && registry
-                    .mount_blob(repo, &parent.repository, &desc.digest)
-                    .await
-                    .map_err(fail("mounting blob"))?
-            {
-                progress.event(Event::Blob {
-                    image: image.into(),
-                    digest: desc.digest.clone(),
-                    size: desc.size,
-                    status: BlobStatus::Mounted,
-                });
-                return Ok(false);
-            }
-        }
-        let digest = store::Digest::from_str(&desc.digest).map_err(BuildError::Store)?;
-        let path = store.path(&digest);
-        if let Source::Parent(_) = job {
-            fetch_blob(registry, store, &parent.repository, desc)
-                .await
-                .map_err(fail("downloading parent blob"))?;
-        }
-        registry
-            .push_blob_file(repo, desc, &path)
-            .await
-            .map_err(fail("uploading blob"))?;
-        progress.event(Event::Blob {
-            image: image.into(),
-            digest: desc.digest.clone(),
-            size: desc.size,
-            status: BlobStatus::Uploaded,
-        });
-        Ok::<bool, BuildError>(true)
-    }))
-    .buffer_unordered(concurrency.max(1))
-    .try_collect()
-    .await?;
-    let mut uploaded = results.into_iter().filter(|u| *u).count();
-    let (config_desc, config_bytes) = config;
-    let fail = |source| BuildError::Registry {
-        image: image.to_string(),
-        action: format!("uploading the config to {repo}"),
-        source,
-    };
-    if !registry
-        .blob_exists(repo, &config_desc.digest)
-        .await
-        .map_err(fail)?
-    {
-        registry
-            .push_blob_bytes(repo, &config_desc.digest, config_bytes)
-            .await
-            .map_err(|source| BuildError::Registry {
-                image: image.to_string(),
-                action: format!("uploading the config to {repo}"),
-                source,
-            })?;
-        uploaded += 1;
-    }
-    Ok(uploaded)
-}
-
-/// `KEY=VALUE` pairs of an image config's Env.
-fn config_env(config: &serde_json::Value) -> Vec<(String, String)> {
-    config["config"]["Env"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| {
-                    e.as_str()?
-                        .split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Makes sure a registry blob is in the store: downloaded to a temporary
-/// file and renamed, so an interrupted download never looks complete.
-async fn fetch_blob<R: Registry>(
-    registry: &R,
-    store: &Store,
-    repository: &str,
-    desc: &Descriptor,
-) -> Result<(), RegistryError> {
-    let digest = store::Digest::from_str(&desc.digest)?;
-    if store.contains(&digest) {
-        return Ok(());
-    }
-    let path = store.path(&digest);
-    let tmp = path.with_file_name(format!(".tmp-pull-{}-{}", digest.hex(), std::process::id()));
-    registry.pull_blob_to_file(repository, desc, &tmp).await?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(())
-}
-
-/// RFC 3339 for a Unix time (UTC), without a date library.
-pub fn rfc3339(epoch: u64) -> String {
-    let days = epoch / 86_400;
-    let secs = epoch % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn formats_times() {
+        use crate::image::rfc3339;
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
@@ -950,6 +672,7 @@ mod tests {
 
     #[test]
     fn cache_keys_separate_parts() {
+        use crate::store::cache_key;
         assert_ne!(cache_key(&["ab", "c"]), cache_key(&["a", "bc"]));
         assert_eq!(cache_key(&["x"]), cache_key(&["x"]));
     }

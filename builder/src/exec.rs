@@ -24,12 +24,11 @@ use kiln_common::snapshot::{self, Excludes, LayerOptions, Manifest};
 use kiln_common::unpack::{self, LayerBlob, UnpackOptions};
 use sha2::{Digest as _, Sha256};
 
-use crate::build::cache_key;
 use crate::image;
 use crate::layer::{Compression, LayerWriter};
 use crate::plan::{LayerSlot, RequirementGroup, RequirementSource};
 use crate::progress::{Event, Progress};
-use crate::store::{Check, LayerDescriptor, Store};
+use crate::store::{Check, LayerDescriptor, Store, cache_key};
 
 /// Where kiln's virtual environment lives in images.
 pub const VENV: &str = "/opt/kiln/venv";

@@ -2,6 +2,7 @@
 //! daemonless: plan, layers, cache, image, push.
 
 pub mod build;
+mod code;
 pub mod exec;
 pub mod git;
 pub mod image;
@@ -9,6 +10,7 @@ pub mod layer;
 pub mod output;
 pub mod plan;
 pub mod progress;
+mod push;
 pub mod record;
 pub mod registry;
 pub mod store;
