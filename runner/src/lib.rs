@@ -1,0 +1,6 @@
+//! kiln-runner: runs a pipeline's step DAG. The library holds the parts the
+//! local and Kubernetes backends share — starting with the pure scheduler —
+//! so they are tested without a sandbox or a cluster; the `kiln` binary sits
+//! on top.
+
+pub mod scheduler;
