@@ -17,64 +17,9 @@ use sandbox_support::*;
 
 const USER: &str = "kilntest";
 
-fn sh_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// The user's first subordinate range start in `file`, adding one when
-/// missing.
-fn ensure_subids(file: &str) -> u32 {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    if let Some(start) = text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next() == Some(USER)).then(|| f.next()?.parse::<u32>().ok())?
-    }) {
-        return start;
-    }
-    let next = text
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split(':').skip(1);
-            Some(f.next()?.parse::<u32>().ok()? + f.next()?.parse::<u32>().ok()?)
-        })
-        .fold(100_000, u32::max);
-    let mut text = text;
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(&format!("{USER}:{next}:65536\n"));
-    std::fs::write(file, text).unwrap();
-    next
-}
-
 #[test]
 fn an_unprivileged_user_runs_the_sandbox_with_its_subordinate_ids() {
-    if rustix::process::geteuid().as_raw() != 0 {
-        eprintln!("skipping: creating the `{USER}` user needs root");
-        return;
-    }
-    if Command::new("id")
-        .arg("-u")
-        .arg(USER)
-        .output()
-        .unwrap()
-        .status
-        .code()
-        != Some(0)
-    {
-        sh_ok(Command::new("useradd").args(["-m", USER]));
-    }
-    let uid: u32 = sh_ok(Command::new("id").args(["-u", USER]))
-        .parse()
-        .unwrap();
-    let subuid = ensure_subids("/etc/subuid");
-    let subgid = ensure_subids("/etc/subgid");
+    let (uid, subuid, subgid) = kiln_testsupport::ensure_unprivileged_user(USER);
 
     let layout = busybox_layout();
     let work = tempfile::Builder::new()

@@ -679,6 +679,75 @@ pub fn runc_run(bundle_dir: &Path, args: &[&str]) -> RunOutput {
     out
 }
 
+/// An unprivileged user with subordinate uid/gid ranges, created when
+/// missing, for the rootless tests. Returns (uid, first subuid, first subgid).
+/// Needs root: panics with the reason otherwise (tests never skip).
+pub fn ensure_unprivileged_user(user: &str) -> (u32, u32, u32) {
+    let euid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    assert_eq!(
+        euid.as_deref().unwrap_or_default(),
+        "0",
+        "the rootless tests create the user `{user}` and its subordinate ids: run them as root (scripts/test does)"
+    );
+    let exists = Command::new("id")
+        .arg("-u")
+        .arg(user)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !exists {
+        let status = Command::new("useradd")
+            .args(["-m", user])
+            .status()
+            .expect("useradd runs");
+        assert!(status.success(), "useradd -m {user} failed");
+    }
+    let out = Command::new("id")
+        .arg("-u")
+        .arg(user)
+        .output()
+        .expect("id runs");
+    let uid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a numeric uid");
+    (
+        uid,
+        ensure_subids("/etc/subuid", user),
+        ensure_subids("/etc/subgid", user),
+    )
+}
+
+/// The user's first subordinate id in `file` (`/etc/subuid` or
+/// `/etc/subgid`), adding a 65536-id range after the highest one when
+/// missing.
+fn ensure_subids(file: &str, user: &str) -> u32 {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    if let Some(start) = text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next() == Some(user)).then(|| f.next()?.parse::<u32>().ok())?
+    }) {
+        return start;
+    }
+    let next = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':').skip(1);
+            Some(f.next()?.parse::<u32>().ok()? + f.next()?.parse::<u32>().ok()?)
+        })
+        .fold(100_000, u32::max);
+    let mut text = text;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("{user}:{next}:65536\n"));
+    std::fs::write(file, text).unwrap_or_else(|e| panic!("writing {file}: {e}"));
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
