@@ -29,6 +29,8 @@
 //! assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"));
 //! ```
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
