@@ -147,6 +147,22 @@ fn unpack(reference: &str, dir: &Path) -> PathBuf {
     bundle
 }
 
+/// Every entry name of every gzip layer in an OCI layout.
+fn layer_entries(layout: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        if !bytes.starts_with(&[0x1f, 0x8b]) {
+            continue;
+        }
+        let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(&bytes[..]));
+        for e in archive.entries().unwrap() {
+            names.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    names
+}
+
 #[test]
 fn quickstart_builds_runs_and_rebuilds_only_what_changed() {
     let p = Project::new("quickstart", "qs");
@@ -222,6 +238,23 @@ fn quickstart_builds_runs_and_rebuilds_only_what_changed() {
     assert!(
         !bundle.join("rootfs/app/data").exists(),
         ".dockerignore'd data/ is in the image"
+    );
+    // The apt layer deletes the parent's /var/log/apt: a whiteout that umoci
+    // applies.
+    let entries = layer_entries(&tmp.path().join("layout"));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e == "var/log/apt/" || e == "./var/log/apt/"),
+        "the parent has /var/log/apt"
+    );
+    assert!(
+        entries.iter().any(|e| e.ends_with("var/log/.wh.apt")),
+        "no whiteout for /var/log/apt"
+    );
+    assert!(
+        !bundle.join("rootfs/var/log/apt").exists(),
+        "the whiteout was not applied"
     );
     let out = runc_run(
         &bundle,
