@@ -97,10 +97,13 @@ fn file_inputs(root: &Path, context: &Context) -> BTreeMap<String, String> {
             continue;
         };
         if meta.is_file() {
-            if let Ok(bytes) = std::fs::read(&path) {
+            // Streamed: a code layer may hold gigabyte files.
+            let mut hasher = Sha256::new();
+            let hashed = std::fs::File::open(&path).and_then(|mut f| io::copy(&mut f, &mut hasher));
+            if hashed.is_ok() {
                 inputs.insert(
                     rel.to_string_lossy().into_owned(),
-                    image::hex(&Sha256::digest(&bytes))[..16].to_string(),
+                    image::hex(&hasher.finalize())[..16].to_string(),
                 );
             }
         }
