@@ -382,7 +382,11 @@ async fn build_image<R: Registry>(
             opts.source_date_epoch,
             progress,
         )
-        .map_err(exec_error("exec".into()))?;
+        .map_err(|f| BuildError::Exec {
+            image: name.clone(),
+            layer: f.layer,
+            source: *f.source,
+        })?;
         for ((layer, (desc, reused)), slot) in prepared.iter().zip(results).zip(&exec_slots) {
             if let LayerSlot::User { name: user, .. } = slot {
                 code_owner = crate::exec::user_ids_from_layer(

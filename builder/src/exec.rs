@@ -67,11 +67,9 @@ pub enum ExecError {
     /// Snapshotting failed.
     #[error("taking the layer snapshot: {0}")]
     Snapshot(#[from] kiln_common::snapshot::Error),
-    /// The command failed.
-    #[error("`{command}` exited with code {code}; its last output:\n{tail}")]
+    /// The layer's commands failed.
+    #[error("its commands exited with code {code}; last output:\n{tail}")]
     Command {
-        /// The command (first line).
-        command: String,
         /// Exit code.
         code: i32,
         /// Last lines of its output.
@@ -395,6 +393,9 @@ pub fn lookup(
 /// each miss) into a scratch root and runs each missing layer's script in
 /// the sandbox, snapshotting it into a layer. Returns every layer with
 /// whether it was reused.
+///
+/// On failure, names the layer that failed: the first missing one when the
+/// shared preparation (sandbox, parent unpack) fails.
 #[allow(clippy::too_many_arguments)]
 pub fn execute(
     store: &Store,
@@ -407,107 +408,162 @@ pub fn execute(
     compression: Compression,
     epoch: u64,
     progress: &dyn Progress,
-) -> Result<Vec<(LayerDescriptor, bool)>, ExecError> {
+) -> Result<Vec<(LayerDescriptor, bool)>, LayerFailure> {
     if found.iter().all(Option::is_some) {
         return Ok(found.into_iter().flatten().map(|d| (d, true)).collect());
     }
-    let sandbox = Sandbox::new(SandboxConfig::default())?;
-    let unpack_opts = UnpackOptions::mapped(sandbox.id_map().clone());
-    let work_parent = store.root().join("work");
-    std::fs::create_dir_all(&work_parent)
-        .map_err(io(format!("creating {}", work_parent.display())))?;
-    let work = tempfile::Builder::new()
-        .prefix("root-")
-        .tempdir_in(&work_parent)
-        .map_err(io("creating a scratch root"))?;
-    let root = work.path().join("rootfs");
-    std::fs::create_dir_all(&root).map_err(io("creating a scratch root"))?;
-    for blob in parent_layers {
-        unpack::apply_layer_blob(&root, blob, &unpack_opts)?;
-    }
-    let mut results = Vec::new();
-    let excludes = Excludes::default();
-    for (layer, hit) in prepared.iter().zip(found) {
-        if let Some(desc) = hit {
-            let blob = LayerBlob {
-                path: store.path(&desc.digest),
-                media_type: Some(desc.media_type.clone()),
-                diff_id: desc.diff_id.to_string(),
-            };
-            unpack::apply_layer_blob(&root, &blob, &unpack_opts)?;
-            results.push((desc, true));
-            continue;
-        }
-        for w in &layer.warnings {
-            progress.event(Event::Warning { message: w.clone() });
-        }
-        let inputs_dir = tempfile::Builder::new()
-            .prefix("inputs-")
+    let mut failing = prepared
+        .iter()
+        .zip(&found)
+        .find(|(_, hit)| hit.is_none())
+        .map(|(l, _)| l.label.clone())
+        .unwrap_or_default();
+    let run = Run {
+        store,
+        image_name,
+        env,
+        secrets,
+        compression,
+        epoch,
+        progress,
+    };
+    run.layers(prepared, found, parent_layers, &mut failing)
+        .map_err(|source| LayerFailure {
+            layer: failing,
+            source: Box::new(source),
+        })
+}
+
+/// An exec layer that failed, and why.
+#[derive(Debug)]
+pub struct LayerFailure {
+    /// The failing layer's label ("apt packages", "requirements (user)"...).
+    pub layer: String,
+    /// Why it failed (boxed: errors travel the cold path).
+    pub source: Box<ExecError>,
+}
+
+/// What every layer of one `execute` call shares.
+struct Run<'a> {
+    store: &'a Store,
+    image_name: &'a str,
+    env: &'a [(String, String)],
+    secrets: &'a [Secret],
+    compression: Compression,
+    epoch: u64,
+    progress: &'a dyn Progress,
+}
+
+impl Run<'_> {
+    fn layers(
+        &self,
+        prepared: &[PreparedLayer],
+        found: Vec<Option<LayerDescriptor>>,
+        parent_layers: &[LayerBlob],
+        failing: &mut String,
+    ) -> Result<Vec<(LayerDescriptor, bool)>, ExecError> {
+        let Run {
+            store,
+            image_name,
+            env,
+            secrets,
+            compression,
+            epoch,
+            progress,
+        } = *self;
+        let sandbox = Sandbox::new(SandboxConfig::default())?;
+        let unpack_opts = UnpackOptions::mapped(sandbox.id_map().clone());
+        let work_parent = store.root().join("work");
+        std::fs::create_dir_all(&work_parent)
+            .map_err(io(format!("creating {}", work_parent.display())))?;
+        let work = tempfile::Builder::new()
+            .prefix("root-")
             .tempdir_in(&work_parent)
-            .map_err(io("creating the inputs dir"))?;
-        for (name, bytes) in &layer.files {
-            std::fs::write(inputs_dir.path().join(name), bytes)
-                .map_err(io("writing layer inputs"))?;
+            .map_err(io("creating a scratch root"))?;
+        let root = work.path().join("rootfs");
+        std::fs::create_dir_all(&root).map_err(io("creating a scratch root"))?;
+        for blob in parent_layers {
+            unpack::apply_layer_blob(&root, blob, &unpack_opts)?;
         }
-        let before = Manifest::capture(&root, &excludes)?;
-        let mut spec = RunSpec::new(
-            &root,
-            vec!["/bin/sh".into(), "-c".into(), layer.script.clone()],
-        );
-        for (k, v) in env {
-            spec = spec.env(k.clone(), v.clone());
-        }
-        spec = spec.mount(BindMount::read_only(inputs_dir.path(), INPUTS));
-        for s in secrets {
-            spec = spec.mount(BindMount::secret(&s.id, &s.source));
-        }
-        let (tx, rx) = mpsc::channel::<kiln_common::sandbox::OutputLine>();
-        let (code, tail) = std::thread::scope(|scope| {
-            let forward = scope.spawn(|| {
-                let mut tail: Vec<String> = Vec::new();
-                for line in rx {
-                    progress.event(Event::Output {
-                        image: image_name.to_string(),
-                        layer: layer.label.clone(),
-                        line: line.line.clone(),
-                    });
-                    tail.push(line.line);
-                    if tail.len() > 20 {
-                        tail.remove(0);
+        let mut results = Vec::new();
+        let excludes = Excludes::default();
+        for (layer, hit) in prepared.iter().zip(found) {
+            if let Some(desc) = hit {
+                let blob = LayerBlob {
+                    path: store.path(&desc.digest),
+                    media_type: Some(desc.media_type.clone()),
+                    diff_id: desc.diff_id.to_string(),
+                };
+                unpack::apply_layer_blob(&root, &blob, &unpack_opts)?;
+                results.push((desc, true));
+                continue;
+            }
+            failing.clone_from(&layer.label);
+            for w in &layer.warnings {
+                progress.event(Event::Warning { message: w.clone() });
+            }
+            let inputs_dir = tempfile::Builder::new()
+                .prefix("inputs-")
+                .tempdir_in(&work_parent)
+                .map_err(io("creating the inputs dir"))?;
+            for (name, bytes) in &layer.files {
+                std::fs::write(inputs_dir.path().join(name), bytes)
+                    .map_err(io("writing layer inputs"))?;
+            }
+            let before = Manifest::capture(&root, &excludes)?;
+            let mut spec = RunSpec::new(
+                &root,
+                vec!["/bin/sh".into(), "-c".into(), layer.script.clone()],
+            );
+            for (k, v) in env {
+                spec = spec.env(k.clone(), v.clone());
+            }
+            spec = spec.mount(BindMount::read_only(inputs_dir.path(), INPUTS));
+            for s in secrets {
+                spec = spec.mount(BindMount::secret(&s.id, &s.source));
+            }
+            let (tx, rx) = mpsc::channel::<kiln_common::sandbox::OutputLine>();
+            let (code, tail) = std::thread::scope(|scope| {
+                let forward = scope.spawn(|| {
+                    let mut tail: Vec<String> = Vec::new();
+                    for line in rx {
+                        progress.event(Event::Output {
+                            image: image_name.to_string(),
+                            layer: layer.label.clone(),
+                            line: line.line.clone(),
+                        });
+                        tail.push(line.line);
+                        if tail.len() > 20 {
+                            tail.remove(0);
+                        }
                     }
-                }
-                tail
-            });
-            let code = sandbox.run(&spec, Output::Lines(tx));
-            let tail = forward.join().unwrap_or_default();
-            code.map(|c| (c, tail))
-        })?;
-        if code != 0 {
-            return Err(ExecError::Command {
-                command: layer
-                    .script
-                    .lines()
-                    .rfind(|l| !l.trim().is_empty())
-                    .unwrap_or_default()
-                    .to_string(),
-                code,
-                tail: tail.join("\n"),
-            });
+                    tail
+                });
+                let code = sandbox.run(&spec, Output::Lines(tx));
+                let tail = forward.join().unwrap_or_default();
+                code.map(|c| (c, tail))
+            })?;
+            if code != 0 {
+                return Err(ExecError::Command {
+                    code,
+                    tail: tail.join("\n"),
+                });
+            }
+            let mut writer = LayerWriter::new(store, compression)?;
+            let opts = LayerOptions {
+                epoch: Some(epoch),
+                ids: sandbox.id_map().clone(),
+            };
+            if let Err(e) = snapshot::layer(&root, &before, &excludes, &opts, &mut writer) {
+                let _ = writer.abort();
+                return Err(e.into());
+            }
+            let desc = writer.finish()?;
+            store.insert(&layer.key, &desc)?;
+            results.push((desc, false));
         }
-        let mut writer = LayerWriter::new(store, compression)?;
-        let opts = LayerOptions {
-            epoch: Some(epoch),
-            ids: sandbox.id_map().clone(),
-        };
-        if let Err(e) = snapshot::layer(&root, &before, &excludes, &opts, &mut writer) {
-            let _ = writer.abort();
-            return Err(e.into());
-        }
-        let desc = writer.finish()?;
-        store.insert(&layer.key, &desc)?;
-        results.push((desc, false));
+        Ok(results)
     }
-    Ok(results)
 }
 
 /// The uid and gid of `user` as recorded in a layer's `/etc/passwd`: how

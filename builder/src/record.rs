@@ -83,7 +83,9 @@ pub fn save(path: &Path, record: &BuildRecord) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    serde_json::to_writer_pretty(tmp.as_file_mut(), record).map_err(io::Error::other)?;
+    // One write, not one syscall per JSON token.
+    let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+    io::Write::write_all(tmp.as_file_mut(), &bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

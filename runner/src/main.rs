@@ -23,8 +23,51 @@ fn main() -> ExitCode {
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("kiln: error: {err:#}");
+            eprintln!("kiln: error: {}", describe(&err));
             ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes on one line, each cause said once: library
+/// errors already fold their source into their own message, so a cause
+/// whose text the line already holds is not repeated.
+fn describe(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("layer apt: {source}")]
+    struct Outer {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let inner = std::io::Error::other("disk full");
+        let err = anyhow::Error::new(Outer { source: inner }).context("building image train");
+        assert_eq!(
+            super::describe(&err),
+            "building image train: layer apt: disk full"
+        );
+    }
+
+    #[test]
+    fn distinct_causes_are_all_shown() {
+        let err = anyhow::anyhow!("connection reset").context("pushing layer");
+        assert_eq!(super::describe(&err), "pushing layer: connection reset");
     }
 }

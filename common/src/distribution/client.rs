@@ -170,6 +170,28 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether a request failed because the server's TLS certificate is not
+/// trusted (rustls names it "invalid peer certificate").
+fn is_certificate_error(e: &dyn std::error::Error) -> bool {
+    chain(e).contains("certificate")
+}
+
+/// A transport failure, told apart: an untrusted certificate will not fix
+/// itself on retry and has a known remedy.
+fn transport_error(registry: &str, e: &reqwest::Error) -> RegistryError {
+    if is_certificate_error(e) {
+        RegistryError::Certificate {
+            registry: registry.to_string(),
+            message: chain(e),
+        }
+    } else {
+        RegistryError::Connection {
+            registry: registry.to_string(),
+            message: chain(e),
+        }
+    }
+}
+
 impl Client {
     /// A client with these options.
     pub fn new(opts: ClientOptions) -> Result<Self> {
@@ -267,7 +289,14 @@ impl Client {
             .timeout(Duration::from_secs(5))
             .send()
             .await;
-        let scheme = if probe.is_ok() { "https" } else { "http" };
+        // A certificate kiln does not trust still means the registry speaks
+        // TLS: stay on https so the user gets the certificate error and its
+        // advice, not a confusing plain-HTTP reply from a TLS port.
+        let scheme = match &probe {
+            Ok(_) => "https",
+            Err(e) if is_certificate_error(e) => "https",
+            Err(_) => "http",
+        };
         if let Ok(mut m) = self.inner.schemes.lock() {
             m.insert(host.to_string(), scheme);
         }
@@ -313,10 +342,7 @@ impl Client {
             .lock()
             .ok()
             .and_then(|m| m.get(&key).cloned());
-        let transport = |e: reqwest::Error| RegistryError::Connection {
-            registry: repo.registry.clone(),
-            message: chain(&e),
-        };
+        let transport = |e: reqwest::Error| transport_error(&repo.registry, &e);
         let http = self.http_for(repo.api_host())?;
         let mut request = make(http)?;
         if let Some(h) = &cached {
@@ -388,13 +414,17 @@ impl Client {
         if let Some(c) = creds {
             request = request.header(AUTHORIZATION, c.basic_header());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| RegistryError::Connection {
-                registry: repo.registry.clone(),
-                message: format!("token service: {}", chain(&e)),
-            })?;
+        let response =
+            request
+                .send()
+                .await
+                .map_err(|e| match transport_error(&repo.registry, &e) {
+                    RegistryError::Connection { registry, message } => RegistryError::Connection {
+                        registry,
+                        message: format!("token service: {message}"),
+                    },
+                    other => other,
+                })?;
         if response.status() == StatusCode::UNAUTHORIZED
             || response.status() == StatusCode::FORBIDDEN
         {

@@ -53,6 +53,16 @@ pub enum RegistryError {
         /// What failed.
         message: String,
     },
+    /// The registry's TLS certificate is not trusted.
+    #[error(
+        "{registry}: its TLS certificate is not trusted ({message}); give kiln the registry's CA certificate with --registry-ca FILE"
+    )]
+    Certificate {
+        /// Registry host.
+        registry: String,
+        /// The TLS library's words.
+        message: String,
+    },
     /// Gave up after retrying.
     #[error("{registry}: gave up after {attempts} attempts; last error: {last}")]
     RetriesExhausted {
@@ -82,7 +92,7 @@ pub enum RegistryError {
         available: String,
     },
     /// The reference does not parse.
-    #[error("invalid image reference {reference:?}: {reason}")]
+    #[error("{reason}")]
     InvalidReference {
         /// As given.
         reference: String,
