@@ -60,11 +60,11 @@ pub struct BuildArgs {
     #[arg(long)]
     pub explain: bool,
     /// Target platform (OS/ARCH[/VARIANT]).
-    #[arg(long, default_value = "linux/amd64")]
+    #[arg(long, default_value = "linux/amd64", value_parser = |s: &str| s.parse::<kiln_builder::registry::Platform>().map(|_| s.to_owned()))]
     pub platform: String,
     /// Where images go: registry (each image's target_repository),
     /// oci:DIR (an OCI image layout) or tar:FILE (an OCI archive).
-    #[arg(long, default_value = "registry")]
+    #[arg(long, default_value = "registry", value_parser = |s: &str| s.parse::<kiln_builder::build::Output>().map(|_| s.to_owned()))]
     pub output: String,
     /// Layer compression.
     #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use kiln_testsupport::fixture::{layer_statuses, report_image};
 use kiln_testsupport::{
     Bench, runc_run, skopeo, skopeo_copy, skopeo_inspect_config, skopeo_inspect_raw, umoci_unpack,
 };
@@ -111,29 +112,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn image<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == name)
-        .unwrap()
-}
-
-fn statuses(image: &Value) -> Vec<(String, String)> {
-    image["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["label"].as_str().unwrap().to_string(),
-                l["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// Copies a pushed image into an OCI layout and unpacks it into a bundle.
 fn unpack(reference: &str, dir: &Path) -> PathBuf {
     let layout = dir.join("layout");
@@ -167,13 +145,13 @@ fn layer_entries(layout: &Path) -> Vec<String> {
 fn quickstart_builds_runs_and_rebuilds_only_what_changed() {
     let p = Project::new("quickstart", "qs");
     let report = p.build_json(&[]);
-    let train = image(&report, "train");
+    let train = report_image(&report, "train");
     assert_eq!(train["steps"], serde_json::json!(["train"]));
     assert_eq!(
-        image(&report, "pipeline")["steps"],
+        report_image(&report, "pipeline")["steps"],
         serde_json::json!(["load", "featurize", "validate"])
     );
-    let labels: Vec<String> = statuses(train).into_iter().map(|(l, _)| l).collect();
+    let labels: Vec<String> = layer_statuses(train).into_iter().map(|(l, _)| l).collect();
     assert_eq!(
         labels,
         ["apt packages", "requirements (user)", "user kiln", "code"]
@@ -279,12 +257,12 @@ fn quickstart_builds_runs_and_rebuilds_only_what_changed() {
     let again = p.build_json(&[]);
     for name in ["pipeline", "train"] {
         assert_eq!(
-            image(&again, name)["digest"],
-            image(&report, name)["digest"]
+            report_image(&again, name)["digest"],
+            report_image(&report, name)["digest"]
         );
-        assert_eq!(image(&again, name)["uploaded"], 0, "{name}");
+        assert_eq!(report_image(&again, name)["uploaded"], 0, "{name}");
         assert!(
-            statuses(image(&again, name))
+            layer_statuses(report_image(&again, name))
                 .iter()
                 .all(|(_, s)| s == "reused")
         );
@@ -294,13 +272,16 @@ fn quickstart_builds_runs_and_rebuilds_only_what_changed() {
     p.edit("steps/load.py", |s| format!("{s}\n# changed\n"));
     let code_change = p.build_json(&[]);
     for name in ["pipeline", "train"] {
-        let s = statuses(image(&code_change, name));
+        let s = layer_statuses(report_image(&code_change, name));
         assert!(s[..3].iter().all(|(_, st)| st == "reused"), "{name}: {s:?}");
     }
-    assert_eq!(statuses(image(&code_change, "pipeline"))[3].1, "built");
+    assert_eq!(
+        layer_statuses(report_image(&code_change, "pipeline"))[3].1,
+        "built"
+    );
     // One new layer blob (the shared code layer) and a config per image.
-    assert_eq!(image(&code_change, "pipeline")["uploaded"], 2);
-    assert_eq!(image(&code_change, "train")["uploaded"], 1);
+    assert_eq!(report_image(&code_change, "pipeline")["uploaded"], 2);
+    assert_eq!(report_image(&code_change, "train")["uploaded"], 1);
     p.edit("steps/load.py", |s| format!("{s}\n# changed again\n"));
     let out = p.kiln(&["build", "--explain"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -316,7 +297,7 @@ fn quickstart_builds_runs_and_rebuilds_only_what_changed() {
     );
     let code_only = p.build_json(&[]);
     for name in ["pipeline", "train"] {
-        let s = statuses(image(&code_only, name));
+        let s = layer_statuses(report_image(&code_only, name));
         assert!(
             s.iter().all(|(_, st)| st == "reused"),
             "second identical build reuses all: {s:?}"
@@ -331,7 +312,7 @@ fn quickstart_builds_runs_and_rebuilds_only_what_changed() {
         s.replace("toolz==0.12.1", "toolz==0.12.0")
     });
     let reqs = p.build_json(&[]);
-    let train = statuses(image(&reqs, "train"));
+    let train = layer_statuses(report_image(&reqs, "train"));
     assert_eq!(
         train[..3],
         [
@@ -340,7 +321,7 @@ fn quickstart_builds_runs_and_rebuilds_only_what_changed() {
             ("user kiln".to_string(), "built".to_string()),
         ]
     );
-    let pipeline = statuses(image(&reqs, "pipeline"));
+    let pipeline = layer_statuses(report_image(&reqs, "pipeline"));
     assert!(
         pipeline[..3].iter().all(|(_, s)| s == "reused"),
         "{pipeline:?}"
@@ -626,7 +607,7 @@ fn an_unprivileged_user_builds_exec_layers_rootless() {
         text(&out.stderr)
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let layers = statuses(&report["images"][0]);
+    let layers = layer_statuses(&report["images"][0]);
     assert!(
         layers
             .iter()

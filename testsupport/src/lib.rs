@@ -29,6 +29,7 @@
 //! assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"));
 //! ```
 
+pub mod fixture;
 pub mod proxy;
 
 use std::collections::HashMap;
