@@ -297,3 +297,64 @@ fn forced_missing_user_namespaces_fail_with_a_clear_message() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn runs_on_an_overlay_share_one_root_and_leave_it_untouched() {
+    let sb = sandbox();
+    let (_t, root) = busybox_root(sb.id_map());
+    let scratch = tempfile::tempdir().unwrap();
+    let before = tree(&root);
+    let mut uppers = Vec::new();
+    for n in 0..2 {
+        let upper = scratch.path().join(format!("upper{n}"));
+        let work = scratch.path().join(format!("work{n}"));
+        std::fs::create_dir_all(&upper).unwrap();
+        std::fs::create_dir_all(&work).unwrap();
+        let mut spec = sh(
+            &root,
+            "cat /seen 2>/dev/null || echo fresh; echo mine > /seen; rm /bin/true; mkdir -p /w/x; pwd",
+        )
+        .writable_overlay(&upper, &work);
+        spec.workdir = "/w/x".into();
+        let out = run_capture(&sb, &spec);
+        assert_eq!(out.code, 0, "{:?}", out.stderr);
+        // Each run sees the shared root as it was, not the other's writes.
+        assert_eq!(out.stdout, vec!["fresh", "/w/x"], "run {n}");
+        uppers.push(upper);
+    }
+    assert_eq!(tree(&root), before, "the shared root changed");
+    for upper in &uppers {
+        assert_eq!(std::fs::read_to_string(upper.join("seen")).unwrap(), "mine\n");
+        assert!(upper.join("w/x").is_dir());
+    }
+}
+
+#[test]
+fn an_overlay_with_a_comma_in_a_path_is_refused() {
+    let sb = sandbox();
+    let (_t, root) = busybox_root(sb.id_map());
+    let spec = sh(&root, "true").writable_overlay("/tmp/a,b", "/tmp/w");
+    let err = sb.run(&spec, Output::Inherit).unwrap_err();
+    assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
+    assert!(err.to_string().contains("overlay"), "{err}");
+}
+
+/// Every path below `root` with its size and mtime: what "unchanged" means.
+fn tree(root: &Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.path().symlink_metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+            out.push((entry.path(), meta.len(), meta.modified().unwrap()));
+        }
+        let meta = dir.symlink_metadata().unwrap();
+        out.push((dir, meta.len(), meta.modified().unwrap()));
+    }
+    out.sort();
+    out
+}

@@ -55,7 +55,7 @@ pub use preflight::{FORCE_NO_USERNS_ENV, UsernsMode, preflight};
 pub use process::Running;
 pub use reexec::reexec_in_user_namespace;
 pub use spec::{
-    BindMount, CaBundleMode, DEFAULT_CA_BUNDLE, Output, OutputLine, PROXY_ENV, RunSpec,
+    BindMount, CaBundleMode, DEFAULT_CA_BUNDLE, Output, OutputLine, Overlay, PROXY_ENV, RunSpec,
     SandboxConfig, Stream, User, ca_bundle_env,
 };
 

@@ -197,18 +197,28 @@ pub(crate) fn prepare(
         }
     }
     let removable_set: HashSet<PathBuf> = p.removable.iter().map(|c| c.path.clone()).collect();
-    let cleanup = Cleanup {
-        created: p
-            .create
-            .iter()
-            .filter(|c| removable_set.contains(&c.path))
-            .cloned()
-            .collect(),
-        parent_mtimes: p.parent_mtimes,
+    // Under an overlay the mount points are made in the private upper
+    // directory, which the caller discards: nothing to undo in the root.
+    let cleanup = if spec.overlay.is_some() {
+        Cleanup::default()
+    } else {
+        Cleanup {
+            created: p
+                .create
+                .iter()
+                .filter(|c| removable_set.contains(&c.path))
+                .cloned()
+                .collect(),
+            parent_mtimes: p.parent_mtimes,
+        }
     };
     let plan = Plan {
         mode,
         root: root.clone(),
+        overlay: spec
+            .overlay
+            .as_ref()
+            .map(|o| (o.upper.clone(), o.work.clone())),
         rundir: rundir.to_path_buf(),
         create: p.create,
         dev,

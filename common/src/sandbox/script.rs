@@ -52,6 +52,8 @@ pub(crate) struct Bind {
 pub(crate) struct Plan {
     pub mode: UsernsMode,
     pub root: PathBuf,
+    /// Upper and work directories of an overlay mounted over the root.
+    pub overlay: Option<(PathBuf, PathBuf)>,
     /// Host directory for the set-up log and success marker.
     pub rundir: PathBuf,
     pub create: Vec<Create>,
@@ -135,6 +137,21 @@ impl Plan {
             b"\nfail() { printf 'kiln-sandbox: %s\\n' \"$*\" >>\"$log\"; exit 125; }\n\
               r() { \"$@\" 2>>\"$log\" || fail \"failed: $*\"; }\n",
         );
+        if let Some((upper, work)) = &self.overlay {
+            // First, so mount points and the workdir are made in the upper
+            // directory and the shared root stays as it was.
+            s.extend_from_slice(b"r mount -t overlay -o ");
+            let mut opts = OsString::from("lowerdir=");
+            opts.push(&self.root);
+            opts.push(",upperdir=");
+            opts.push(upper);
+            opts.push(",workdir=");
+            opts.push(work);
+            s.extend(quote(Path::new(&opts)));
+            s.extend_from_slice(b" kiln-overlay ");
+            s.extend(quote(&self.root));
+            s.push(b'\n');
+        }
         for c in &self.create {
             s.extend_from_slice(if c.dir {
                 b"r mkdir -- "
@@ -227,6 +244,7 @@ mod tests {
         Plan {
             mode: UsernsMode::Create,
             root: "/r o'ot".into(),
+            overlay: None,
             rundir: "/run/k".into(),
             create: vec![Create {
                 path: "/r o'ot/run/secrets".into(),
@@ -310,5 +328,25 @@ mod tests {
         };
         let cmd = inherit.command(Path::new("setpriv"), Path::new("unshare"));
         assert!(!cmd.iter().any(|a| a == "--user"));
+    }
+
+    #[test]
+    fn an_overlay_is_mounted_over_the_root_before_anything_is_created() {
+        let p = Plan {
+            overlay: Some(("/up".into(), "/wk".into())),
+            ..plan()
+        };
+        let script = String::from_utf8(p.setup_script(Path::new("unshare"))).unwrap();
+        let mount = script
+            .find("r mount -t overlay -o 'lowerdir=/r o'\\''ot,upperdir=/up,workdir=/wk' kiln-overlay '/r o'\\''ot'")
+            .unwrap_or_else(|| panic!("{script}"));
+        let mkdir = script.find("r mkdir").unwrap_or_else(|| panic!("{script}"));
+        assert!(mount < mkdir, "{script}");
+        assert!(
+            !plan()
+                .setup_script(Path::new("unshare"))
+                .windows(7)
+                .any(|w| w == b"overlay")
+        );
     }
 }

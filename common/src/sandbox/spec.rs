@@ -42,6 +42,19 @@ pub struct RunSpec {
     pub hostname: String,
     /// Extra bind mounts (build secrets, run directories).
     pub mounts: Vec<BindMount>,
+    /// When set, the root is the read-only lower layer of an overlay and
+    /// every write goes to this private upper directory: many runs share
+    /// one unpacked image and none of them changes it.
+    pub overlay: Option<Overlay>,
+}
+
+/// The private, writable side of an overlay over the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// Receives the run's changes (absolute, empty at first).
+    pub upper: PathBuf,
+    /// The overlay's scratch directory, on the same file system as `upper`.
+    pub work: PathBuf,
 }
 
 impl RunSpec {
@@ -61,6 +74,7 @@ impl RunSpec {
             user: User::ROOT,
             hostname: "kiln".into(),
             mounts: Vec::new(),
+            overlay: None,
         }
     }
 
@@ -75,6 +89,16 @@ impl RunSpec {
     /// Adds a bind mount.
     pub fn mount(mut self, mount: BindMount) -> Self {
         self.mounts.push(mount);
+        self
+    }
+
+    /// Runs on a private overlay over the root: writes land in `upper`
+    /// (`work` is the overlay's scratch directory, on the same file system).
+    pub fn writable_overlay(mut self, upper: impl Into<PathBuf>, work: impl Into<PathBuf>) -> Self {
+        self.overlay = Some(Overlay {
+            upper: upper.into(),
+            work: work.into(),
+        });
         self
     }
 
@@ -118,6 +142,19 @@ impl RunSpec {
         }
         if !self.root.is_absolute() {
             return bad("root", "must be an absolute path");
+        }
+        if let Some(o) = &self.overlay {
+            for (what, path) in [("root", &self.root), ("upper", &o.upper), ("work", &o.work)] {
+                let text = path.to_string_lossy();
+                if !path.is_absolute() || text.contains([',', ':', '\\']) {
+                    return Err(Error::InvalidSpec {
+                        field: "overlay",
+                        reason: format!(
+                            "the {what} directory {text} must be absolute and free of ',', ':' and '\\' (overlay mount options)"
+                        ),
+                    });
+                }
+            }
         }
         for m in &self.mounts {
             if !m.target.is_absolute() {
