@@ -223,12 +223,12 @@ pub async fn build<R: Registry>(
     progress: &dyn Progress,
 ) -> Result<BuildReport, BuildError> {
     let plan = plan::plan(pipeline, opts.only_step.as_deref())?;
-    if let Output::Archive(_) = opts.output {
-        if plan.images.len() != 1 {
-            return Err(BuildError::ArchiveHoldsOneImage {
-                count: plan.images.len(),
-            });
-        }
+    if let Output::Archive(_) = opts.output
+        && plan.images.len() != 1
+    {
+        return Err(BuildError::ArchiveHoldsOneImage {
+            count: plan.images.len(),
+        });
     }
     let store = Store::new(&opts.cache_dir)?;
     let file =

@@ -282,13 +282,13 @@ fn layers(s: &ImageSettings) -> Vec<LayerSlot> {
         )),
         _ => {}
     }
-    if s.install_stack_requirements != Some(false) {
-        if let Some(reqs) = s.stack_requirements.as_ref().filter(|r| !r.is_empty()) {
-            groups.push((
-                RequirementGroup::Stack,
-                RequirementSource::List(reqs.clone()),
-            ));
-        }
+    if s.install_stack_requirements != Some(false)
+        && let Some(reqs) = s.stack_requirements.as_ref().filter(|r| !r.is_empty())
+    {
+        groups.push((
+            RequirementGroup::Stack,
+            RequirementSource::List(reqs.clone()),
+        ));
     }
     if let Some(files) = s
         .extra_requirements_files

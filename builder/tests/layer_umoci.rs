@@ -86,7 +86,7 @@ fn multi_block_gzip_layer_reads_back_with_gnu_tar() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 (x >> 24) as u8
             } else {
                 b"kiln layer "[i % 11]

@@ -128,10 +128,10 @@ impl Progress for Display {
                 reference,
                 digest,
             } => {
-                if let Display::Terminal(slot) = self {
-                    if let Some(bar) = slot.lock().ok().and_then(|mut s| s.take()) {
-                        bar.finish_and_clear();
-                    }
+                if let Display::Terminal(slot) = self
+                    && let Some(bar) = slot.lock().ok().and_then(|mut s| s.take())
+                {
+                    bar.finish_and_clear();
                 }
                 self.line(format!("[{image}] {reference}@{digest}"));
             }

@@ -198,10 +198,10 @@ impl Context {
     /// Adds an entry and the parent directories it needs.
     fn add(&mut self, rel: &[u8], kind: Kind) {
         for (i, b) in rel.iter().enumerate() {
-            if *b == b'/' {
-                if let Some(parent) = rel.get(..i) {
-                    self.entries.entry(parent.to_vec()).or_insert(Kind::Dir);
-                }
+            if *b == b'/'
+                && let Some(parent) = rel.get(..i)
+            {
+                self.entries.entry(parent.to_vec()).or_insert(Kind::Dir);
             }
         }
         self.entries.insert(rel.to_vec(), kind);

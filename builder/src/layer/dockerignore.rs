@@ -157,10 +157,10 @@ fn read_line(line: &str) -> Option<String> {
     let mut pattern = String::new();
     if !rest.is_empty() {
         pattern = clean(rest);
-        if pattern.len() > 1 {
-            if let Some(stripped) = pattern.strip_prefix('/') {
-                pattern = stripped.to_owned();
-            }
+        if pattern.len() > 1
+            && let Some(stripped) = pattern.strip_prefix('/')
+        {
+            pattern = stripped.to_owned();
         }
     }
     Some(if invert {

@@ -173,7 +173,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if x % 5 == 0 {
+                if x.is_multiple_of(5) {
                     (x >> 8) as u8
                 } else {
                     words[i % words.len()]

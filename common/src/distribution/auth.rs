@@ -146,10 +146,10 @@ impl CredentialSource {
         {
             return self.run_helper(helper, registry);
         }
-        if let Some(store) = &config.creds_store {
-            if let Some(c) = self.run_helper(store, registry)? {
-                return Ok(Some(c));
-            }
+        if let Some(store) = &config.creds_store
+            && let Some(c) = self.run_helper(store, registry)?
+        {
+            return Ok(Some(c));
         }
         let Some((_, entry)) = config
             .auths

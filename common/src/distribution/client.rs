@@ -526,13 +526,13 @@ impl Client {
             } else {
                 header_digest
             };
-            if let Some(expected) = expected.filter(|d| d.starts_with("sha256:")) {
-                if expected != digest {
-                    return Err(RegistryError::DigestMismatch {
-                        expected,
-                        found: digest,
-                    });
-                }
+            if let Some(expected) = expected.filter(|d| d.starts_with("sha256:"))
+                && expected != digest
+            {
+                return Err(RegistryError::DigestMismatch {
+                    expected,
+                    found: digest,
+                });
             }
             let body_type = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()

@@ -211,15 +211,15 @@ impl Checker {
                 self.error(r.referenced, "expected a requirements file path or a list of non-empty requirement specifiers");
             }
         }
-        if let Some(r) = &d.replicate_local_python_environment {
-            if let ReplicateLocal::Method(m) = &r.value {
-                if m != "pip_freeze" && m != "poetry_export" {
-                    self.error(
+        if let Some(r) = &d.replicate_local_python_environment
+            && let ReplicateLocal::Method(m) = &r.value
+            && m != "pip_freeze"
+            && m != "poetry_export"
+        {
+            self.error(
                         r.referenced,
                         format!("replicate_local_python_environment: expected pip_freeze, poetry_export, true, false or a command list, found {m:?}"),
                     );
-                }
-            }
         }
         if let Some(dockerfile) = &d.dockerfile {
             if d.skip_build == Some(true) {
@@ -392,13 +392,13 @@ impl Checker {
             ("additional_pod_spec_args", &p.additional_pod_spec_args),
         ];
         for (field, value) in objects {
-            if let Some(v) = value {
-                if !v.value.is_object() {
-                    self.error(
-                        v.referenced,
-                        format!("{what}.{field}: expected a mapping (a Kubernetes object)"),
-                    );
-                }
+            if let Some(v) = value
+                && !v.value.is_object()
+            {
+                self.error(
+                    v.referenced,
+                    format!("{what}.{field}: expected a mapping (a Kubernetes object)"),
+                );
             }
         }
     }
@@ -425,17 +425,17 @@ impl Checker {
         }
         let [requests, limits] = &parsed;
         for (name, request) in requests {
-            if let Some(limit) = limits.get(name) {
-                if request > limit {
-                    let at = r
-                        .requests
-                        .as_ref()
-                        .map_or(Location::UNKNOWN, |m| m.referenced);
-                    self.error(
-                        at,
-                        format!("{what}.resources: the request for {name} is above its limit"),
-                    );
-                }
+            if let Some(limit) = limits.get(name)
+                && request > limit
+            {
+                let at = r
+                    .requests
+                    .as_ref()
+                    .map_or(Location::UNKNOWN, |m| m.referenced);
+                self.error(
+                    at,
+                    format!("{what}.resources: the request for {name} is above its limit"),
+                );
             }
         }
     }

@@ -88,10 +88,11 @@ impl Planner<'_> {
         let parent: PathBuf = self
             .root
             .join(comps[..first_missing].iter().collect::<PathBuf>());
-        if removable && !self.parent_mtimes.iter().any(|(p, _)| *p == parent) {
-            if let Ok(m) = std::fs::metadata(&parent).and_then(|m| m.modified()) {
-                self.parent_mtimes.push((parent.clone(), m));
-            }
+        if removable
+            && !self.parent_mtimes.iter().any(|(p, _)| *p == parent)
+            && let Ok(m) = std::fs::metadata(&parent).and_then(|m| m.modified())
+        {
+            self.parent_mtimes.push((parent.clone(), m));
         }
         let mut path = parent;
         for (i, c) in comps.iter().enumerate().skip(first_missing) {
@@ -148,27 +149,27 @@ pub(crate) fn prepare(
     let mut binds = Vec::new();
     if config.host_network_files {
         for f in NETWORK_FILES {
-            if Path::new(f).is_file() {
-                if let Some(t) = p.target(Path::new(f), false, true, true)? {
-                    binds.push(Bind {
-                        source: f.into(),
-                        target: t,
-                        read_only: true,
-                    });
-                }
-            }
-        }
-    }
-    if let Some(ca) = &config.ca_bundle {
-        if ca.is_file() {
-            let create = config.ca_bundle_mode == CaBundleMode::Always;
-            if let Some(t) = p.target(ca, false, create, true)? {
+            if Path::new(f).is_file()
+                && let Some(t) = p.target(Path::new(f), false, true, true)?
+            {
                 binds.push(Bind {
-                    source: ca.clone(),
+                    source: f.into(),
                     target: t,
                     read_only: true,
                 });
             }
+        }
+    }
+    if let Some(ca) = &config.ca_bundle
+        && ca.is_file()
+    {
+        let create = config.ca_bundle_mode == CaBundleMode::Always;
+        if let Some(t) = p.target(ca, false, create, true)? {
+            binds.push(Bind {
+                source: ca.clone(),
+                target: t,
+                read_only: true,
+            });
         }
     }
     for m in &spec.mounts {

@@ -333,11 +333,11 @@ impl Layer<'_> {
                 std::fs::create_dir(&p).map_err(|e| SkipReason::BadParent(e.to_string()))?;
                 std::fs::set_permissions(&p, Permissions::from_mode(0o755))
                     .map_err(|e| SkipReason::BadParent(e.to_string()))?;
-                if let Ownership::Map(ids) = &self.opts.ownership {
-                    if let (Some(u), Some(g)) = (ids.to_outer_uid(0), ids.to_outer_gid(0)) {
-                        std::os::unix::fs::lchown(&p, Some(u), Some(g))
-                            .map_err(|e| SkipReason::BadParent(e.to_string()))?;
-                    }
+                if let Ownership::Map(ids) = &self.opts.ownership
+                    && let (Some(u), Some(g)) = (ids.to_outer_uid(0), ids.to_outer_gid(0))
+                {
+                    std::os::unix::fs::lchown(&p, Some(u), Some(g))
+                        .map_err(|e| SkipReason::BadParent(e.to_string()))?;
                 }
                 self.note_written(rel_p.clone());
             }

@@ -187,11 +187,11 @@ impl RootCache {
     ) -> Result<Vec<LayerReport>> {
         let rootfs = tmp.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(|e| Error::io("creating", &rootfs, e))?;
-        if let Ownership::Map(ids) = &opts.ownership {
-            if let (Some(u), Some(g)) = (ids.to_outer_uid(0), ids.to_outer_gid(0)) {
-                std::os::unix::fs::lchown(&rootfs, Some(u), Some(g))
-                    .map_err(|e| Error::io("chown", &rootfs, e))?;
-            }
+        if let Ownership::Map(ids) = &opts.ownership
+            && let (Some(u), Some(g)) = (ids.to_outer_uid(0), ids.to_outer_gid(0))
+        {
+            std::os::unix::fs::lchown(&rootfs, Some(u), Some(g))
+                .map_err(|e| Error::io("chown", &rootfs, e))?;
         }
         let mut reports = Vec::with_capacity(layers.len());
         for l in layers {
@@ -218,10 +218,10 @@ impl RootCache {
                 continue;
             };
             let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
+            if let Some(pid) = pid
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
