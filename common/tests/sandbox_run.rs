@@ -324,7 +324,10 @@ fn runs_on_an_overlay_share_one_root_and_leave_it_untouched() {
     }
     assert_eq!(tree(&root), before, "the shared root changed");
     for upper in &uppers {
-        assert_eq!(std::fs::read_to_string(upper.join("seen")).unwrap(), "mine\n");
+        assert_eq!(
+            std::fs::read_to_string(upper.join("seen")).unwrap(),
+            "mine\n"
+        );
         assert!(upper.join("w/x").is_dir());
     }
 }

@@ -52,7 +52,7 @@ use std::process::Command;
 pub use error::{Error, Result};
 pub use idmap::{IdMap, IdRange, OVERFLOW_ID};
 pub use preflight::{FORCE_NO_USERNS_ENV, UsernsMode, preflight};
-pub use process::Running;
+pub use process::{Killer, Running};
 pub use reexec::reexec_in_user_namespace;
 pub use spec::{
     BindMount, CaBundleMode, DEFAULT_CA_BUNDLE, Output, OutputLine, Overlay, PROXY_ENV, RunSpec,
@@ -119,6 +119,10 @@ impl Sandbox {
         let (plan, cleanup) = prepare::prepare(&self.config, self.mode, spec, rundir.path())?;
         let argv = plan.command(&self.setpriv, &self.unshare);
         let mut cmd = Command::new(&argv[0]);
+        // A process group of its own: a terminal's Ctrl-C reaches kiln,
+        // which decides what to stop (the kernel still kills the run if
+        // kiln dies: parent-death signal).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.args(&argv[1..])
             .env_clear()
             .env("PATH", HOST_PATH)

@@ -32,6 +32,28 @@ pub struct Running {
     setup_failure: Option<String>,
 }
 
+/// Kills one run from any thread; see [`Running::killer`]. Refers to the
+/// process by pidfd, so it can never hit a recycled pid.
+#[derive(Debug)]
+pub struct Killer {
+    pidfd: OwnedFd,
+}
+
+impl Killer {
+    /// Kills every process of the run (SIGKILL); a run that has already
+    /// ended is not an error.
+    pub fn kill(&self) -> Result<()> {
+        kill_pidfd(&self.pidfd)
+    }
+}
+
+fn kill_pidfd(pidfd: &OwnedFd) -> Result<()> {
+    match rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(Error::io("killing the sandbox", e.into())),
+    }
+}
+
 impl Running {
     /// Starts `cmd` from a dedicated thread that lives until the process is
     /// reaped: the parent-death signal is tied to the *thread* that forked,
@@ -122,10 +144,17 @@ impl Running {
     /// Kills every process of the run now (SIGKILL); [`wait`](Self::wait)
     /// then returns 137.
     pub fn kill(&self) -> Result<()> {
-        match rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL) {
-            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-            Err(e) => Err(Error::io("killing the sandbox", e.into())),
-        }
+        kill_pidfd(&self.pidfd)
+    }
+
+    /// A handle that kills this run from another thread while the owner
+    /// blocks in [`wait`](Self::wait) (a runner cancelling a step).
+    pub fn killer(&self) -> Result<Killer> {
+        let pidfd = self
+            .pidfd
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the sandbox's pidfd", e))?;
+        Ok(Killer { pidfd })
     }
 
     /// Waits for the command and returns its exit code; a command killed by
@@ -156,18 +185,18 @@ impl Running {
             (None, Some(sig)) => 128 + sig,
             (None, None) => 255,
         };
-        if let Some(dir) = &self.rundir {
-            if !dir.path().join(SETUP_OK).exists() {
-                let log = std::fs::read_to_string(dir.path().join(SETUP_LOG)).unwrap_or_default();
-                let log = if log.trim().is_empty() {
-                    "creating the namespaces failed (see the sandbox's stderr)".to_string()
-                } else {
-                    log.trim().to_string()
-                };
-                self.exit = Some(code);
-                self.setup_failure = Some(log.clone());
-                return Err(Error::SetupFailed { code, log });
-            }
+        if let Some(dir) = &self.rundir
+            && !dir.path().join(SETUP_OK).exists()
+        {
+            let log = std::fs::read_to_string(dir.path().join(SETUP_LOG)).unwrap_or_default();
+            let log = if log.trim().is_empty() {
+                "creating the namespaces failed (see the sandbox's stderr)".to_string()
+            } else {
+                log.trim().to_string()
+            };
+            self.exit = Some(code);
+            self.setup_failure = Some(log.clone());
+            return Err(Error::SetupFailed { code, log });
         }
         self.exit = Some(code);
         Ok(code)
