@@ -10,7 +10,7 @@ pub mod layer;
 pub mod output;
 pub mod plan;
 pub mod progress;
-mod push;
+pub mod push;
 pub mod record;
 pub mod registry;
 pub mod store;

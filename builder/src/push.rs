@@ -66,16 +66,15 @@ pub(crate) async fn push<R: Registry>(
             report(BlobStatus::Present);
             return Ok(false);
         }
-        if let Source::Parent(_) = job {
-            if same_registry
-                && registry
-                    .mount_blob(repo, &parent.repository, &desc.digest)
-                    .await
-                    .map_err(fail("mounting blob"))?
-            {
-                report(BlobStatus::Mounted);
-                return Ok(false);
-            }
+        if let Source::Parent(_) = job
+            && same_registry
+            && registry
+                .mount_blob(repo, &parent.repository, &desc.digest)
+                .await
+                .map_err(fail("mounting blob"))?
+        {
+            report(BlobStatus::Mounted);
+            return Ok(false);
         }
         let digest = store::Digest::from_str(&desc.digest).map_err(BuildError::Store)?;
         let path = store.path(&digest);
@@ -121,7 +120,7 @@ pub(crate) async fn push<R: Registry>(
 
 /// Makes sure a registry blob is in the store: downloaded to a temporary
 /// file and renamed, so an interrupted download never looks complete.
-pub(crate) async fn fetch_blob<R: Registry>(
+pub async fn fetch_blob<R: Registry>(
     registry: &R,
     store: &Store,
     repository: &str,

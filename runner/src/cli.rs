@@ -75,6 +75,18 @@ pub struct BuildArgs {
     /// The layer cache (default: $XDG_CACHE_HOME/kiln).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// How to reach registries.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// A build secret, visible to commands as /run/secrets/NAME and never
+    /// stored: id=NAME,src=FILE or id=NAME,env=VAR; repeatable.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+}
+
+/// How kiln reaches registries; shared by `build` and `run`.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
     /// Registry user name (with --password-stdin).
     #[arg(long, requires = "password_stdin")]
     pub username: Option<String>,
@@ -88,10 +100,6 @@ pub struct BuildArgs {
     /// Trust this CA certificate (PEM) for registries; repeatable.
     #[arg(long = "registry-ca")]
     pub registry_ca: Vec<PathBuf>,
-    /// A build secret, visible to commands as /run/secrets/NAME and never
-    /// stored: id=NAME,src=FILE or id=NAME,env=VAR; repeatable.
-    #[arg(long = "secret")]
-    pub secrets: Vec<String>,
 }
 
 /// `--compression`.
@@ -121,6 +129,16 @@ pub struct RunArgs {
     /// Where the steps run.
     #[arg(long = "on", value_enum, default_value_t = Backend::Local)]
     pub on: Backend,
+    /// Re-run only the failed, cancelled and skipped steps of this run,
+    /// reusing the outputs of its succeeded steps.
+    #[arg(long, value_name = "RUN")]
+    pub retry_failed: Option<String>,
+    /// The layer cache (default: $XDG_CACHE_HOME/kiln).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// How to reach registries.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// Where a pipeline runs.

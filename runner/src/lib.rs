@@ -3,4 +3,7 @@
 //! so they are tested without a sandbox or a cluster; the `kiln` binary sits
 //! on top.
 
+pub mod driver;
+pub mod local;
+pub mod records;
 pub mod scheduler;

@@ -13,7 +13,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    if matches!(cli.command, cli::Command::Build(_)) {
+    if matches!(cli.command, cli::Command::Build(_) | cli::Command::Run(_)) {
         // Unprivileged builds run as root of a user namespace mapped to the
         // user's subordinate ids, as rootless Buildah does. If that cannot
         // be set up, carry on: builds without exec layers need no sandbox,

@@ -12,7 +12,7 @@ use kiln_builder::layer::Compression;
 use kiln_common::distribution::{Client, ClientOptions, CredentialSource, Credentials};
 
 use super::load_pipeline;
-use crate::cli::{BuildArgs, CompressionArg, FormatArg};
+use crate::cli::{BuildArgs, CompressionArg, FormatArg, RegistryArgs};
 use crate::progress::{Display, human_size, short};
 
 /// Builds; exit 1 when the build fails, 2 for Dockerfile builds (not yet).
@@ -54,7 +54,7 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
         concurrency: 4,
         secrets: secrets.iter().map(|s| s.secret.clone()).collect(),
     };
-    let client = registry_client(args)?;
+    let client = registry_client(&args.registry)?;
     let display = Display::choose(json);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -76,7 +76,7 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
 
 /// Registry client from the flags: explicit credentials (password read from
 /// stdin, never from argv), insecure registries, extra CAs.
-pub fn registry_client(args: &BuildArgs) -> anyhow::Result<Client> {
+pub fn registry_client(args: &RegistryArgs) -> anyhow::Result<Client> {
     let explicit = match &args.username {
         Some(username) if args.password_stdin => {
             let mut secret = String::new();

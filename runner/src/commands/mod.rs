@@ -3,6 +3,9 @@
 
 mod build;
 mod cache;
+mod logs;
+mod run;
+mod runs;
 mod validate;
 
 use std::process::ExitCode;
@@ -21,9 +24,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Build(args) => build::run(&args, cli.json),
-        Command::Run(_) => not_yet("run", "the runner"),
-        Command::Runs(_) => not_yet("runs", "run records"),
-        Command::Logs(_) => not_yet("logs", "run records"),
+        Command::Run(args) => run::run(&args, cli.json),
+        Command::Runs(command) => runs::run(&command, cli.json),
+        Command::Logs(args) => logs::run(&args),
         Command::Schedules(_) => not_yet("schedules", "the Kubernetes backend"),
         Command::Cache(command) => cache::run(&command, cli.json),
     }

@@ -229,10 +229,9 @@ impl Scheduler {
             Event::Running { step, attempt } => {
                 if let StepState::Launching { attempt: a } | StepState::Pending { attempt: a } =
                     self.states[step]
+                    && a == attempt
                 {
-                    if a == attempt {
-                        self.states[step] = StepState::Running { attempt };
-                    }
+                    self.states[step] = StepState::Running { attempt };
                 }
             }
             Event::Succeeded { step, attempt } => {
@@ -266,18 +265,17 @@ impl Scheduler {
             } => {
                 if let StepState::Launching { attempt: a } | StepState::Pending { attempt: a } =
                     self.states[step]
+                    && a == attempt
                 {
-                    if a == attempt {
-                        self.out.push(Action::Cancel { step, attempt });
-                        self.fail_attempt(
-                            step,
-                            StepFailure {
-                                attempt,
-                                exit_code: None,
-                                reason,
-                            },
-                        );
-                    }
+                    self.out.push(Action::Cancel { step, attempt });
+                    self.fail_attempt(
+                        step,
+                        StepFailure {
+                            attempt,
+                            exit_code: None,
+                            reason,
+                        },
+                    );
                 }
             }
             Event::StopRequested { force } => self.request_stop(force),
@@ -588,10 +586,11 @@ impl Scheduler {
             if let Some(Reverse((at, _))) = self.retries.peek() {
                 consider(*at);
             }
-            if !self.ready.is_empty() && !self.parallelism_full() {
-                if let Some(slot) = self.next_slot() {
-                    consider(slot);
-                }
+            if !self.ready.is_empty()
+                && !self.parallelism_full()
+                && let Some(slot) = self.next_slot()
+            {
+                consider(slot);
             }
         }
         next

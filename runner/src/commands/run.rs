@@ -1,0 +1,508 @@
+//! `kiln run`: build what is missing or stale (through the layer cache),
+//! then run the step DAG on this machine, recording the run.
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+use kiln_builder::build::{BuildOptions, Output};
+use kiln_builder::registry::Platform;
+use kiln_builder::store::Store;
+use kiln_common::Pipeline;
+use kiln_common::sandbox::{Sandbox, SandboxConfig};
+use kiln_common::unpack::{RootCache, UnpackOptions};
+use kiln_runner::driver::{self, AttemptOutcome, Observer, Report};
+use kiln_runner::local::console::{Console, Lines};
+use kiln_runner::local::{LocalBackend, LocalStep, RunPaths, image};
+use kiln_runner::records::{
+    AttemptStatus, NewRun, NewStep, Records, RunDetail, RunLock, RunStatus, StepStatus,
+};
+use kiln_runner::scheduler::{
+    Observed, ObservedState, RetryPolicy, RunConfig, RunOutcome, Scheduler, StepSpec, Terminal,
+};
+
+use super::build::{data_dir, registry_client};
+use super::load_pipeline;
+use crate::cli::{Backend, RunArgs};
+use crate::progress::Display;
+
+pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
+    if args.on == Backend::Kubernetes {
+        eprintln!(
+            "kiln run --on kubernetes: not built yet (the Kubernetes backend is not part of this kiln version)"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let data = data_dir()?;
+    let records = Records::open(&data).context("opening the run records")?;
+    let previous = match &args.retry_failed {
+        Some(id) => Some(records.run(id)?),
+        None => None,
+    };
+    let file = previous
+        .as_ref()
+        .map_or_else(|| args.pipeline.clone(), |p| p.file.clone());
+    let Some(pipeline) = load_pipeline(&file)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let names: Vec<String> = pipeline
+        .steps()
+        .iter()
+        .map(|s| s.name.value.clone())
+        .collect();
+    let reused = reused_steps(&names, previous.as_ref())?;
+
+    let sandbox = Sandbox::new(SandboxConfig::default()).context("the sandbox cannot start")?;
+    let cache_dir = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => kiln_builder::store::default_cache_dir().context(
+            "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-dir",
+        )?,
+    };
+    let launches = prepare_steps(&pipeline, &names, &reused, &sandbox, &cache_dir, args, json)?;
+
+    // The run and where its files go.
+    let upstream = |i: usize| -> Vec<String> {
+        pipeline.steps()[i]
+            .upstream
+            .iter()
+            .map(|u| u.value.clone())
+            .collect()
+    };
+    let started = SystemTime::now();
+    // A folder per run, named before the run has its id (the id comes from
+    // the records); a retry works in the original run's files, so the
+    // outputs of the steps it reuses are there.
+    let stamp = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let run_root = run_base(&pipeline, &data).join(format!(
+        "{}-{}-{}",
+        pipeline.name(),
+        stamp.as_secs(),
+        std::process::id()
+    ));
+    let paths = RunPaths {
+        files: previous
+            .as_ref()
+            .map_or_else(|| run_root.join("files"), |p| p.run_dir.clone()),
+        logs: run_root.join("logs"),
+        scratch: run_root.join("scratch"),
+    };
+    for dir in [&paths.files, &paths.logs, &paths.scratch] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Every step may write the run directory, whatever user its image has.
+    std::fs::set_permissions(
+        &paths.files,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .with_context(|| format!("opening {} to the steps", paths.files.display()))?;
+    let new = NewRun {
+        pipeline: pipeline.name().to_string(),
+        file: std::path::absolute(pipeline.file()).unwrap_or_else(|_| pipeline.file().into()),
+        run_dir: paths.files.clone(),
+        log_dir: paths.logs.clone(),
+        steps: (0..names.len())
+            .map(|i| NewStep {
+                name: names[i].clone(),
+                image: None,
+                upstream: upstream(i),
+            })
+            .collect(),
+        retry_of: previous.as_ref().map(|p| p.id.clone()),
+        started,
+        pid: std::process::id(),
+    };
+    let run_id = records.create_run(&new)?;
+    let _lock = RunLock::acquire(&data, &run_id)?;
+    for (i, r) in reused.iter().enumerate() {
+        if *r {
+            records.step_ended(&run_id, &names[i], StepStatus::Reused, None)?;
+        }
+    }
+
+    // The scheduler, resumed past the reused steps.
+    let specs: Vec<StepSpec> = (0..names.len())
+        .map(|i| StepSpec {
+            name: names[i].clone(),
+            upstream: upstream(i)
+                .iter()
+                .filter_map(|u| names.iter().position(|n| n == u))
+                .collect(),
+            retry: retry_policy(&pipeline, &names[i]),
+        })
+        .collect();
+    let config = run_config(&pipeline);
+    let observed: Vec<Observed> = (0..names.len())
+        .filter(|&i| reused[i])
+        .map(|i| Observed {
+            step: i,
+            attempt: 1,
+            state: ObservedState::Succeeded,
+        })
+        .collect();
+    let mut scheduler = Scheduler::resume(specs, config, &observed)?;
+
+    let colour = std::io::stdout().is_terminal();
+    let mut console = Console::new(names.clone(), colour);
+    for (i, r) in reused.iter().enumerate() {
+        if *r {
+            console.reused(i);
+        }
+    }
+    let steps: Vec<LocalStep> = names
+        .iter()
+        .map(|n| LocalStep {
+            name: n.clone(),
+            launch: launches
+                .get(n)
+                .cloned()
+                .unwrap_or_else(|| Err(format!("no image was prepared for step {n}"))),
+        })
+        .collect();
+    let mut backend = LocalBackend::new(
+        sandbox,
+        &run_id,
+        steps,
+        paths.clone(),
+        Arc::new(Lines::new(names.clone(), colour)),
+    );
+    let (sender, inputs) = driver::channel();
+    stop_on_signals(sender.clone())?;
+    eprintln!(
+        "kiln: run {run_id} of {} ({} steps); logs in {}",
+        pipeline.name(),
+        names.len(),
+        paths.logs.display()
+    );
+    let mut observers = Both {
+        console: &mut console,
+        records: RecordWriter {
+            records: &records,
+            run: &run_id,
+            names: &names,
+        },
+    };
+    let outcome = driver::drive(
+        &mut scheduler,
+        &mut backend,
+        &mut observers,
+        &sender,
+        &inputs,
+    )?;
+    drop(backend);
+    let _ = std::fs::remove_dir_all(&paths.scratch);
+    records.finish_run(&run_id, run_status(outcome), SystemTime::now())?;
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records.run(&run_id)?)?);
+    } else {
+        eprintln!();
+        eprint!("{}", console.summary());
+        eprintln!(
+            "kiln: run {run_id} {} in {:.1}s",
+            match outcome {
+                RunOutcome::Succeeded => "succeeded".to_string(),
+                RunOutcome::Failed => "failed".to_string(),
+                RunOutcome::Stopped { force } => if force {
+                    "was cancelled"
+                } else {
+                    "was stopped"
+                }
+                .to_string(),
+                RunOutcome::TimedOut => "timed out".to_string(),
+            },
+            started.elapsed().unwrap_or_default().as_secs_f64()
+        );
+    }
+    Ok(if outcome.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Steps to reuse from the run being retried: those that succeeded there.
+fn reused_steps(names: &[String], previous: Option<&RunDetail>) -> anyhow::Result<Vec<bool>> {
+    let Some(previous) = previous else {
+        return Ok(vec![false; names.len()]);
+    };
+    if matches!(previous.status, RunStatus::Running) {
+        bail!(
+            "run {} is still running; stop it first (kiln runs stop {})",
+            previous.id,
+            previous.id
+        );
+    }
+    Ok(names
+        .iter()
+        .map(|n| {
+            previous.steps.iter().any(|s| {
+                s.name == *n && matches!(s.status, StepStatus::Succeeded | StepStatus::Reused)
+            })
+        })
+        .collect())
+}
+
+/// Builds (through the cache) and unpacks the image of every step that
+/// will run. A step whose image cannot be built or pulled gets the reason
+/// instead, so it fails with it and its siblings still run.
+fn prepare_steps(
+    pipeline: &Pipeline,
+    names: &[String],
+    reused: &[bool],
+    sandbox: &Sandbox,
+    cache_dir: &std::path::Path,
+    args: &RunArgs,
+    json: bool,
+) -> anyhow::Result<HashMap<String, Result<kiln_runner::local::StepLaunch, String>>> {
+    let plan = kiln_builder::plan::plan(pipeline, None)?;
+    let store = Store::new(cache_dir)?;
+    let roots = RootCache::new(cache_dir.join("roots"))?;
+    let client = registry_client(&args.registry)?;
+    let display = Display::choose(json);
+    let platform = Platform::default();
+    let unpack = UnpackOptions::mapped(sandbox.id_map().clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut launches = HashMap::new();
+    for image in &plan.images {
+        let needed = image.steps.iter().any(|s| {
+            names
+                .iter()
+                .position(|n| n == s)
+                .is_some_and(|i| !reused[i])
+        });
+        if !needed {
+            continue;
+        }
+        let opts = BuildOptions {
+            only_step: image.steps.first().cloned(),
+            output: Output::Registry,
+            cache_dir: cache_dir.to_path_buf(),
+            data_dir: data_dir()?,
+            ..BuildOptions::default()
+        };
+        let ready = match runtime.block_on(kiln_builder::build::build(
+            pipeline, &opts, &client, &display,
+        )) {
+            Ok(report) => match report.images.iter().find(|i| i.name == image.name) {
+                Some(built) => match pinned(&built.reference, &built.digest) {
+                    Ok(reference) => runtime.block_on(image::ready(
+                        &client, &store, &roots, &reference, &platform, &unpack,
+                    )),
+                    Err(e) => Err(e),
+                },
+                None => Err(format!("the build did not produce image {}", image.name)),
+            },
+            Err(e) => Err(format!("building image {}: {}", image.name, chain(&e))),
+        };
+        if let Err(reason) = &ready {
+            eprintln!("kiln: {reason}");
+        }
+        for step in &image.steps {
+            let launch = ready
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(|r| image::launch_of(pipeline, step, r));
+            launches.insert(step.clone(), launch);
+        }
+    }
+    Ok(launches)
+}
+
+/// `registry/repo@digest` from a pushed `registry/repo:tag` and its digest.
+fn pinned(reference: &str, digest: &str) -> Result<String, String> {
+    let r = kiln_common::reference::parse(reference)?;
+    Ok(format!("{}/{}@{digest}", r.registry(), r.repository()))
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Where runs keep their files: the local settings' `run_directory`, else
+/// kiln's data directory.
+fn run_base(pipeline: &Pipeline, data: &std::path::Path) -> PathBuf {
+    let m = pipeline.model();
+    m.settings
+        .local
+        .as_ref()
+        .and_then(|l| l.run_directory.clone())
+        .or_else(|| {
+            m.orchestrator
+                .local
+                .as_ref()
+                .and_then(|l| l.run_directory.clone())
+        })
+        .map(|d| pipeline.base_dir().join(d))
+        .unwrap_or_else(|| data.join("runs"))
+}
+
+/// The run-wide limits: `max_parallelism` of the local settings (default:
+/// the number of cores) and the pipeline's `fail_fast`.
+fn run_config(pipeline: &Pipeline) -> RunConfig {
+    let m = pipeline.model();
+    let parallelism = m
+        .settings
+        .local
+        .as_ref()
+        .and_then(|l| l.max_parallelism.as_ref())
+        .or_else(|| {
+            m.orchestrator
+                .local
+                .as_ref()
+                .and_then(|l| l.max_parallelism.as_ref())
+        })
+        .and_then(|p| usize::try_from(p.value).ok())
+        .and_then(NonZeroUsize::new)
+        .or_else(|| std::thread::available_parallelism().ok());
+    RunConfig {
+        max_parallelism: parallelism,
+        startup_period: Duration::ZERO,
+        fail_fast: m.fail_fast,
+        timeout: None,
+    }
+}
+
+/// A step's retries on this machine: its own `retry` block. The
+/// orchestrator's `pod_failure_*` settings are about pods, which a local
+/// run has none of, so without a `retry` block a failure is final.
+fn retry_policy(pipeline: &Pipeline, step: &str) -> RetryPolicy {
+    let has_own = pipeline.step(step).is_ok_and(|s| s.retry.is_some());
+    match pipeline.effective(step) {
+        Ok(e) if has_own => RetryPolicy {
+            max_retries: e.retry.max_retries,
+            delay: Duration::from_secs_f64(e.retry.delay_seconds.max(0.0)),
+            backoff: e.retry.backoff,
+        },
+        _ => RetryPolicy::default(),
+    }
+}
+
+fn run_status(outcome: RunOutcome) -> RunStatus {
+    match outcome {
+        RunOutcome::Succeeded => RunStatus::Succeeded,
+        RunOutcome::Failed => RunStatus::Failed,
+        RunOutcome::Stopped { .. } => RunStatus::Stopped,
+        RunOutcome::TimedOut => RunStatus::TimedOut,
+    }
+}
+
+/// Ctrl-C and SIGTERM cancel the running steps; SIGUSR1 (`kiln runs stop`
+/// without `--force`) lets them finish and starts nothing more.
+fn stop_on_signals(sender: std::sync::mpsc::Sender<driver::Input>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
+        .context("installing signal handlers")?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let force = signal != SIGUSR1;
+            eprintln!(
+                "kiln: {}",
+                if force {
+                    "stopping: cancelling running steps"
+                } else {
+                    "stopping: no new steps; running steps finish"
+                }
+            );
+            if sender.send(driver::Input::Stop { force }).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The console and the records, each told everything.
+struct Both<'a> {
+    console: &'a mut Console,
+    records: RecordWriter<'a>,
+}
+
+impl Observer for Both<'_> {
+    fn report(&mut self, report: &Report) {
+        self.console.report(report);
+        self.records.report(report);
+    }
+}
+
+/// Writes reports into the run records. A failed write is said, not fatal:
+/// the run itself goes on.
+struct RecordWriter<'a> {
+    records: &'a Records,
+    run: &'a str,
+    names: &'a [String],
+}
+
+impl Observer for RecordWriter<'_> {
+    fn report(&mut self, report: &Report) {
+        let now = SystemTime::now();
+        let name = |i: &usize| self.names[*i].as_str();
+        let result = match report {
+            Report::AttemptStarted { step, attempt, log } => {
+                self.records
+                    .attempt_started(self.run, name(step), *attempt, log, now)
+            }
+            Report::AttemptEnded {
+                step,
+                attempt,
+                outcome,
+                exit_code,
+                reason,
+            } => self.records.attempt_ended(
+                self.run,
+                name(step),
+                *attempt,
+                match outcome {
+                    AttemptOutcome::Succeeded => AttemptStatus::Succeeded,
+                    AttemptOutcome::Failed => AttemptStatus::Failed,
+                    AttemptOutcome::Cancelled => AttemptStatus::Cancelled,
+                },
+                *exit_code,
+                reason.as_deref(),
+                now,
+            ),
+            Report::RetryScheduled {
+                step,
+                attempt,
+                after,
+            } => self
+                .records
+                .retry_scheduled(self.run, name(step), *attempt, now + *after),
+            Report::StepEnded { step, end, reason } => self.records.step_ended(
+                self.run,
+                name(step),
+                match end {
+                    Terminal::Succeeded => StepStatus::Succeeded,
+                    Terminal::Failed => StepStatus::Failed,
+                    Terminal::Skipped => StepStatus::Skipped,
+                    Terminal::Cancelled => StepStatus::Cancelled,
+                },
+                reason.as_deref(),
+            ),
+            Report::Finished { .. } => Ok(()),
+        };
+        if let Err(e) = result {
+            eprintln!("kiln: warning: could not record the run: {e}");
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The loop between the pure scheduler and a backend: carries out the
+//! scheduler's actions, feeds it what the backend and the user report, and
+//! turns both into [`Report`]s for the run records and the terminal.
+//!
+//! Backend-neutral, so the local backend and the Kubernetes orchestrator
+//! share it: a backend only starts and cancels attempts and reports their
+//! ends through a channel. The clock is read here (and only here), as the
+//! run time since [`drive`] started, and handed to the scheduler as data.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use crate::scheduler::{
+    Action, Event, RunOutcome, Scheduler, SchedulerError, SkipReason, StepState, Terminal,
+};
+
+/// What reaches the driver: a backend's word about an attempt, or a stop
+/// request (a signal, `kiln runs stop`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// An attempt was launched, runs, succeeded or failed.
+    Step(Event),
+    /// Stop the run: gracefully, or cancelling running steps.
+    Stop {
+        /// Cancel running steps too.
+        force: bool,
+    },
+}
+
+/// Starts and stops attempts. Implementations report every attempt's
+/// progress as [`Input::Step`] events on the sender they are given.
+pub trait Backend {
+    /// Starts attempt `attempt` of `step`; returns where its log goes.
+    fn launch(&mut self, step: usize, attempt: u32, inputs: Sender<Input>) -> PathBuf;
+    /// Stops a live attempt; its end is still reported (as a failure).
+    fn cancel(&mut self, step: usize, attempt: u32);
+    /// Waits until every attempt started has ended and been reported.
+    fn wait_all(&mut self);
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Exit code 0.
+    Succeeded,
+    /// It failed (non-zero exit, could not start).
+    Failed,
+    /// kiln stopped it (stop, fail-fast).
+    Cancelled,
+}
+
+/// Something the run records and the terminal want to know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// An attempt started; its log is at `log`.
+    AttemptStarted {
+        /// The step.
+        step: usize,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// Its log file.
+        log: PathBuf,
+    },
+    /// An attempt ended.
+    AttemptEnded {
+        /// The step.
+        step: usize,
+        /// The attempt.
+        attempt: u32,
+        /// How.
+        outcome: AttemptOutcome,
+        /// The exit code, when it exited.
+        exit_code: Option<i32>,
+        /// Why it failed, in words.
+        reason: Option<String>,
+    },
+    /// A failed step will be tried again after `after`.
+    RetryScheduled {
+        /// The step.
+        step: usize,
+        /// The attempt that will come.
+        attempt: u32,
+        /// The wait.
+        after: Duration,
+    },
+    /// A step reached its end state.
+    StepEnded {
+        /// The step.
+        step: usize,
+        /// How it ended.
+        end: Terminal,
+        /// Why, when it did not succeed.
+        reason: Option<String>,
+    },
+    /// The run is over; always the last report.
+    Finished {
+        /// How it ended.
+        outcome: RunOutcome,
+    },
+}
+
+/// Receives reports; the run records and the terminal each implement it.
+pub trait Observer {
+    /// One report, in order.
+    fn report(&mut self, report: &Report);
+}
+
+/// The driver's inputs: a sender for signal handlers and the like, and the
+/// receiving end the loop reads.
+pub fn channel() -> (Sender<Input>, Receiver<Input>) {
+    mpsc::channel()
+}
+
+/// Runs `scheduler` to its end with `backend`, reporting to `observer`;
+/// returns how the run ended. `inputs` is the receiving end of
+/// [`channel`]; `sender` its sending end, handed to the backend.
+pub fn drive(
+    scheduler: &mut Scheduler,
+    backend: &mut dyn Backend,
+    observer: &mut dyn Observer,
+    sender: &Sender<Input>,
+    inputs: &Receiver<Input>,
+) -> Result<RunOutcome, SchedulerError> {
+    let start = Instant::now();
+    let mut d = Driver {
+        reported: scheduler
+            .states()
+            .iter()
+            .map(|s| s.terminal().is_some())
+            .collect(),
+        skip_reasons: HashMap::new(),
+        cancelled: BTreeSet::new(),
+        stop_requested: false,
+    };
+    let mut actions = scheduler.handle(Duration::ZERO, Event::Start)?;
+    loop {
+        for action in actions.drain(..) {
+            if let Some(outcome) = d.carry_out(start.elapsed(), backend, observer, sender, action) {
+                d.report_ends(scheduler, observer);
+                backend.wait_all();
+                while let Ok(Input::Step(event)) = inputs.try_recv() {
+                    d.report_attempt_end(observer, &event);
+                }
+                observer.report(&Report::Finished { outcome });
+                return Ok(outcome);
+            }
+        }
+        d.report_ends(scheduler, observer);
+        let received = match scheduler.next_wake() {
+            Some(at) => inputs.recv_timeout(at.saturating_sub(start.elapsed())),
+            None => inputs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let event = match received {
+            Ok(Input::Step(event)) => {
+                d.report_attempt_end(observer, &event);
+                event
+            }
+            Ok(Input::Stop { force }) => {
+                d.stop_requested = true;
+                Event::StopRequested { force }
+            }
+            // Nobody can report anything any more: stop what runs.
+            Err(RecvTimeoutError::Disconnected) => Event::StopRequested { force: true },
+            Err(RecvTimeoutError::Timeout) => Event::TimerFired,
+        };
+        actions = scheduler.handle(start.elapsed(), event)?;
+    }
+}
+
+struct Driver {
+    /// Steps whose end was reported.
+    reported: Vec<bool>,
+    skip_reasons: HashMap<usize, SkipReason>,
+    /// Attempts kiln cancelled: their failure is a cancellation.
+    cancelled: BTreeSet<(usize, u32)>,
+    stop_requested: bool,
+}
+
+impl Driver {
+    /// Carries out one action; `Some` when it was the run's end.
+    fn carry_out(
+        &mut self,
+        now: Duration,
+        backend: &mut dyn Backend,
+        observer: &mut dyn Observer,
+        sender: &Sender<Input>,
+        action: Action,
+    ) -> Option<RunOutcome> {
+        match action {
+            Action::Launch { step, attempt } => {
+                let log = backend.launch(step, attempt, sender.clone());
+                observer.report(&Report::AttemptStarted { step, attempt, log });
+            }
+            Action::RetryAfter { step, attempt, at } => {
+                observer.report(&Report::RetryScheduled {
+                    step,
+                    attempt,
+                    after: at.saturating_sub(now),
+                });
+            }
+            Action::Cancel { step, attempt } => {
+                self.cancelled.insert((step, attempt));
+                backend.cancel(step, attempt);
+            }
+            Action::Skip { step, because } => {
+                self.skip_reasons.insert(step, because);
+            }
+            Action::WakeAt { .. } => {}
+            Action::Finish { outcome } => return Some(outcome),
+        }
+        None
+    }
+
+    /// Reports an attempt's end (before the scheduler hears of it).
+    fn report_attempt_end(&self, observer: &mut dyn Observer, event: &Event) {
+        let (step, attempt, outcome, exit_code, reason) = match event {
+            Event::Succeeded { step, attempt } => {
+                (*step, *attempt, AttemptOutcome::Succeeded, Some(0), None)
+            }
+            Event::Failed {
+                step,
+                attempt,
+                exit_code,
+                reason,
+            } => {
+                let outcome = if self.cancelled.contains(&(*step, *attempt)) {
+                    AttemptOutcome::Cancelled
+                } else {
+                    AttemptOutcome::Failed
+                };
+                (*step, *attempt, outcome, *exit_code, Some(reason.clone()))
+            }
+            _ => return,
+        };
+        observer.report(&Report::AttemptEnded {
+            step,
+            attempt,
+            outcome,
+            exit_code,
+            reason,
+        });
+    }
+
+    /// Reports every step that reached its end since the last call.
+    fn report_ends(&mut self, scheduler: &Scheduler, observer: &mut dyn Observer) {
+        for (step, state) in scheduler.states().iter().enumerate() {
+            let Some(end) = state.terminal() else {
+                continue;
+            };
+            if std::mem::replace(&mut self.reported[step], true) {
+                continue;
+            }
+            let name = |i: usize| scheduler.steps()[i].name.clone();
+            let reason = match (end, state) {
+                (Terminal::Succeeded, _) => None,
+                (Terminal::Failed, _) => scheduler.last_failure(step).map(|f| f.reason.clone()),
+                (Terminal::Skipped, StepState::Skipped { because }) => Some(match because {
+                    SkipReason::UpstreamFailed { upstream } => {
+                        format!("upstream step {} failed", name(*upstream))
+                    }
+                    SkipReason::FailFast { failed } => {
+                        format!("fail_fast: step {} failed", name(*failed))
+                    }
+                    SkipReason::Stopped => "the run was stopped".into(),
+                    SkipReason::TimedOut => "the run timed out".into(),
+                }),
+                (Terminal::Skipped, _) => self.skip_reasons.get(&step).map(|_| "skipped".into()),
+                (Terminal::Cancelled, _) => Some(if self.stop_requested {
+                    "cancelled: the run was stopped".into()
+                } else if scheduler.config().fail_fast {
+                    "cancelled: fail_fast after a failed step".into()
+                } else {
+                    "cancelled: the run timed out".into()
+                }),
+            };
+            observer.report(&Report::StepEnded { step, end, reason });
+        }
+    }
+}

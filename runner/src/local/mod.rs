@@ -1,0 +1,9 @@
+//! The local backend, kiln's embedded default: each step runs from its
+//! image in the rootless sandbox on this machine, on a private overlay over
+//! the image's shared root, with the run directory bound into every step.
+
+pub mod backend;
+pub mod console;
+pub mod image;
+
+pub use backend::{LineSink, LocalBackend, LocalStep, RUN_DIR, RunPaths, StepLaunch};
