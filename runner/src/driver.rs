@@ -279,3 +279,182 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::scheduler::{RetryPolicy, RunConfig, StepSpec};
+
+    /// Ends each attempt as soon as it is launched: the steps in `fail`
+    /// fail (their first `fail[step]` attempts), the others succeed. With
+    /// `hold`, attempts never end by themselves; a cancel ends them (137).
+    #[derive(Default)]
+    struct Fake {
+        fail: HashMap<usize, u32>,
+        hold: bool,
+        launched: Vec<(usize, u32)>,
+        cancelled: Vec<(usize, u32)>,
+        senders: Vec<Sender<Input>>,
+    }
+
+    impl Backend for Fake {
+        fn launch(&mut self, step: usize, attempt: u32, inputs: Sender<Input>) -> PathBuf {
+            self.launched.push((step, attempt));
+            let send = |e| inputs.send(Input::Step(e)).unwrap();
+            send(Event::Launched { step, attempt });
+            send(Event::Running { step, attempt });
+            if self.hold {
+                self.senders.push(inputs.clone());
+            } else if self.fail.get(&step).is_some_and(|n| attempt <= *n) {
+                send(Event::Failed {
+                    step,
+                    attempt,
+                    exit_code: Some(1),
+                    reason: "exit code 1".into(),
+                });
+            } else {
+                send(Event::Succeeded { step, attempt });
+            }
+            PathBuf::from(format!("{step}.{attempt}.log"))
+        }
+
+        fn cancel(&mut self, step: usize, attempt: u32) {
+            self.cancelled.push((step, attempt));
+            if let Some(s) = self.senders.first() {
+                s.send(Input::Step(Event::Failed {
+                    step,
+                    attempt,
+                    exit_code: Some(137),
+                    reason: "killed".into(),
+                }))
+                .unwrap();
+            }
+        }
+
+        fn wait_all(&mut self) {}
+    }
+
+    #[derive(Default)]
+    struct Collect(Vec<Report>);
+
+    impl Observer for Collect {
+        fn report(&mut self, report: &Report) {
+            self.0.push(report.clone());
+        }
+    }
+
+    impl Collect {
+        fn ends(&self) -> Vec<(usize, Terminal, Option<String>)> {
+            let mut ends: Vec<_> = self
+                .0
+                .iter()
+                .filter_map(|r| match r {
+                    Report::StepEnded { step, end, reason } => Some((*step, *end, reason.clone())),
+                    _ => None,
+                })
+                .collect();
+            ends.sort_by_key(|e| e.0);
+            ends
+        }
+    }
+
+    fn run(steps: Vec<StepSpec>, backend: &mut Fake, before: &[Input]) -> (RunOutcome, Collect) {
+        let mut scheduler = Scheduler::new(steps, RunConfig::default()).unwrap();
+        let mut seen = Collect::default();
+        let (tx, rx) = channel();
+        for input in before {
+            tx.send(input.clone()).unwrap();
+        }
+        let outcome = drive(&mut scheduler, backend, &mut seen, &tx, &rx).unwrap();
+        (outcome, seen)
+    }
+
+    #[test]
+    fn a_failure_skips_its_downstream_and_the_sibling_still_runs() {
+        // a -> b (fails) -> c, a -> d
+        let steps = vec![
+            StepSpec::new("a", vec![]),
+            StepSpec::new("b", vec![0]),
+            StepSpec::new("c", vec![1]),
+            StepSpec::new("d", vec![0]),
+        ];
+        let mut backend = Fake {
+            fail: HashMap::from([(1, u32::MAX)]),
+            ..Fake::default()
+        };
+        let (outcome, seen) = run(steps, &mut backend, &[]);
+        assert_eq!(outcome, RunOutcome::Failed);
+        assert!(!backend.launched.iter().any(|(s, _)| *s == 2));
+        assert_eq!(
+            seen.ends(),
+            vec![
+                (0, Terminal::Succeeded, None),
+                (1, Terminal::Failed, Some("exit code 1".into())),
+                (2, Terminal::Skipped, Some("upstream step b failed".into())),
+                (3, Terminal::Succeeded, None),
+            ]
+        );
+        assert_eq!(
+            seen.0.last(),
+            Some(&Report::Finished {
+                outcome: RunOutcome::Failed
+            })
+        );
+    }
+
+    #[test]
+    fn a_retry_is_reported_with_its_delay_then_the_step_succeeds() {
+        let mut step = StepSpec::new("flaky", vec![]);
+        step.retry = RetryPolicy {
+            max_retries: 2,
+            delay: Duration::from_millis(20),
+            backoff: 2.0,
+        };
+        let mut backend = Fake {
+            fail: HashMap::from([(0, 2)]),
+            ..Fake::default()
+        };
+        let (outcome, seen) = run(vec![step], &mut backend, &[]);
+        assert_eq!(outcome, RunOutcome::Succeeded);
+        assert_eq!(backend.launched, vec![(0, 1), (0, 2), (0, 3)]);
+        let waits: Vec<Duration> = seen
+            .0
+            .iter()
+            .filter_map(|r| match r {
+                Report::RetryScheduled { after, .. } => Some(*after),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(waits.len(), 2, "{:?}", seen.0);
+        assert!(waits[0] <= Duration::from_millis(20) && waits[0] > Duration::from_millis(10));
+        assert!(waits[1] <= Duration::from_millis(40) && waits[1] > Duration::from_millis(30));
+    }
+
+    #[test]
+    fn a_force_stop_cancels_live_attempts_and_reports_them_cancelled() {
+        let steps = vec![
+            StepSpec::new("nap", vec![]),
+            StepSpec::new("after", vec![0]),
+        ];
+        let mut backend = Fake {
+            hold: true,
+            ..Fake::default()
+        };
+        let (outcome, seen) = run(steps, &mut backend, &[Input::Stop { force: true }]);
+        assert_eq!(outcome, RunOutcome::Stopped { force: true });
+        assert_eq!(backend.cancelled, vec![(0, 1)]);
+        assert!(seen.0.contains(&Report::AttemptEnded {
+            step: 0,
+            attempt: 1,
+            outcome: AttemptOutcome::Cancelled,
+            exit_code: Some(137),
+            reason: Some("killed".into()),
+        }));
+        let ends = seen.ends();
+        assert_eq!(ends[0].1, Terminal::Cancelled);
+        assert!(ends[0].2.as_deref().unwrap_or_default().contains("stopped"));
+        assert_eq!(ends[1].1, Terminal::Skipped);
+    }
+}

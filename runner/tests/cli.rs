@@ -103,8 +103,8 @@ fn validate_missing_file_is_a_clear_error() {
 #[test]
 fn commands_not_built_yet_exit_2_and_say_so() {
     for args in [
-        &["run"][..],
-        &["runs", "list"],
+        &["run", "--on", "kubernetes"][..],
+        &["schedules", "list"],
         &["build", "-f", "Dockerfile"],
     ] {
         let out = kiln(args);
