@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::image::{self, AddedLayer, ConfigEdits, Descriptor, Format};
 use crate::layer::{Compression, LayerError};
-use crate::output::{self, Blob, BlobData, ImageBlobs};
+
 use crate::plan::{self, ImagePlan, LayerSlot, PlanError};
 use crate::progress::{Event, LayerStatus, Progress};
 use crate::record::{self, BuildRecord, ImageRecord, LayerRecord};
@@ -534,112 +534,27 @@ async fn build_image<R: Registry>(
             source,
         }
     })?;
-    let config_bytes = image::canonical_bytes(&config);
-    let config_type = match opts.format {
-        Format::Oci => image::media::OCI_CONFIG,
-        Format::Docker => image::media::DOCKER_CONFIG,
-    };
-    let config_desc = Descriptor {
-        media_type: config_type.into(),
-        digest: image::sha256_digest(&config_bytes),
-        size: config_bytes.len() as u64,
-    };
-    let mut layer_descs: Vec<Descriptor> = parent.layers.clone();
-    layer_descs.extend(added.iter().map(|a| a.blob.clone()));
-    let manifest = image::manifest(opts.format, &config_desc, &layer_descs, &BTreeMap::new())
-        .map_err(|source| BuildError::Image {
-            image: name.clone(),
-            source,
-        })?;
-    let manifest_bytes = image::canonical_bytes(&manifest);
-    let manifest_digest = image::sha256_digest(&manifest_bytes);
-    let manifest_type = manifest["mediaType"]
-        .as_str()
-        .unwrap_or(image::media::OCI_MANIFEST)
-        .to_string();
-
-    let (reference, pinned, uploaded) = match &opts.output {
-        Output::Registry => {
-            let repo = target.unwrap_or_default();
-            let uploaded = crate::push::push(
-                registry,
-                store,
-                &name,
-                &repo,
-                &parent,
-                &added,
-                (&config_desc, &config_bytes),
-                opts.concurrency,
-                progress,
-            )
-            .await?;
-            let digest = registry
-                .push_manifest(&repo, &image.tag, &manifest_type, &manifest_bytes)
-                .await
-                .map_err(registry_err(format!(
-                    "pushing the manifest to {repo}:{}",
-                    image.tag
-                )))?;
-            debug_assert_eq!(digest, manifest_digest);
-            (
-                format!("{repo}:{}", image.tag),
-                Some(format!("{repo}@{manifest_digest}")),
-                uploaded,
-            )
-        }
-        Output::OciLayout(dir) | Output::Archive(dir) => {
-            // Parent layers must be local for a self-contained layout.
-            for layer in &parent.layers {
-                crate::push::fetch_blob(registry, store, &parent.repository, layer)
-                    .await
-                    .map_err(registry_err(format!(
-                        "downloading parent layer {}",
-                        layer.digest
-                    )))?;
-            }
-            let mut blobs = Vec::new();
-            for desc in &layer_descs {
-                let digest = store::Digest::from_str(&desc.digest).map_err(BuildError::Store)?;
-                blobs.push(Blob {
-                    descriptor: desc.clone(),
-                    data: BlobData::File(store.path(&digest)),
-                });
-            }
-            blobs.push(Blob {
-                descriptor: config_desc.clone(),
-                data: BlobData::Bytes(config_bytes.clone()),
-            });
-            let image_blobs = ImageBlobs {
-                blobs,
-                manifest: Blob {
-                    descriptor: Descriptor {
-                        media_type: manifest_type.clone(),
-                        digest: manifest_digest.clone(),
-                        size: manifest_bytes.len() as u64,
-                    },
-                    data: BlobData::Bytes(manifest_bytes.clone()),
-                },
-                tag: image.tag.clone(),
-            };
-            let written = if let Output::Archive(file) = &opts.output {
-                output::write_archive(file, &image_blobs)
-                    .map(|()| format!("oci-archive:{}:{}", file.display(), image.tag))
-            } else {
-                output::write_layout(dir, &image_blobs)
-                    .map(|()| format!("oci:{}:{}", dir.display(), image.tag))
-            };
-            let reference = written.map_err(|source| BuildError::Output {
-                path: dir.clone(),
-                source,
-            })?;
-            (reference, None, 0)
-        }
-    };
-    progress.event(Event::ImageDone {
-        image: name.clone(),
-        reference: reference.clone(),
-        digest: manifest_digest.clone(),
-    });
+    let written = crate::finish::write_image(
+        registry,
+        store,
+        &crate::finish::Finished {
+            name: &name,
+            base: &parent,
+            added: &added,
+            config: &config,
+            target: target.as_deref(),
+            tag: &image.tag,
+        },
+        opts,
+        progress,
+    )
+    .await?;
+    let crate::finish::Written {
+        reference,
+        pinned,
+        digest: manifest_digest,
+        uploaded,
+    } = written;
     let record = ImageRecord {
         steps: image.steps.clone(),
         reference: reference.clone(),

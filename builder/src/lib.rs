@@ -4,6 +4,7 @@
 pub mod build;
 mod code;
 pub mod exec;
+mod finish;
 pub mod git;
 pub mod image;
 pub mod layer;
