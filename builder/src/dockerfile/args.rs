@@ -1,0 +1,417 @@
+//! Each instruction's arguments: flags, JSON-or-shell forms, key=value
+//! pairs, with an error naming what was expected.
+
+use std::time::Duration;
+
+use super::DockerfileError;
+use super::lines::{Logical, take_flags, words};
+use super::parse::{
+    CopyArgs, Ctx, Healthcheck, InstructionKind as K, SecretMount, ShellOrExec, check_trigger,
+    instruction,
+};
+
+type R<T> = Result<T, DockerfileError>;
+
+/// Flags by name, with their values.
+type Flags = Vec<(String, Option<String>)>;
+
+/// Parses the arguments of the instruction `cx.name`.
+pub(crate) fn kind(cx: &Ctx, args: &str) -> R<K> {
+    let need = |what: &str| -> R<()> {
+        if args.is_empty() {
+            Err(cx.err(format!("{} needs {what}", cx.name)))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match cx.name {
+        "FROM" => from(cx, args)?,
+        "ARG" => {
+            need("a name")?;
+            K::Arg(
+                words(args, cx.escape)
+                    .into_iter()
+                    .map(|(_, w)| match w.split_once('=') {
+                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                        None => (w, None),
+                    })
+                    .collect(),
+            )
+        }
+        "ENV" => K::Env(pairs(cx, args)?),
+        "LABEL" => K::Label(pairs(cx, args)?),
+        "RUN" => run(cx, args)?,
+        "COPY" | "ADD" => copy(cx, args)?,
+        "WORKDIR" => {
+            need("a path")?;
+            K::Workdir(args.to_string())
+        }
+        "USER" => K::User(one(cx, args, "a user name or id")?),
+        "STOPSIGNAL" => K::StopSignal(one(cx, args, "a signal")?),
+        "EXPOSE" => {
+            need("at least one port")?;
+            K::Expose(words(args, cx.escape).into_iter().map(|(_, w)| w).collect())
+        }
+        "VOLUME" => {
+            need("at least one path")?;
+            K::Volume(match json_list(args) {
+                Some(v) => v,
+                None => words(args, cx.escape).into_iter().map(|(_, w)| w).collect(),
+            })
+        }
+        "CMD" => K::Cmd(command(cx, args)?),
+        "ENTRYPOINT" => K::Entrypoint(command(cx, args)?),
+        "SHELL" => match json_list(args) {
+            Some(v) if !v.is_empty() => K::Shell(v),
+            _ => {
+                return Err(cx.err(r#"SHELL needs a JSON array, e.g. SHELL ["/bin/bash", "-c"]"#));
+            }
+        },
+        "HEALTHCHECK" => K::Healthcheck(healthcheck(cx, args)?),
+        "ONBUILD" => {
+            need("an instruction")?;
+            let l = Logical {
+                line: cx.line,
+                text: args.to_string(),
+                single: false,
+            };
+            let inner = instruction(&l, cx.escape)?;
+            check_trigger(&inner)?;
+            K::OnBuild {
+                trigger: args.to_string(),
+                instruction: Box::new(inner),
+            }
+        }
+        _ => {
+            need("a name")?;
+            K::Maintainer(args.to_string())
+        }
+    })
+}
+
+fn one(cx: &Ctx, args: &str, what: &str) -> R<String> {
+    match words(args, cx.escape).as_slice() {
+        [(_, w)] => Ok(w.clone()),
+        [] => Err(cx.err(format!("{} needs {what}", cx.name))),
+        _ => Err(cx.err(format!("{} takes exactly one argument, {what}", cx.name))),
+    }
+}
+
+/// A JSON array of strings, if the text is one; otherwise the caller falls
+/// back to shell form, as Docker does.
+fn json_list(s: &str) -> Option<Vec<String>> {
+    if !s.starts_with('[') {
+        return None;
+    }
+    serde_json::from_str(s).ok()
+}
+
+fn command(cx: &Ctx, args: &str) -> R<ShellOrExec> {
+    if let Some(v) = json_list(args) {
+        return Ok(ShellOrExec::Exec(v));
+    }
+    if args.is_empty() {
+        return Err(cx.err(format!("{} needs a command", cx.name)));
+    }
+    Ok(ShellOrExec::Shell(args.to_string()))
+}
+
+/// `--name[=value]` flags, checked against what the instruction takes.
+fn flags<'a>(cx: &Ctx, args: &'a str, allowed: &[&str]) -> R<(Flags, &'a str)> {
+    let (raw, rest) = take_flags(args, cx.escape);
+    let mut out: Flags = Vec::new();
+    for (at, w) in raw {
+        let body = &w[2..];
+        let (name, value) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(unquote(v))),
+            None => (body, None),
+        };
+        if !allowed.contains(&name) {
+            let takes = match allowed {
+                [] => "no flags".to_string(),
+                _ => allowed
+                    .iter()
+                    .map(|a| format!("--{a}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            return Err(cx.err_at(
+                at,
+                format!("unknown flag --{name} for {} (it takes {takes})", cx.name),
+            ));
+        }
+        if name != "mount" && out.iter().any(|(n, _)| n == name) {
+            return Err(cx.err_at(at, format!("--{name} is given twice")));
+        }
+        if value.is_none() && name != "link" {
+            return Err(cx.err_at(at, format!("--{name} needs a value: --{name}=...")));
+        }
+        out.push((name.to_string(), value));
+    }
+    Ok((out, rest))
+}
+
+fn unquote(v: &str) -> String {
+    let b = v.as_bytes();
+    if b.len() >= 2 && (b[0] == b'"' || b[0] == b'\'') && b[b.len() - 1] == b[0] {
+        v[1..v.len() - 1].to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+fn get(f: &[(String, Option<String>)], name: &str) -> Option<String> {
+    f.iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.clone())
+}
+
+fn from(cx: &Ctx, args: &str) -> R<K> {
+    let (f, rest) = flags(cx, args, &["platform"])?;
+    let w: Vec<String> = words(rest, cx.escape).into_iter().map(|(_, w)| w).collect();
+    let (image, name) = match w.as_slice() {
+        [image] => (image.clone(), None),
+        [image, kw, name] if kw.eq_ignore_ascii_case("as") => (image.clone(), Some(name.clone())),
+        [] => return Err(cx.err("FROM needs an image (or scratch, or a stage name)")),
+        _ => return Err(cx.err("FROM takes an image and optionally AS name")),
+    };
+    if let Some(n) = &name {
+        let ok = n.starts_with(|c: char| c.is_ascii_alphabetic())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            return Err(cx.err(format!(
+                "invalid stage name {n:?}: it must start with a letter and contain only letters, digits, -, _ and ."
+            )));
+        }
+    }
+    Ok(K::From {
+        image,
+        name: name.map(|n| n.to_ascii_lowercase()),
+        platform: get(&f, "platform"),
+    })
+}
+
+/// `k=v k2="v 2"` or legacy `k v w` (one pair, the rest of the line).
+fn pairs(cx: &Ctx, args: &str) -> R<Vec<(String, String)>> {
+    let w = words(args, cx.escape);
+    let Some((_, first)) = w.first() else {
+        return Err(cx.err(format!("{} needs key=value", cx.name)));
+    };
+    if !first.contains('=') {
+        let value = args[first.len()..].trim();
+        if value.is_empty() {
+            return Err(cx.err(format!("{} {first} needs a value: {first}=value", cx.name)));
+        }
+        return Ok(vec![(first.clone(), value.to_string())]);
+    }
+    w.into_iter()
+        .map(|(at, w)| match w.split_once('=') {
+            Some(("", _)) => {
+                Err(cx.err_at(at, format!("{} has a pair with no name: {w:?}", cx.name)))
+            }
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Err(cx.err_at(
+                at,
+                format!("{} expects key=value pairs; {w:?} has no =", cx.name),
+            )),
+        })
+        .collect()
+}
+
+fn run(cx: &Ctx, args: &str) -> R<K> {
+    let (f, rest) = flags(cx, args, &["mount"])?;
+    let mut secrets = Vec::new();
+    for (_, v) in &f {
+        secrets.push(mount(cx, v.as_deref().unwrap_or_default())?);
+    }
+    heredoc(cx, rest)?;
+    Ok(K::Run {
+        command: command(cx, rest)?,
+        secrets,
+    })
+}
+
+fn mount(cx: &Ctx, spec: &str) -> R<SecretMount> {
+    let mut id = None;
+    let mut target = None;
+    let mut required = false;
+    let mut kind = None;
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        match k {
+            "type" => kind = Some(v),
+            "id" => id = Some(v.to_string()),
+            "target" | "dst" | "destination" => target = Some(v.to_string()),
+            "required" => required = v.is_empty() || v == "true",
+            _ => {
+                return Err(cx.err(format!(
+                    "--mount option {k:?} is not supported (kiln takes type=secret,id=,target=,required=)"
+                )));
+            }
+        }
+    }
+    if kind != Some("secret") {
+        return Err(cx.err(format!(
+            "only --mount=type=secret is supported, not type={}",
+            kind.unwrap_or("(none)")
+        )));
+    }
+    // Docker names the secret after the target's file name when id is missing.
+    let id = id.filter(|i| !i.is_empty()).or_else(|| {
+        target
+            .as_deref()
+            .and_then(|t| t.rsplit('/').next())
+            .map(str::to_string)
+    });
+    match id {
+        Some(id) if !id.is_empty() => Ok(SecretMount {
+            id,
+            target,
+            required,
+        }),
+        _ => Err(cx.err("--mount=type=secret needs id=NAME")),
+    }
+}
+
+/// Heredocs (`<<EOF`) would swallow the lines after them; refuse clearly.
+fn heredoc(cx: &Ctx, rest: &str) -> R<()> {
+    let found = words(rest, cx.escape).iter().any(|(_, w)| {
+        w.strip_prefix("<<")
+            .map(|t| t.trim_start_matches('-').trim_start_matches(['"', '\'']))
+            .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+    });
+    if found {
+        return Err(cx.err(format!(
+            "heredocs (<<EOF) are not supported in {}; use a script file or line continuations",
+            cx.name
+        )));
+    }
+    Ok(())
+}
+
+fn copy(cx: &Ctx, args: &str) -> R<K> {
+    let add = cx.name == "ADD";
+    let allowed: &[&str] = if add {
+        &["chown", "chmod", "link"]
+    } else {
+        &["from", "chown", "chmod", "link"]
+    };
+    let (f, rest) = flags(cx, args, allowed)?;
+    heredoc(cx, rest)?;
+    let mut list = match json_list(rest) {
+        Some(v) => v,
+        None => words(rest, cx.escape).into_iter().map(|(_, w)| w).collect(),
+    };
+    if list.len() < 2 {
+        return Err(cx.err(format!(
+            "{} needs at least a source and a destination",
+            cx.name
+        )));
+    }
+    if add && let Some(url) = list.iter().find(|s| is_url(s)) {
+        return Err(cx.err(format!(
+            "ADD from a URL is not supported; download it in a RUN step ({url})"
+        )));
+    }
+    let dest = list.pop().unwrap_or_default();
+    Ok(K::Copy(CopyArgs {
+        add,
+        sources: list,
+        dest,
+        from: get(&f, "from"),
+        chown: get(&f, "chown"),
+        chmod: get(&f, "chmod"),
+    }))
+}
+
+/// Whether an ADD source is remote (http, https, git).
+pub(crate) fn is_url(s: &str) -> bool {
+    let l = s.to_ascii_lowercase();
+    ["http://", "https://", "git@", "git://"]
+        .iter()
+        .any(|p| l.starts_with(p))
+}
+
+fn healthcheck(cx: &Ctx, args: &str) -> R<Healthcheck> {
+    let (f, rest) = flags(
+        cx,
+        args,
+        &["interval", "timeout", "start-period", "retries"],
+    )?;
+    let (kw, cmd) = rest
+        .split_once(char::is_whitespace)
+        .map(|(a, b)| (a, b.trim_start()))
+        .unwrap_or((rest, ""));
+    let test = if kw.eq_ignore_ascii_case("none") && cmd.is_empty() {
+        if !f.is_empty() {
+            return Err(cx.err("HEALTHCHECK NONE takes no flags"));
+        }
+        vec!["NONE".to_string()]
+    } else if kw.eq_ignore_ascii_case("cmd") {
+        match command(cx, cmd)? {
+            ShellOrExec::Shell(s) => vec!["CMD-SHELL".to_string(), s],
+            ShellOrExec::Exec(v) if v.is_empty() => {
+                return Err(cx.err("HEALTHCHECK CMD needs a command"));
+            }
+            ShellOrExec::Exec(v) => std::iter::once("CMD".to_string()).chain(v).collect(),
+        }
+    } else {
+        return Err(cx.err("HEALTHCHECK expects NONE or [flags] CMD command"));
+    };
+    let dur = |n: &str| -> R<Option<Duration>> {
+        get(&f, n)
+            .map(|v| {
+                duration(&v).ok_or_else(|| {
+                    cx.err(format!(
+                        "--{n}={v} is not a duration (e.g. 30s, 1m30s, 500ms)"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let retries = get(&f, "retries")
+        .map(|v| {
+            v.parse::<u32>()
+                .map_err(|_| cx.err(format!("--retries={v} is not a whole number")))
+        })
+        .transpose()?;
+    Ok(Healthcheck {
+        test,
+        interval: dur("interval")?,
+        timeout: dur("timeout")?,
+        start_period: dur("start-period")?,
+        retries,
+    })
+}
+
+/// A Go-style duration: `1h2m3s`, `500ms`, `1.5s`.
+fn duration(s: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .filter(|n| *n > 0)?;
+        let value: f64 = rest[..n].parse().ok()?;
+        let tail = &rest[n..];
+        let u = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let scale = match &tail[..u] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &tail[u..];
+    }
+    Some(Duration::from_secs_f64(total))
+}

@@ -1,0 +1,139 @@
+//! Variable substitution as Docker does it in ADD, COPY, ENV, EXPOSE, FROM,
+//! LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR (and ARG defaults): `$VAR`,
+//! `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:+alt}`,
+//! `${VAR+alt}`, `${VAR:?message}`; quotes are removed, text in single
+//! quotes is taken as-is, and the escape character makes the next
+//! character literal (`\$HOME` is `$HOME`). Unset variables expand to
+//! nothing. RUN, CMD and ENTRYPOINT are left to the shell.
+
+use std::iter::Peekable;
+use std::str::Chars;
+
+/// Expands one word. `lookup` gives a variable's value, `None` when unset;
+/// the error is a message without a line (the caller knows the line).
+pub fn expand(
+    word: &str,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut it = word.chars().peekable();
+    let out = Expander { escape, lookup }.run(&mut it, None)?;
+    Ok(out)
+}
+
+struct Expander<'a> {
+    escape: char,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Expander<'_> {
+    /// Expands until `stop` (unescaped, outside quotes) or the end.
+    fn run(&self, it: &mut Peekable<Chars>, stop: Option<char>) -> Result<String, String> {
+        let mut out = String::new();
+        while let Some(c) = it.next() {
+            if Some(c) == stop {
+                return Ok(out);
+            }
+            match c {
+                '\'' => loop {
+                    match it.next() {
+                        Some('\'') => break,
+                        Some(c) => out.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                },
+                '"' => self.double(it, &mut out)?,
+                '$' => out.push_str(&self.var(it)?),
+                c if c == self.escape => out.extend(it.next()),
+                c => out.push(c),
+            }
+        }
+        match stop {
+            Some(_) => Err("missing '}' in a ${...} substitution".into()),
+            None => Ok(out),
+        }
+    }
+
+    fn double(&self, it: &mut Peekable<Chars>, out: &mut String) -> Result<(), String> {
+        loop {
+            match it.next() {
+                Some('"') => return Ok(()),
+                Some('$') => out.push_str(&self.var(it)?),
+                Some(c) if c == self.escape => match it.peek() {
+                    Some(&n) if n == '"' || n == '$' || n == self.escape => {
+                        out.push(n);
+                        it.next();
+                    }
+                    _ => out.push(c),
+                },
+                Some(c) => out.push(c),
+                None => return Err("unterminated double quote".into()),
+            }
+        }
+    }
+
+    /// After a `$`: a name, a `${...}` form, or a literal `$`.
+    fn var(&self, it: &mut Peekable<Chars>) -> Result<String, String> {
+        if it.peek() == Some(&'{') {
+            it.next();
+            return self.braced(it);
+        }
+        let name = name(it);
+        if name.is_empty() {
+            return Ok("$".into());
+        }
+        Ok((self.lookup)(&name).unwrap_or_default())
+    }
+
+    fn braced(&self, it: &mut Peekable<Chars>) -> Result<String, String> {
+        let name = name(it);
+        if name.is_empty() {
+            return Err("bad substitution: ${ must be followed by a variable name".into());
+        }
+        let value = (self.lookup)(&name);
+        let colon = it.peek() == Some(&':');
+        if colon {
+            it.next();
+        }
+        let op = it.next();
+        if op == Some('}') && !colon {
+            return Ok(value.unwrap_or_default());
+        }
+        let word = match op {
+            Some('-' | '+' | '?') => self.run(it, Some('}'))?,
+            None => return Err(format!("missing '}}' after ${{{name}")),
+            Some(o) => {
+                return Err(format!(
+                    "unsupported substitution ${{{name}{}{o}...}}; use :-, -, :+, +, :? or ?",
+                    if colon { ":" } else { "" }
+                ));
+            }
+        };
+        // With the colon, an empty value counts as unset.
+        let set = value.as_ref().filter(|v| !colon || !v.is_empty());
+        Ok(match (op, set) {
+            (Some('-'), Some(v)) => v.clone(),
+            (Some('-'), None) => word,
+            (Some('+'), Some(_)) => word,
+            (Some('+'), None) => String::new(),
+            (_, Some(v)) => v.clone(),
+            (_, None) => {
+                let why = if word.is_empty() { "is not set" } else { &word };
+                return Err(format!("{name}: {why}"));
+            }
+        })
+    }
+}
+
+fn name(it: &mut Peekable<Chars>) -> String {
+    let mut name = String::new();
+    while let Some(&c) = it.peek() {
+        let ok = c == '_' || c.is_ascii_alphabetic() || (!name.is_empty() && c.is_ascii_digit());
+        if !ok {
+            break;
+        }
+        name.push(c);
+        it.next();
+    }
+    name
+}

@@ -1,0 +1,373 @@
+//! Evaluation: instructions to a [`BuildGraph`] of stages and steps, with
+//! Docker's ARG rules (global ARGs before the first FROM feed FROM lines; a
+//! stage sees a global only when it redeclares it; `--build-arg` sets only
+//! declared ARGs), ENV carried into stages built on a stage, and the stages
+//! the target needs put in a valid build order.
+//!
+//! Evaluation is pure and cheap, so base images' ENV and ONBUILD (which
+//! substitution and triggers need) come in [`EvalOptions::base_images`]: the
+//! executor evaluates once, fetches the configs of the bases it names, and
+//! evaluates again with them.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::DockerfileError;
+use super::parse::{Dockerfile, Instruction, InstructionKind as K, parse_onbuild_triggers};
+use super::step::{Base, CopyFrom, PROXY_ARGS, Place, Scope, Stage, StepKind, step, sub};
+
+type R<T> = Result<T, DockerfileError>;
+
+/// The evaluated Dockerfile: the executor walks `order` and, per stage, its
+/// steps, keeping a running image config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildGraph {
+    /// Every stage, in file order (indices are what `--from=N` names).
+    pub stages: Vec<Stage>,
+    /// The stages to build, dependencies first, ending with the target;
+    /// the others are not needed and are skipped.
+    pub order: Vec<usize>,
+    /// The stage whose result is the image.
+    pub target: usize,
+    /// Things worth telling the user that do not stop the build (unused
+    /// build args, deprecated instructions).
+    pub warnings: Vec<String>,
+}
+
+/// What evaluation needs to know about a base image's config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseImage {
+    /// Its Env, for substitution in the stage built on it.
+    pub env: Vec<(String, String)>,
+    /// Its ONBUILD triggers, run right after FROM.
+    pub onbuild: Vec<String>,
+}
+
+/// The build's inputs besides the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvalOptions {
+    /// `--build-arg K=V`, in order (a later one wins).
+    pub build_args: Vec<(String, String)>,
+    /// `--target`; `None` builds the last stage.
+    pub target: Option<String>,
+    /// The platform built for (`os/arch[/variant]`), which sets the
+    /// automatic `TARGETPLATFORM`-style args.
+    pub platform: String,
+    /// Base images' configs by reference as written after substitution.
+    pub base_images: HashMap<String, BaseImage>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            build_args: Vec::new(),
+            target: None,
+            platform: "linux/amd64".to_string(),
+            base_images: HashMap::new(),
+        }
+    }
+}
+
+/// One stage being evaluated.
+struct Current {
+    stage: Stage,
+    scope: Scope,
+    /// ONBUILD triggers this stage adds (its base's were run, not kept).
+    onbuild: Vec<String>,
+}
+
+struct Eval<'a> {
+    df: &'a Dockerfile,
+    opts: &'a EvalOptions,
+    build_args: HashMap<&'a str, &'a str>,
+    used: BTreeSet<String>,
+    global: Scope,
+    names: HashMap<String, usize>,
+    all_names: Vec<String>,
+    done: Vec<Current>,
+    warnings: Vec<String>,
+}
+
+/// Evaluates a parsed Dockerfile into the stages and steps to build.
+pub fn evaluate(df: &Dockerfile, opts: &EvalOptions) -> R<BuildGraph> {
+    let mut ev = Eval {
+        df,
+        opts,
+        build_args: opts
+            .build_args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        used: BTreeSet::new(),
+        global: Scope::default(),
+        names: HashMap::new(),
+        all_names: df
+            .instructions
+            .iter()
+            .filter_map(|i| match &i.kind {
+                K::From { name, .. } => name.clone(),
+                _ => None,
+            })
+            .collect(),
+        done: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for (k, v) in platform_args(&opts.platform) {
+        ev.global.set_arg(k, Some(v));
+    }
+    let mut cur: Option<Current> = None;
+    for ins in &df.instructions {
+        match (&ins.kind, cur.as_mut()) {
+            (K::From { .. }, _) => {
+                ev.done.extend(cur.take());
+                cur = Some(ev.from(ins)?);
+            }
+            (K::Arg(list), None) => {
+                for (name, default) in list {
+                    let v = ev.arg(ins.line, name, default.as_deref(), None)?;
+                    ev.global.set_arg(name, v);
+                }
+            }
+            (_, Some(c)) => ev.apply(c, ins)?,
+            (_, None) => {
+                return Err(DockerfileError::at(
+                    ins.line,
+                    "the first instruction must be FROM or ARG",
+                ));
+            }
+        }
+    }
+    ev.done.extend(cur);
+    ev.finish()
+}
+
+impl Eval<'_> {
+    /// An ARG's value: a build arg, else its default, else (in a stage) the
+    /// global one of that name, else unset.
+    fn arg(
+        &mut self,
+        line: usize,
+        name: &str,
+        default: Option<&str>,
+        stage: Option<&Scope>,
+    ) -> R<Option<String>> {
+        if name.is_empty() || name.contains(['$', '"', '\'']) {
+            return Err(DockerfileError::at(
+                line,
+                format!("invalid ARG name {name:?}"),
+            ));
+        }
+        if let Some(v) = self.build_args.get(name) {
+            self.used.insert(name.to_string());
+            return Ok(Some(v.to_string()));
+        }
+        let scope = stage.unwrap_or(&self.global);
+        match default {
+            Some(d) => sub(scope, self.df.escape, line, d).map(Some),
+            None if stage.is_some() => Ok(self.global.lookup(name)),
+            None => Ok(None),
+        }
+    }
+
+    fn from(&mut self, ins: &Instruction) -> R<Current> {
+        let K::From {
+            image,
+            name,
+            platform,
+        } = &ins.kind
+        else {
+            return Err(DockerfileError::at(ins.line, "internal: not FROM"));
+        };
+        let line = ins.line;
+        let index = self.done.len();
+        let image = sub(&self.global, self.df.escape, line, image)?;
+        let platform = platform
+            .as_deref()
+            .map(|p| sub(&self.global, self.df.escape, line, p))
+            .transpose()?
+            .filter(|p| !p.is_empty());
+        if image.is_empty() {
+            return Err(DockerfileError::at(
+                line,
+                "FROM's image is empty after substitution (is the ARG set?)",
+            ));
+        }
+        let lower = image.to_ascii_lowercase();
+        let earlier = self
+            .names
+            .get(&lower)
+            .copied()
+            .or_else(|| lower.parse::<usize>().ok().filter(|i| *i < index));
+        let (base, inherited) = if lower == "scratch" {
+            (Base::Scratch, None)
+        } else if let Some(i) = earlier {
+            let d = &self.done[i];
+            (
+                Base::Stage(i),
+                Some((d.scope.env.clone(), d.onbuild.clone())),
+            )
+        } else {
+            let b = self.opts.base_images.get(&image);
+            let inh = b.map(|b| (b.env.clone(), b.onbuild.clone()));
+            (
+                Base::Image {
+                    reference: image.clone(),
+                    platform,
+                },
+                inh,
+            )
+        };
+        if let Some(n) = name {
+            if self.names.contains_key(n) {
+                return Err(DockerfileError::at(
+                    line,
+                    format!("duplicate stage name {n:?}"),
+                ));
+            }
+            self.names.insert(n.clone(), index);
+        }
+        let (env, triggers) = inherited.unwrap_or_default();
+        let mut cur = Current {
+            stage: Stage {
+                index,
+                name: name.clone(),
+                line,
+                base,
+                steps: Vec::new(),
+            },
+            scope: Scope {
+                args: Vec::new(),
+                env,
+                proxies: self.proxies(),
+            },
+            onbuild: Vec::new(),
+        };
+        for t in parse_onbuild_triggers(&triggers, self.df.escape, line)? {
+            self.apply(&mut cur, &t)?;
+        }
+        Ok(cur)
+    }
+
+    fn proxies(&mut self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for p in PROXY_ARGS {
+            if let Some(v) = self.build_args.get(p) {
+                self.used.insert(p.to_string());
+                out.push((p.to_string(), v.to_string()));
+            }
+        }
+        out
+    }
+
+    /// One instruction inside a stage.
+    fn apply(&mut self, cur: &mut Current, ins: &Instruction) -> R<()> {
+        match &ins.kind {
+            K::Arg(list) => {
+                for (name, default) in list {
+                    let v = self.arg(ins.line, name, default.as_deref(), Some(&cur.scope))?;
+                    cur.scope.set_arg(name, v);
+                }
+            }
+            kind => {
+                if let K::Maintainer(_) = kind {
+                    self.warnings.push(format!(
+                        "Dockerfile:{}: MAINTAINER is deprecated; kiln made it the \"maintainer\" label",
+                        ins.line
+                    ));
+                }
+                if let K::OnBuild { trigger, .. } = kind {
+                    cur.onbuild.push(trigger.clone());
+                }
+                let at = Place {
+                    escape: self.df.escape,
+                    names: &self.names,
+                    current: cur.stage.index,
+                    all_names: &self.all_names,
+                };
+                let s = step(&mut cur.scope, &at, ins)?;
+                cur.stage.steps.push(s);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> R<BuildGraph> {
+        let stages: Vec<Stage> = self.done.into_iter().map(|c| c.stage).collect();
+        let target = match &self.opts.target {
+            None => stages.len().checked_sub(1).ok_or(DockerfileError::Empty)?,
+            Some(t) => {
+                let lower = t.to_ascii_lowercase();
+                stages
+                    .iter()
+                    .position(|s| s.name.as_deref() == Some(lower.as_str()))
+                    .ok_or_else(|| DockerfileError::UnknownTarget {
+                        target: t.clone(),
+                        stages: stages
+                            .iter()
+                            .map(|s| s.name.clone().unwrap_or_else(|| s.index.to_string()))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })?
+            }
+        };
+        let order = needed(&stages, target);
+        for (k, _) in &self.opts.build_args {
+            if !self.used.contains(k) && !PROXY_ARGS.contains(&k.as_str()) {
+                self.warnings.push(format!(
+                    "build-arg {k} was not consumed: no ARG {k} in the Dockerfile"
+                ));
+            }
+        }
+        self.warnings.dedup();
+        Ok(BuildGraph {
+            stages,
+            order,
+            target,
+            warnings: self.warnings,
+        })
+    }
+}
+
+/// The stages `target` needs, through FROM and COPY --from, in index order
+/// (every dependency has a lower index, so that is a valid build order).
+fn needed(stages: &[Stage], target: usize) -> Vec<usize> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        let Some(s) = stages.get(i) else { continue };
+        if !seen.insert(i) {
+            continue;
+        }
+        if let Base::Stage(b) = s.base {
+            todo.push(b);
+        }
+        for st in &s.steps {
+            if let StepKind::Copy {
+                from: Some(CopyFrom::Stage(f)),
+                ..
+            } = st.kind
+            {
+                todo.push(f);
+            }
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// BuildKit's automatic platform args; kiln builds natively, so the build
+/// platform is the target platform.
+fn platform_args(platform: &str) -> Vec<(&'static str, String)> {
+    let mut parts = platform.split('/');
+    let os = parts.next().unwrap_or("linux").to_string();
+    let arch = parts.next().unwrap_or("amd64").to_string();
+    let variant = parts.next().unwrap_or("").to_string();
+    vec![
+        ("TARGETPLATFORM", platform.to_string()),
+        ("TARGETOS", os.clone()),
+        ("TARGETARCH", arch.clone()),
+        ("TARGETVARIANT", variant.clone()),
+        ("BUILDPLATFORM", platform.to_string()),
+        ("BUILDOS", os),
+        ("BUILDARCH", arch),
+        ("BUILDVARIANT", variant),
+    ]
+}

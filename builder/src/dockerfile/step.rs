@@ -1,0 +1,474 @@
+//! The build graph's parts ([`Stage`], [`Step`]) and the turning of one
+//! instruction into a step: substitution done, references resolved, and a
+//! `resolved` text that changes exactly when the step's meaning does (the
+//! executor's cache-key text).
+
+use std::collections::HashMap;
+
+use super::DockerfileError;
+use super::args::is_url;
+use super::parse::{
+    CopyArgs, Healthcheck, Instruction, InstructionKind as K, SecretMount, ShellOrExec,
+};
+
+type R<T> = Result<T, DockerfileError>;
+
+/// One `FROM` and the steps after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    /// 0-based position among the stages (what `--from=N` names).
+    pub index: usize,
+    /// The `AS` name, lowercased.
+    pub name: Option<String>,
+    /// The line of its FROM.
+    pub line: usize,
+    /// What it starts from.
+    pub base: Base,
+    /// Its steps, first to last; ONBUILD triggers of the base come first.
+    pub steps: Vec<Step>,
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// A registry image, with FROM's `--platform` if given.
+    Image {
+        /// The reference, args substituted.
+        reference: String,
+        /// `--platform`, args substituted.
+        platform: Option<String>,
+    },
+    /// An earlier stage's result (its index).
+    Stage(usize),
+    /// An empty filesystem and config.
+    Scratch,
+}
+
+/// One step for the executor: a RUN, a COPY/ADD, or a config change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The line it came from (for ONBUILD triggers, the FROM's line).
+    pub line: usize,
+    /// The instruction as written, for the image history.
+    pub text: String,
+    /// The instruction with args and env substituted: the text to chain
+    /// into cache keys. Config steps make no layer but must be chained too,
+    /// which is how ENV changes reach the keys of later RUN steps.
+    pub resolved: String,
+    /// What to do.
+    pub kind: StepKind,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    /// Run a command in the sandbox; its changes make a layer. A shell-form
+    /// command runs under the config's SHELL (default `/bin/sh -c`).
+    Run {
+        /// The command, unsubstituted (the shell does that).
+        command: ShellOrExec,
+        /// ARG values visible to the command as environment variables, on
+        /// top of the config's Env; not stored in the image.
+        env: Vec<(String, String)>,
+        /// Secrets to mount while it runs.
+        secrets: Vec<SecretMount>,
+    },
+    /// COPY or ADD: a layer built straight from files, no sandbox.
+    Copy {
+        /// Source paths or globs, relative to the context or `from`.
+        sources: Vec<String>,
+        /// The destination; relative ones are under the config's WorkingDir,
+        /// and one ending in `/` (or with several sources) is a directory.
+        dest: String,
+        /// Where the sources come from; `None` is the build context.
+        from: Option<CopyFrom>,
+        /// `--chown=user[:group]`, names or ids (names resolve in the image).
+        chown: Option<String>,
+        /// `--chmod`, octal.
+        chmod: Option<u32>,
+        /// ADD: a local tar source is extracted into `dest`.
+        add: bool,
+    },
+    /// A change to the running image config; no layer.
+    Config(ConfigChange),
+}
+
+/// Where `COPY --from` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyFrom {
+    /// An earlier stage's filesystem.
+    Stage(usize),
+    /// An image's filesystem, by reference.
+    Image(String),
+}
+
+/// A change to the image config, in the terms of the OCI config.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigChange {
+    /// Set (or replace) these environment variables.
+    Env(Vec<(String, String)>),
+    /// Set (or replace) these labels.
+    Label(Vec<(String, String)>),
+    /// Set WorkingDir; a relative path is joined to the current one.
+    Workdir(String),
+    /// Set User.
+    User(String),
+    /// Add exposed ports, normalized as `port/proto`.
+    Expose(Vec<String>),
+    /// Add volumes.
+    Volume(Vec<String>),
+    /// Set Cmd (shell form goes through SHELL).
+    Cmd(ShellOrExec),
+    /// Set Entrypoint (shell form goes through SHELL); resets Cmd when the
+    /// stage set no CMD of its own, as Docker does.
+    Entrypoint(ShellOrExec),
+    /// Set the shell for later shell-form commands (kept in the config).
+    Shell(Vec<String>),
+    /// Set StopSignal.
+    StopSignal(String),
+    /// Set the health check.
+    Healthcheck(Healthcheck),
+    /// Add an ONBUILD trigger, as written.
+    OnBuild(String),
+}
+
+/// Proxy build args Docker passes to RUN without an ARG (never stored).
+pub(crate) const PROXY_ARGS: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// The variables an instruction sees: the stage's ARGs and ENV.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scope {
+    /// Declared ARGs in order; `None` when declared without a value.
+    pub args: Vec<(String, Option<String>)>,
+    /// ENV in order (base's first).
+    pub env: Vec<(String, String)>,
+    /// Proxy build args given, passed to RUN.
+    pub proxies: Vec<(String, String)>,
+}
+
+impl Scope {
+    /// ENV wins over ARG, as in Docker.
+    pub fn lookup(&self, name: &str) -> Option<String> {
+        let env = self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        env.cloned().or_else(|| {
+            self.args
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.clone())
+        })
+    }
+
+    /// Declares (or redeclares) an ARG; the latest declaration wins.
+    pub fn set_arg(&mut self, name: &str, value: Option<String>) {
+        self.args.retain(|(k, _)| k != name);
+        self.args.push((name.to_string(), value));
+    }
+
+    /// Sets an ENV variable, keeping its place if it was set before.
+    pub fn set_env(&mut self, name: &str, value: String) {
+        match self.env.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.env.push((name.to_string(), value)),
+        }
+    }
+}
+
+/// What a step needs to know about the stages around it.
+pub(crate) struct Place<'a> {
+    pub escape: char,
+    /// Stage names seen so far (including the current one).
+    pub names: &'a HashMap<String, usize>,
+    /// The current stage's index.
+    pub current: usize,
+    /// Every stage name in the file, to tell a later stage from an image.
+    pub all_names: &'a [String],
+}
+
+/// Substitutes one word, errors at `line`.
+pub(crate) fn sub(scope: &Scope, escape: char, line: usize, word: &str) -> R<String> {
+    super::expand(word, escape, &|n| scope.lookup(n))
+        .map_err(|e| DockerfileError::at(line, format!("substitution failed: {e}")))
+}
+
+/// ENV: each pair sees the ones before it on the same line.
+fn env(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> {
+    let K::Env(pairs) = &ins.kind else {
+        return Err(DockerfileError::at(ins.line, "internal: not ENV"));
+    };
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        let v = sub(scope, at.escape, ins.line, v)?;
+        scope.set_env(k, v.clone());
+        out.push((k.clone(), v));
+    }
+    Ok(Step {
+        line: ins.line,
+        text: ins.text.clone(),
+        resolved: format!("ENV {}", kv(&out)),
+        kind: StepKind::Config(ConfigChange::Env(out)),
+    })
+}
+
+/// Turns an instruction (not FROM or ARG) into a step, updating the scope.
+pub(crate) fn step(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> {
+    if matches!(ins.kind, K::Env(_)) {
+        return env(scope, at, ins);
+    }
+    let scope = &*scope;
+    let line = ins.line;
+    let s = |w: &str| sub(scope, at.escape, line, w);
+    let words = |ws: &[String]| ws.iter().map(|w| s(w)).collect::<R<Vec<_>>>();
+    let (kind, resolved) = match &ins.kind {
+        K::Label(pairs) => {
+            let out = pairs
+                .iter()
+                .map(|(k, v)| Ok((s(k)?, s(v)?)))
+                .collect::<R<Vec<_>>>()?;
+            let r = format!("LABEL {}", kv(&out));
+            (StepKind::Config(ConfigChange::Label(out)), r)
+        }
+        K::Maintainer(who) => {
+            let out = vec![("maintainer".to_string(), who.clone())];
+            let r = format!("LABEL {}", kv(&out));
+            (StepKind::Config(ConfigChange::Label(out)), r)
+        }
+        K::Run { command, secrets } => {
+            let mut env: Vec<(String, String)> = scope
+                .args
+                .iter()
+                .filter(|(k, _)| !scope.env.iter().any(|(e, _)| e == k))
+                .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                .collect();
+            for p in &scope.proxies {
+                if !env.iter().any(|(k, _)| *k == p.0) {
+                    env.push(p.clone());
+                }
+            }
+            let mut r = String::from("RUN ");
+            if !env.is_empty() {
+                r.push_str(&format!("|{} {} ", env.len(), kv(&env)));
+            }
+            for m in secrets {
+                r.push_str(&format!(
+                    "--mount=type=secret,id={},target={},required={} ",
+                    m.id,
+                    m.target.as_deref().unwrap_or(""),
+                    m.required
+                ));
+            }
+            r.push_str(&cmd_text(command));
+            let k = StepKind::Run {
+                command: command.clone(),
+                env,
+                secrets: secrets.clone(),
+            };
+            (k, r)
+        }
+        K::Copy(c) => copy(scope, at, line, c)?,
+        K::Workdir(p) => one("WORKDIR", s(p)?, ConfigChange::Workdir),
+        K::User(u) => one("USER", s(u)?, ConfigChange::User),
+        K::StopSignal(v) => one("STOPSIGNAL", s(v)?, ConfigChange::StopSignal),
+        K::Expose(ws) => {
+            let mut ports = Vec::new();
+            for w in words(ws)? {
+                for p in w.split_whitespace() {
+                    ports.extend(port(line, p)?);
+                }
+            }
+            let r = format!("EXPOSE {}", ports.join(" "));
+            (StepKind::Config(ConfigChange::Expose(ports)), r)
+        }
+        K::Volume(ws) => {
+            let v = words(ws)?;
+            if v.iter().any(|p| p.trim().is_empty()) {
+                return Err(DockerfileError::at(line, "VOLUME paths cannot be empty"));
+            }
+            let r = format!("VOLUME {}", list(&v));
+            (StepKind::Config(ConfigChange::Volume(v)), r)
+        }
+        K::Cmd(c) => cfg(format!("CMD {}", cmd_text(c)), ConfigChange::Cmd(c.clone())),
+        K::Entrypoint(c) => cfg(
+            format!("ENTRYPOINT {}", cmd_text(c)),
+            ConfigChange::Entrypoint(c.clone()),
+        ),
+        K::Shell(v) => cfg(format!("SHELL {}", list(v)), ConfigChange::Shell(v.clone())),
+        K::Healthcheck(h) => cfg(
+            format!(
+                "HEALTHCHECK {} interval={:?} timeout={:?} start-period={:?} retries={:?}",
+                list(&h.test),
+                h.interval,
+                h.timeout,
+                h.start_period,
+                h.retries
+            ),
+            ConfigChange::Healthcheck(h.clone()),
+        ),
+        K::OnBuild { trigger, .. } => cfg(
+            format!("ONBUILD {trigger}"),
+            ConfigChange::OnBuild(trigger.clone()),
+        ),
+        K::From { .. } | K::Arg(_) | K::Env(_) => {
+            return Err(DockerfileError::at(
+                line,
+                "internal: FROM/ARG is not a step",
+            ));
+        }
+    };
+    Ok(Step {
+        line,
+        text: ins.text.clone(),
+        resolved,
+        kind,
+    })
+}
+
+fn cfg(resolved: String, c: ConfigChange) -> (StepKind, String) {
+    (StepKind::Config(c), resolved)
+}
+
+fn one(name: &str, v: String, f: fn(String) -> ConfigChange) -> (StepKind, String) {
+    let r = format!("{name} {}", quote(&v));
+    (StepKind::Config(f(v)), r)
+}
+
+fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, String)> {
+    let s = |w: &str| sub(scope, at.escape, line, w);
+    let err = |m: String| DockerfileError::at(line, m);
+    let sources = c.sources.iter().map(|w| s(w)).collect::<R<Vec<_>>>()?;
+    let dest = s(&c.dest)?;
+    if let Some(url) = sources.iter().find(|u| c.add && is_url(u)) {
+        return Err(err(format!(
+            "ADD from a URL is not supported; download it in a RUN step ({url})"
+        )));
+    }
+    if sources.iter().any(String::is_empty) || dest.is_empty() {
+        return Err(err(
+            "COPY/ADD paths cannot be empty after substitution".into()
+        ));
+    }
+    let from = match &c.from {
+        None => None,
+        Some(f) => Some(copy_from(at, line, &s(f)?)?),
+    };
+    let chown = c.chown.as_deref().map(s).transpose()?;
+    let chmod = match &c.chmod {
+        None => None,
+        Some(m) => {
+            let m = s(m)?;
+            let v = u32::from_str_radix(&m, 8)
+                .ok()
+                .filter(|v| *v <= 0o7777)
+                .ok_or_else(|| err(format!("--chmod={m} is not an octal mode such as 0755")))?;
+            Some(v)
+        }
+    };
+    let mut r = String::from(if c.add { "ADD " } else { "COPY " });
+    match &from {
+        Some(CopyFrom::Stage(i)) => r.push_str(&format!("--from=stage:{i} ")),
+        Some(CopyFrom::Image(i)) => r.push_str(&format!("--from=image:{i} ")),
+        None => {}
+    }
+    if let Some(o) = &chown {
+        r.push_str(&format!("--chown={} ", quote(o)));
+    }
+    if let Some(m) = chmod {
+        r.push_str(&format!("--chmod={m:o} "));
+    }
+    r.push_str(&list(&sources));
+    r.push(' ');
+    r.push_str(&quote(&dest));
+    let k = StepKind::Copy {
+        sources,
+        dest,
+        from,
+        chown,
+        chmod,
+        add: c.add,
+    };
+    Ok((k, r))
+}
+
+/// `--from=`: a stage index, an earlier stage's name, or an image.
+fn copy_from(at: &Place, line: usize, f: &str) -> R<CopyFrom> {
+    let err = |m: String| DockerfileError::at(line, m);
+    if f.is_empty() {
+        return Err(err("COPY --from needs a stage name, index or image".into()));
+    }
+    let idx = match f.parse::<usize>() {
+        Ok(i) => Some(i),
+        Err(_) => at.names.get(&f.to_ascii_lowercase()).copied(),
+    };
+    match idx {
+        Some(i) if i == at.current => Err(err(format!("COPY --from={f} refers to its own stage"))),
+        Some(i) if i > at.current => Err(err(format!(
+            "COPY --from={f}: there is no stage {i} before this one"
+        ))),
+        Some(i) => Ok(CopyFrom::Stage(i)),
+        None if at.all_names.contains(&f.to_ascii_lowercase()) => Err(err(format!(
+            "COPY --from={f}: stage {:?} is defined after this one; stages can only copy from earlier ones",
+            f.to_ascii_lowercase()
+        ))),
+        None => Ok(CopyFrom::Image(f.to_string())),
+    }
+}
+
+/// `80`, `80/udp`, `8000-8002/tcp` to `port/proto` entries.
+fn port(line: usize, p: &str) -> R<Vec<String>> {
+    let bad = || {
+        DockerfileError::at(
+            line,
+            format!("EXPOSE {p:?} is not a port: expected PORT[-PORT][/tcp|udp|sctp]"),
+        )
+    };
+    let (range, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(bad());
+    }
+    let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+    let lo: u16 = lo.parse().map_err(|_| bad())?;
+    let hi: u16 = hi.parse().map_err(|_| bad())?;
+    if lo > hi {
+        return Err(bad());
+    }
+    Ok((lo..=hi).map(|n| format!("{n}/{proto}")).collect())
+}
+
+/// A word, quoted when it would not read back as one word.
+fn quote(s: &str) -> String {
+    if s.is_empty()
+        || s.chars()
+            .any(|c| c.is_whitespace() || "\"'\\=$".contains(c))
+    {
+        format!("{s:?}")
+    } else {
+        s.to_string()
+    }
+}
+
+fn list(v: &[String]) -> String {
+    v.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+}
+
+fn kv(v: &[(String, String)]) -> String {
+    v.iter()
+        .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cmd_text(c: &ShellOrExec) -> String {
+    match c {
+        ShellOrExec::Shell(s) => s.clone(),
+        ShellOrExec::Exec(v) => format!("{v:?}"),
+    }
+}

@@ -1,0 +1,295 @@
+use std::collections::HashMap;
+
+use super::{fail, graph};
+use crate::dockerfile::{
+    Base, BaseImage, ConfigChange as C, CopyFrom, EvalOptions, ShellOrExec, StepKind, evaluate,
+    parse,
+};
+
+fn env_of(k: &StepKind) -> Vec<(String, String)> {
+    match k {
+        StepKind::Run { env, .. } => env.clone(),
+        other => panic!("not RUN: {other:?}"),
+    }
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn dockerfile_global_and_stage_args() {
+    let src = "ARG TAG=1.0\nARG REG=127.0.0.1:5000\nFROM $REG/base/busybox:${TAG} AS one\nRUN echo $TAG\nARG TAG\nRUN echo $TAG\nARG LOCAL=${TAG}-x\nWORKDIR /w/${LOCAL}\n";
+    let g = graph(src, &[], None).unwrap();
+    let s = &g.stages[0];
+    assert_eq!(
+        s.base,
+        Base::Image {
+            reference: "127.0.0.1:5000/base/busybox:1.0".into(),
+            platform: None
+        }
+    );
+    // Global ARGs are not visible until redeclared.
+    assert_eq!(env_of(&s.steps[0].kind), vec![]);
+    assert_eq!(env_of(&s.steps[1].kind), pairs(&[("TAG", "1.0")]));
+    assert_eq!(s.steps[1].resolved, "RUN |1 TAG=1.0 echo $TAG");
+    assert_eq!(
+        s.steps[2].kind,
+        StepKind::Config(C::Workdir("/w/1.0-x".into()))
+    );
+}
+
+#[test]
+fn dockerfile_build_args_override_declared_and_warn_on_others() {
+    let src = "ARG TAG=1.0\nFROM busybox:$TAG\nARG MODE=debug\nARG TAG\nRUN build\n";
+    let g = graph(
+        src,
+        &[
+            ("TAG", "2.0"),
+            ("MODE", "release"),
+            ("NOPE", "x"),
+            ("http_proxy", "p"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        g.stages[0].base,
+        Base::Image {
+            reference: "busybox:2.0".into(),
+            platform: None
+        }
+    );
+    assert_eq!(
+        env_of(&g.stages[0].steps[0].kind),
+        pairs(&[("MODE", "release"), ("TAG", "2.0"), ("http_proxy", "p")])
+    );
+    assert_eq!(
+        g.warnings,
+        vec!["build-arg NOPE was not consumed: no ARG NOPE in the Dockerfile".to_string()]
+    );
+}
+
+#[test]
+fn dockerfile_env_scoping_and_inheritance() {
+    let src = "FROM a AS base\nARG V=arg\nENV V=env W=$V\nENV X=\"$W and ${V:+set}\" Y='$V'\nRUN true\nFROM base\nWORKDIR /$X\nFROM a\nWORKDIR /${X:-none}";
+    let g = graph(src, &[], None).unwrap();
+    let st = &g.stages[0].steps;
+    assert_eq!(
+        st[0].kind,
+        StepKind::Config(C::Env(pairs(&[("V", "env"), ("W", "env")])))
+    );
+    assert_eq!(
+        st[1].kind,
+        StepKind::Config(C::Env(pairs(&[("X", "env and set"), ("Y", "$V")])))
+    );
+    assert_eq!(st[1].resolved, "ENV X=\"env and set\" Y=\"$V\"");
+    // ENV wins over ARG, so V is not passed again as an arg.
+    assert_eq!(env_of(&st[2].kind), vec![]);
+    assert_eq!(g.stages[1].base, Base::Stage(0));
+    assert_eq!(
+        g.stages[1].steps[0].kind,
+        StepKind::Config(C::Workdir("/env and set".into()))
+    );
+    assert_eq!(
+        g.stages[2].steps[0].kind,
+        StepKind::Config(C::Workdir("/none".into()))
+    );
+}
+
+#[test]
+fn dockerfile_multistage_target_pruning_and_copy_from() {
+    let src = "FROM a AS deps\nRUN x\nFROM a AS unused\nRUN y\nFROM scratch AS tools\nCOPY --from=0 /x /x\nFROM deps AS final\nCOPY --from=tools /x /y\nCOPY --from=127.0.0.1:5000/other:1 /z /z\nFROM a\nRUN z";
+    let g = graph(src, &[], Some("final")).unwrap();
+    assert_eq!(g.target, 3);
+    assert_eq!(g.order, vec![0, 2, 3]);
+    assert_eq!(g.stages[2].base, Base::Scratch);
+    let StepKind::Copy { from, .. } = &g.stages[2].steps[0].kind else {
+        panic!()
+    };
+    assert_eq!(from, &Some(CopyFrom::Stage(0)));
+    let StepKind::Copy { from, .. } = &g.stages[3].steps[0].kind else {
+        panic!()
+    };
+    assert_eq!(from, &Some(CopyFrom::Stage(2)));
+    let StepKind::Copy { from, .. } = &g.stages[3].steps[1].kind else {
+        panic!()
+    };
+    assert_eq!(
+        from,
+        &Some(CopyFrom::Image("127.0.0.1:5000/other:1".into()))
+    );
+    // Without a target, the last stage.
+    let g = graph(src, &[], None).unwrap();
+    assert_eq!((g.target, g.order.clone()), (4, vec![4]));
+    let e = graph(src, &[], Some("nope")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "target stage \"nope\" not found; the stages are: deps, unused, tools, final, 4"
+    );
+}
+
+#[test]
+fn dockerfile_copy_resolution() {
+    let src = "FROM a\nARG O=1000\nCOPY --chown=$O:$O --chmod=755 [\"a b\", \"c*\", \"/d/\"]\nADD x.tar /opt/";
+    let g = graph(src, &[], None).unwrap();
+    let s = &g.stages[0].steps[0];
+    assert_eq!(
+        s.kind,
+        StepKind::Copy {
+            sources: vec!["a b".into(), "c*".into()],
+            dest: "/d/".into(),
+            from: None,
+            chown: Some("1000:1000".into()),
+            chmod: Some(0o755),
+            add: false,
+        }
+    );
+    assert_eq!(
+        s.resolved,
+        "COPY --chown=1000:1000 --chmod=755 \"a b\" c* /d/"
+    );
+    let StepKind::Copy { add, .. } = g.stages[0].steps[1].kind else {
+        panic!()
+    };
+    assert!(add);
+}
+
+#[test]
+fn dockerfile_config_steps() {
+    let src = "FROM a\nARG P=8080\nEXPOSE $P 53/udp 7000-7001\nVOLUME /data $P\nUSER ${U:-app}\nSTOPSIGNAL SIGINT\nCMD [\"run\"]\nENTRYPOINT /bin/app $P\nSHELL [\"/bin/bash\", \"-c\"]\nONBUILD COPY . /app\nMAINTAINER me";
+    let g = graph(src, &[], None).unwrap();
+    let k: Vec<StepKind> = g.stages[0].steps.iter().map(|s| s.kind.clone()).collect();
+    let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        k[0],
+        StepKind::Config(C::Expose(v(&[
+            "8080/tcp", "53/udp", "7000/tcp", "7001/tcp"
+        ])))
+    );
+    assert_eq!(k[1], StepKind::Config(C::Volume(v(&["/data", "8080"]))));
+    assert_eq!(k[2], StepKind::Config(C::User("app".into())));
+    assert_eq!(k[3], StepKind::Config(C::StopSignal("SIGINT".into())));
+    assert_eq!(
+        k[4],
+        StepKind::Config(C::Cmd(ShellOrExec::Exec(v(&["run"]))))
+    );
+    // CMD and ENTRYPOINT are left to the shell.
+    assert_eq!(
+        k[5],
+        StepKind::Config(C::Entrypoint(ShellOrExec::Shell("/bin/app $P".into())))
+    );
+    assert_eq!(k[6], StepKind::Config(C::Shell(v(&["/bin/bash", "-c"]))));
+    assert_eq!(k[7], StepKind::Config(C::OnBuild("COPY . /app".into())));
+    assert_eq!(
+        k[8],
+        StepKind::Config(C::Label(pairs(&[("maintainer", "me")])))
+    );
+    assert_eq!(g.warnings.len(), 1);
+    assert_eq!(g.stages[0].steps[0].text, "EXPOSE $P 53/udp 7000-7001");
+}
+
+#[test]
+fn dockerfile_onbuild_triggers_run_after_from() {
+    // A stage with ONBUILD used as a base runs them; its own steps follow.
+    let g = graph(
+        "FROM a AS lib\nONBUILD RUN echo trig\nFROM lib\nRUN mine",
+        &[],
+        None,
+    )
+    .unwrap();
+    let steps = &g.stages[1].steps;
+    assert_eq!(steps[0].text, "RUN echo trig");
+    assert_eq!(steps[0].line, 3);
+    assert_eq!(steps[1].text, "RUN mine");
+    // And a base image's, given by the executor, with the image's ENV.
+    let df = parse("FROM img\nWORKDIR $HOME").unwrap();
+    let mut base_images = HashMap::new();
+    base_images.insert(
+        "img".to_string(),
+        BaseImage {
+            env: pairs(&[("HOME", "/root")]),
+            onbuild: vec!["COPY . /src".into()],
+        },
+    );
+    let g = evaluate(
+        &df,
+        &EvalOptions {
+            base_images,
+            ..EvalOptions::default()
+        },
+    )
+    .unwrap();
+    let k: Vec<&StepKind> = g.stages[0].steps.iter().map(|s| &s.kind).collect();
+    assert!(matches!(k[0], StepKind::Copy { .. }));
+    assert_eq!(k[1], &StepKind::Config(C::Workdir("/root".into())));
+}
+
+#[test]
+fn dockerfile_platform_args() {
+    let src = "FROM --platform=$BUILDPLATFORM a AS b\nARG TARGETARCH\nRUN echo $TARGETARCH";
+    let df = parse(src).unwrap();
+    let opts = EvalOptions {
+        platform: "linux/arm64".into(),
+        ..EvalOptions::default()
+    };
+    let g = evaluate(&df, &opts).unwrap();
+    assert_eq!(
+        g.stages[0].base,
+        Base::Image {
+            reference: "a".into(),
+            platform: Some("linux/arm64".into())
+        }
+    );
+    assert_eq!(
+        env_of(&g.stages[0].steps[0].kind),
+        pairs(&[("TARGETARCH", "arm64")])
+    );
+}
+
+#[test]
+fn dockerfile_eval_errors_with_lines() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("FROM a AS x\nFROM b AS X", 2, "duplicate stage name \"x\""),
+        (
+            "FROM a AS x\nCOPY --from=x a b",
+            2,
+            "COPY --from=x refers to its own stage",
+        ),
+        (
+            "FROM a\nCOPY --from=3 a b",
+            2,
+            "COPY --from=3: there is no stage 3 before this one",
+        ),
+        (
+            "FROM a\nCOPY --chmod=999 a b",
+            2,
+            "--chmod=999 is not an octal mode such as 0755",
+        ),
+        (
+            "ARG IMG\nFROM $IMG",
+            2,
+            "FROM's image is empty after substitution (is the ARG set?)",
+        ),
+        (
+            "FROM a\nARG U=https://x/y\nADD $U /",
+            3,
+            "ADD from a URL is not supported; download it in a RUN step (https://x/y)",
+        ),
+        (
+            "FROM a\nEXPOSE 80/xyz",
+            2,
+            "EXPOSE \"80/xyz\" is not a port: expected PORT[-PORT][/tcp|udp|sctp]",
+        ),
+        (
+            "FROM a\nWORKDIR ${NEED:?set NEED}",
+            2,
+            "substitution failed: NEED: set NEED",
+        ),
+    ];
+    for (src, line, msg) in cases {
+        assert_eq!(fail(src), (Some(*line), msg.to_string()), "{src}");
+    }
+}
