@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 
 use kiln_common::Pipeline;
@@ -189,13 +189,21 @@ pub enum BuildError {
         /// The image.
         image: String,
     },
-    /// A Dockerfile parent is not supported yet.
+    /// A `dockerfile` parent needs a repository to push it to.
     #[error(
-        "image {image} names a dockerfile: Dockerfile builds are not built yet in this kiln version"
+        "image {image} names a dockerfile: its image is pushed next to the step image, so set settings.docker.target_repository"
     )]
     DockerfileUnavailable {
         /// The image.
         image: String,
+    },
+    /// A Dockerfile is wrong, or one of its steps failed.
+    #[error("{message}")]
+    Dockerfile {
+        /// The Dockerfile.
+        file: PathBuf,
+        /// What went wrong, with the line (`Dockerfile:7: ...`).
+        message: String,
     },
     /// An archive holds one image.
     #[error(
@@ -296,12 +304,51 @@ async fn build_image<R: Registry>(
             source,
         }
     };
-    if image.settings.dockerfile.is_some() {
-        return Err(BuildError::DockerfileUnavailable { image: name });
-    }
     let target = match (&opts.output, &image.repository) {
         (Output::Registry, None) => return Err(BuildError::NoTarget { image: name }),
         (_, repo) => repo.clone(),
+    };
+    // ZenML's `dockerfile`: that Dockerfile's image is built first, pushed
+    // as `<tag>-parent` next to the image, and becomes the parent.
+    let parent_ref = match &image.settings.dockerfile {
+        Some(dockerfile) => {
+            let Some(repo) = &image.repository else {
+                return Err(BuildError::DockerfileUnavailable { image: name });
+            };
+            let file = pipeline.base_dir().join(&dockerfile.value);
+            let context = match &image.settings.build_context_root {
+                Some(root) => pipeline.base_dir().join(root),
+                None => file
+                    .parent()
+                    .map_or_else(|| pipeline.base_dir().to_path_buf(), Path::to_path_buf),
+            };
+            let request = crate::dfbuild::DockerfileRequest {
+                dockerfile: file,
+                context,
+                tags: vec![format!("{repo}:{}-parent", image.tag)],
+                build_args: image
+                    .settings
+                    .build_args
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+                target: None,
+            };
+            let parent_opts = BuildOptions {
+                output: Output::Registry,
+                ..opts.clone()
+            };
+            let built = Box::pin(crate::dfbuild::build_dockerfile(
+                &request,
+                &parent_opts,
+                registry,
+                progress,
+            ))
+            .await?;
+            format!("{repo}@{}", built.digest)
+        }
+        None => image.parent.clone(),
     };
     progress.event(Event::ImageStarted {
         image: name.clone(),
@@ -309,12 +356,9 @@ async fn build_image<R: Registry>(
     });
 
     let parent = registry
-        .resolve(&image.parent, &opts.platform)
+        .resolve(&parent_ref, &opts.platform)
         .await
-        .map_err(registry_err(format!(
-            "resolving parent image {}",
-            image.parent
-        )))?;
+        .map_err(registry_err(format!("resolving parent image {parent_ref}")))?;
     let parent_pinned = format!("{}@{}", parent.repository, parent.digest);
     let previous_image = previous.images.get(&image.name);
 
@@ -518,7 +562,7 @@ async fn build_image<R: Registry>(
     );
     labels.insert(
         "org.opencontainers.image.base.name".into(),
-        image.parent.clone(),
+        parent_ref.clone(),
     );
     let edits = ConfigEdits {
         env,

@@ -522,27 +522,8 @@ impl Run<'_> {
             for s in secrets {
                 spec = spec.mount(BindMount::secret(&s.id, &s.source));
             }
-            let (tx, rx) = mpsc::channel::<kiln_common::sandbox::OutputLine>();
-            let (code, tail) = std::thread::scope(|scope| {
-                let forward = scope.spawn(|| {
-                    let mut tail: Vec<String> = Vec::new();
-                    for line in rx {
-                        progress.event(Event::Output {
-                            image: image_name.to_string(),
-                            layer: layer.label.clone(),
-                            line: line.line.clone(),
-                        });
-                        tail.push(line.line);
-                        if tail.len() > 20 {
-                            tail.remove(0);
-                        }
-                    }
-                    tail
-                });
-                let code = sandbox.run(&spec, Output::Lines(tx));
-                let tail = forward.join().unwrap_or_default();
-                code.map(|c| (c, tail))
-            })?;
+            let (code, tail) = run_streaming(&sandbox, &spec, progress, image_name, &layer.label);
+            let code = code?;
             if code != 0 {
                 return Err(ExecError::Command {
                     code,
@@ -564,6 +545,38 @@ impl Run<'_> {
         }
         Ok(results)
     }
+}
+
+/// Runs `spec` to its end, each output line sent to `progress` as the
+/// output of `layer` of `image`; returns the exit code and the last 20
+/// lines, for the error message when it fails.
+pub fn run_streaming(
+    sandbox: &Sandbox,
+    spec: &RunSpec,
+    progress: &dyn Progress,
+    image: &str,
+    layer: &str,
+) -> (Result<i32, kiln_common::sandbox::Error>, Vec<String>) {
+    let (tx, rx) = mpsc::channel::<kiln_common::sandbox::OutputLine>();
+    std::thread::scope(|scope| {
+        let forward = scope.spawn(|| {
+            let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+            for line in rx {
+                progress.event(Event::Output {
+                    image: image.to_string(),
+                    layer: layer.to_string(),
+                    line: line.line.clone(),
+                });
+                tail.push_back(line.line);
+                if tail.len() > 20 {
+                    tail.pop_front();
+                }
+            }
+            tail.into_iter().collect()
+        });
+        let code = sandbox.run(spec, Output::Lines(tx));
+        (code, forward.join().unwrap_or_default())
+    })
 }
 
 /// The uid and gid of `user` as recorded in a layer's `/etc/passwd`: how

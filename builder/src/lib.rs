@@ -3,6 +3,9 @@
 
 pub mod build;
 mod code;
+pub mod copy;
+pub mod dfbuild;
+pub mod dockerfile;
 pub mod exec;
 mod finish;
 pub mod git;

@@ -53,9 +53,18 @@ pub struct BuildArgs {
     /// Build this Dockerfile instead of a pipeline (Kaniko-style).
     #[arg(short = 'f', long = "file")]
     pub dockerfile: Option<PathBuf>,
-    /// Tag(s) of the built Dockerfile image.
-    #[arg(short = 't', long = "tag")]
+    /// Tag(s) of the built Dockerfile image (`registry/repo:tag`).
+    #[arg(short = 't', long = "tag", requires = "dockerfile")]
     pub tags: Vec<String>,
+    /// A Dockerfile build argument, K=V; repeatable.
+    #[arg(long = "build-arg", value_name = "K=V", requires = "dockerfile")]
+    pub build_args: Vec<String>,
+    /// The Dockerfile stage to build (default: the last).
+    #[arg(long, requires = "dockerfile")]
+    pub target: Option<String>,
+    /// The Dockerfile's build context (default: the current directory).
+    #[arg(requires = "dockerfile")]
+    pub context: Option<PathBuf>,
     /// Print, per layer, whether it was reused or built and what changed.
     #[arg(long)]
     pub explain: bool,

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use kiln_testsupport::fixture::{layer_statuses, report_image};
+use kiln_testsupport::fixture::{layer_statuses, report_image, unpack_pushed};
 use kiln_testsupport::{
     Bench, runc_run, skopeo, skopeo_copy, skopeo_inspect_config, skopeo_inspect_raw, umoci_unpack,
 };
@@ -112,19 +112,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Copies a pushed image into an OCI layout and unpacks it into a bundle.
-fn unpack(reference: &str, dir: &Path) -> PathBuf {
-    let layout = dir.join("layout");
-    skopeo_copy(
-        &format!("docker://{reference}"),
-        &format!("oci:{}:t", layout.display()),
-        &["--src-tls-verify=false"],
-    );
-    let bundle = dir.join("bundle");
-    umoci_unpack(&layout, "t", &bundle);
-    bundle
-}
-
 /// Every entry name of every gzip layer in an OCI layout.
 fn layer_entries(layout: &Path) -> Vec<String> {
     let mut names = Vec::new();
@@ -211,7 +198,7 @@ fn quickstart_builds_runs_and_rebuilds_only_what_changed() {
     // The image runs: as the configured user, jq and every requirement there,
     // the code under /app without what .dockerignore excludes.
     let tmp = tempfile::tempdir().unwrap();
-    let bundle = unpack(&reference, tmp.path());
+    let bundle = unpack_pushed(&reference, tmp.path());
     assert!(bundle.join("rootfs/app/steps/train.py").is_file());
     assert!(
         !bundle.join("rootfs/app/data").exists(),
@@ -616,7 +603,7 @@ fn an_unprivileged_user_builds_exec_layers_rootless() {
     );
     let reference = report["images"][0]["reference"].as_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let bundle = unpack(reference, tmp.path());
+    let bundle = unpack_pushed(reference, tmp.path());
     let out = runc_run(
         &bundle,
         &[

@@ -280,6 +280,20 @@ pub fn report_layer<'a>(image: &'a Value, label: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no layer {label:?} in {image:#}"))
 }
 
+/// Copies the pushed image `reference` (plain bench registry) into an OCI
+/// layout under `dir` and unpacks it with umoci; returns the bundle.
+pub fn unpack_pushed(reference: &str, dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    crate::skopeo_copy(
+        &format!("docker://{reference}"),
+        &format!("oci:{}:t", layout.display()),
+        &["--src-tls-verify=false"],
+    );
+    let bundle = dir.join("bundle");
+    crate::umoci_unpack(&layout, "t", &bundle);
+    bundle
+}
+
 /// Whether `REFERENCE` exists on the plain (http) bench registry.
 pub fn tag_exists(reference: &str) -> bool {
     crate::skopeo(&[

@@ -17,20 +17,18 @@ use crate::progress::{Display, human_size, short};
 
 /// Builds; exit 1 when the build fails, 2 for Dockerfile builds (not yet).
 pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
-    if args.dockerfile.is_some() {
-        eprintln!(
-            "kiln build -f: not built yet (the Dockerfile frontend is not part of this kiln version)"
-        );
-        return Ok(ExitCode::from(2));
-    }
-    let Some(pipeline) = load_pipeline(&args.pipeline)? else {
-        return Ok(ExitCode::from(1));
-    };
     let secrets = args
         .secrets
         .iter()
         .map(|s| parse_secret(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let pipeline = match &args.dockerfile {
+        Some(_) => None,
+        None => match load_pipeline(&args.pipeline)? {
+            Some(p) => Some(p),
+            None => return Ok(ExitCode::from(1)),
+        },
+    };
     let opts = BuildOptions {
         only_step: args.step.clone(),
         platform: args.platform.parse().map_err(anyhow::Error::msg)?,
@@ -60,9 +58,46 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let report = runtime.block_on(kiln_builder::build::build(
-        &pipeline, &opts, &client, &display,
-    ))?;
+    let report = match (&pipeline, &args.dockerfile) {
+        (Some(pipeline), _) => runtime.block_on(kiln_builder::build::build(
+            pipeline, &opts, &client, &display,
+        ))?,
+        (None, Some(dockerfile)) => {
+            if args.tags.is_empty() && opts.output == Output::Registry {
+                bail!(
+                    "kiln build -f needs -t REGISTRY/REPO:TAG to push to (or --output oci:DIR / tar:FILE)"
+                );
+            }
+            let build_args = args
+                .build_args
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                    // `--build-arg NAME` takes the value from the environment, as docker does.
+                    None => std::env::var(kv).map(|v| (kv.clone(), v)).with_context(|| {
+                        format!(
+                            "--build-arg {kv}: expected K=V, or a variable set in the environment"
+                        )
+                    }),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let request = kiln_builder::dfbuild::DockerfileRequest {
+                dockerfile: dockerfile.clone(),
+                context: args.context.clone().unwrap_or_else(|| PathBuf::from(".")),
+                tags: args.tags.clone(),
+                build_args,
+                target: args.target.clone(),
+            };
+            let image = runtime.block_on(kiln_builder::dfbuild::build_dockerfile(
+                &request, &opts, &client, &display,
+            ))?;
+            BuildReport {
+                pipeline: String::new(),
+                images: vec![image],
+            }
+        }
+        (None, None) => bail!("nothing to build"),
+    };
     if json {
         println!(
             "{}",
@@ -185,13 +220,17 @@ fn source_date_epoch() -> anyhow::Result<u64> {
 
 fn print_summary(report: &BuildReport, explain: bool) {
     for image in &report.images {
-        println!(
-            "{} ({}): {}@{}",
-            image.name,
-            image.steps.join(", "),
-            image.reference,
-            image.digest
-        );
+        if image.steps.is_empty() {
+            println!("{}@{}", image.reference, image.digest);
+        } else {
+            println!(
+                "{} ({}): {}@{}",
+                image.name,
+                image.steps.join(", "),
+                image.reference,
+                image.digest
+            );
+        }
         if explain {
             for layer in &image.layers {
                 let status = match layer.status {

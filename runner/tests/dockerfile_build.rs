@@ -1,0 +1,195 @@
+//! `kiln build -f Dockerfile` against the bench registry, judged by skopeo,
+//! umoci and runc: a multi-stage build with COPY --from, a RUN that deletes
+//! a parent file, config instructions; the per-instruction cache; errors
+//! with their line.
+
+#![allow(clippy::unwrap_used)] // test code: a failure is a test failure
+
+use kiln_testsupport::fixture::{
+    Fixture, layer_statuses, report_image, unique_repo, unpack_pushed,
+};
+use kiln_testsupport::{Bench, runc_run, skopeo_inspect_config};
+use serde_json::Value;
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+fn fixture(name: &str) -> (Fixture, String) {
+    let bench = Bench::get();
+    let f = Fixture::copy(KILN, &format!("dockerfile-build/{name}"));
+    let base = format!("{}/base/busybox:latest", bench.registry());
+    f.edit("Dockerfile", |t| {
+        t.replace("127.0.0.1:5000/base/busybox:latest", &base)
+    });
+    let tag = format!("{}:v1", unique_repo(bench.registry(), name));
+    (f, tag)
+}
+
+fn build(f: &Fixture, tag: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["build", "--json", "-f", "Dockerfile", "-t", tag];
+    args.extend_from_slice(extra);
+    args.push(".");
+    let out = f.kiln(&args);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_multi_stage_build_gives_the_image_docker_would() {
+    let (f, tag) = fixture("multistage");
+    let report = build(&f, &tag, &["--build-arg", "FLAVOUR=spicy"]);
+    let image = &report["images"][0];
+    assert!(
+        image["reference"].as_str().unwrap().ends_with(":v1"),
+        "{report:#}"
+    );
+
+    let config = skopeo_inspect_config(&format!("docker://{tag}"), &["--tls-verify=false"]);
+    let c = &config["config"];
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"FLAVOUR=spicy"), "{env:?}");
+    assert!(env.contains(&"GREETING_FILE=/app/greeting.txt"), "{env:?}");
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["WorkingDir"], "/app");
+    assert_eq!(c["Cmd"], serde_json::json!(["/app/run.sh"]));
+    assert_eq!(
+        c["Labels"]["org.opencontainers.image.title"],
+        "kiln dockerfile test"
+    );
+    // busybox's layer + COPY --from + COPY + RUN: the first stage is not in it.
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        4,
+        "{config:#}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = unpack_pushed(&tag, dir.path());
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/greeting.txt")).unwrap(),
+        "hello from the context\nbuilt by stage build\n"
+    );
+    assert!(
+        !rootfs.join("bin/true").exists(),
+        "the RUN's deletion was not applied"
+    );
+    assert!(rootfs.join("bin/sh").exists());
+    assert!(
+        !rootfs.join("src").exists(),
+        "the build stage leaked into the image"
+    );
+    let out = runc_run(&bundle, &["/app/run.sh"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "hello from the context\nbuilt by stage build\nflavour: spicy, uid 1000\n"
+    );
+}
+
+#[test]
+fn touching_a_copied_file_rebuilds_that_layer_and_the_ones_after_only() {
+    let (f, tag) = fixture("multistage");
+    let first = build(&f, &tag, &[]);
+    let all_built = layer_statuses(report_image(&first, &tag));
+    assert!(all_built.iter().all(|(_, s)| s == "built"), "{all_built:?}");
+    // No change: everything from the cache.
+    let again = build(&f, &tag, &[]);
+    let statuses = layer_statuses(report_image(&again, &tag));
+    assert!(statuses.iter().all(|(_, s)| s == "reused"), "{statuses:?}");
+    assert_eq!(again["images"][0]["digest"], first["images"][0]["digest"]);
+    // The run script changes: its COPY and the RUN after it are rebuilt;
+    // the first stage's layers and the COPY --from before it are reused.
+    f.edit("run.sh", |t| format!("{t}echo changed\n"));
+    let touched = build(&f, &tag, &[]);
+    let statuses: Vec<(String, String)> = layer_statuses(report_image(&touched, &tag));
+    let by_line = |line: &str| {
+        statuses
+            .iter()
+            .find(|(l, _)| l.starts_with(line))
+            .map(|(_, s)| s.as_str())
+            .unwrap_or_else(|| panic!("no layer for line {line} in {statuses:?}"))
+    };
+    assert_eq!(by_line("7:"), "reused", "{statuses:?}");
+    assert_eq!(by_line("8:"), "reused", "{statuses:?}");
+    assert_eq!(by_line("14:"), "reused", "{statuses:?}");
+    assert_eq!(by_line("15:"), "built", "{statuses:?}");
+    assert_eq!(by_line("16:"), "built", "{statuses:?}");
+}
+
+#[test]
+fn an_ignored_file_is_not_in_the_context() {
+    let (f, tag) = fixture("multistage");
+    f.edit("Dockerfile", |t| {
+        t.replace(
+            "COPY --chmod=755 run.sh",
+            "COPY ignored.txt /app/\nCOPY --chmod=755 run.sh",
+        )
+    });
+    let out = f.kiln(&["build", "-f", "Dockerfile", "-t", &tag, "."]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ignored.txt") && out.stderr.contains(".dockerignore"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_malformed_dockerfile_fails_with_its_line() {
+    let bench = Bench::get();
+    let f = Fixture::copy(KILN, "dockerfile-build/bad");
+    let tag = format!("{}:v1", unique_repo(bench.registry(), "bad"));
+    let out = f.kiln(&["build", "-f", "Dockerfile", "-t", &tag, "."]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("Dockerfile:4:"), "{}", out.stderr);
+    assert!(
+        out.stderr.to_lowercase().contains("unknown instruction"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+
+    let out = f.kiln(&["build", "-f", "Dockerfile.missing", "-t", &tag, "."]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Dockerfile:2:") && out.stderr.contains("no-such-file"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_pipeline_image_on_a_dockerfile_parent_gets_kilns_layers_on_top() {
+    let bench = Bench::get();
+    let f = Fixture::copy(KILN, "dockerfile-build/zenml");
+    let base = format!("{}/base/python:3.11-bookworm", bench.registry());
+    f.edit("Dockerfile", |t| {
+        t.replace("127.0.0.1:5000/base/python:3.11-bookworm", &base)
+    });
+    let repo = unique_repo(bench.registry(), "zenml");
+    f.edit("kiln.yaml", |t| {
+        t.replace("127.0.0.1:5000/kiln-test/zenml-dockerfile", &repo)
+    });
+    let report = f.build_json(&[]);
+    let image = &report["images"][0];
+    let labels: Vec<String> = layer_statuses(image).into_iter().map(|(l, _)| l).collect();
+    assert_eq!(labels, ["requirements (user)", "code"], "{report:#}");
+    assert!(
+        image["parent"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{repo}@sha256:")),
+        "the parent is the Dockerfile's image, pushed next to it: {report:#}"
+    );
+    let reference = image["reference"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = unpack_pushed(reference, dir.path());
+    let out = runc_run(&bundle, &["python3", "/app/steps/hello.py"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "from the Dockerfile yes 1.16.0\n");
+}

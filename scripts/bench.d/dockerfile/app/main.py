@@ -1,0 +1,4 @@
+import six
+import tabulate
+
+print(tabulate.tabulate([["six", six.__version__]]))
