@@ -86,9 +86,24 @@ pub async fn build_dockerfile<R: Registry>(
     let first = crate::dockerfile::evaluate(&parsed, &eval).map_err(|e| fail(e.to_string()))?;
     let mut resolved: HashMap<String, ResolvedImage> = HashMap::new();
     for &i in &first.order {
-        if let Base::Image { reference, .. } = &first.stages[i].base {
+        if let Base::Image {
+            reference,
+            platform,
+        } = &first.stages[i].base
+        {
+            // `FROM --platform=P` picks that platform of a multi-platform
+            // base; otherwise the build's.
+            let platform = match platform {
+                Some(p) => p.parse().map_err(|e: String| {
+                    fail(format!(
+                        "Dockerfile:{}: FROM --platform={p}: {e}",
+                        first.stages[i].line
+                    ))
+                })?,
+                None => opts.platform.clone(),
+            };
             let image = registry
-                .resolve(reference, &opts.platform)
+                .resolve(reference, &platform)
                 .await
                 .map_err(|source| BuildError::Registry {
                     image: name.clone(),
@@ -340,6 +355,11 @@ impl Builder<'_> {
                 chain: cache_key(&["df-v1", "scratch"]),
             },
         };
+        // The base's ONBUILD triggers ran as this stage's first steps; the
+        // image does not pass them on (as in Docker).
+        if let Some(c) = built.config["config"].as_object_mut() {
+            c.remove("OnBuild");
+        }
         let steps = stage.steps.clone();
         for step in &steps {
             match &step.kind {

@@ -193,3 +193,79 @@ fn a_pipeline_image_on_a_dockerfile_parent_gets_kilns_layers_on_top() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "from the Dockerfile yes 1.16.0\n");
 }
+
+#[test]
+fn run_secrets_are_visible_to_the_command_and_stored_nowhere() {
+    let (f, tag) = fixture("secret");
+    // Without the required secret: a clear error naming it.
+    let out = f.kiln(&["build", "-f", "Dockerfile", "-t", &tag, "."]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("secret \"token\" is required"),
+        "{}",
+        out.stderr
+    );
+
+    // The secret lives outside the context.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "s3cr3t-kiln-token").unwrap();
+    let src = format!("id=token,src={}", secret.path().display());
+    let out = f.kiln(&[
+        "build",
+        "-f",
+        "Dockerfile",
+        "-t",
+        &tag,
+        "--secret",
+        &src,
+        ".",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("s3cr3t-kiln-token"), "{}", out.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = unpack_pushed(&tag, dir.path());
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("checked")).unwrap(),
+        // sha256 of the secret: the command read it.
+        "c5387e92a8d0e03b2d60811e99df8d67cbdfdecf03e74b1d5a120e9e2c9b36f4\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("size")).unwrap().trim(),
+        "17"
+    );
+    // No byte of it in any blob of the image (layers, config, manifest).
+    for entry in walkdir(&dir.path().join("layout/blobs")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let plain = match bytes.starts_with(&[0x1f, 0x8b]) {
+            true => {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut flate2::read::MultiGzDecoder::new(&bytes[..]),
+                    &mut out,
+                )
+                .unwrap();
+                out
+            }
+            false => bytes,
+        };
+        assert!(
+            !plain.windows(17).any(|w| w == b"s3cr3t-kiln-token"),
+            "the secret is in {}",
+            entry.display()
+        );
+    }
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walkdir(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
