@@ -4,6 +4,7 @@
 //! on top.
 
 pub mod driver;
+pub mod k8s;
 pub mod local;
 pub mod records;
 pub mod scheduler;
