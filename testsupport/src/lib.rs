@@ -6,6 +6,9 @@
 //! - [`Bench`]: the local registries `scripts/setup` starts (plain HTTP on
 //!   127.0.0.1:5000, TLS + basic auth on 127.0.0.1:5443) and the base images it
 //!   pushes. A missing bench is a loud failure, never a silent skip.
+//! - [`cluster::Cluster`]: the local Kubernetes control plane `scripts/cluster`
+//!   starts (kube-apiserver 1.20 on 127.0.0.1:6443, etcd,
+//!   kube-controller-manager), judged with the machine's `kubectl`.
 //! - judges: [`skopeo_inspect`], [`skopeo_copy`], [`umoci_unpack`] and
 //!   [`runc_run`] shell out to skopeo, umoci and runc. Each panics with the
 //!   command line and its stderr when the tool fails, so a test reads as a
@@ -29,6 +32,7 @@
 //! assert_eq!((out.code, out.stdout.as_str()), (0, "ok\n"));
 //! ```
 
+pub mod cluster;
 pub mod fixture;
 pub mod proxy;
 

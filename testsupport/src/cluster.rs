@@ -1,0 +1,313 @@
+//! The local test cluster: a real kube-apiserver (1.20, serving batch/v1
+//! CronJob too), etcd and kube-controller-manager on loopback, started by
+//! `scripts/cluster`.
+//!
+//! Kubernetes tests run against this real API server (validation, defaulting,
+//! RBAC, Jobs, CronJobs, garbage collection), not a mock, and judge with the
+//! machine's `kubectl`. There is no node yet: pods are created but never run.
+//!
+//! ```no_run
+//! use kiln_testsupport::cluster::Cluster;
+//!
+//! let Some(cluster) = Cluster::get() else { return }; // KILN_TEST_NO_CLUSTER=1
+//! let ns = cluster.fresh_namespace("doc");
+//! let out = cluster.kubectl_ok(&["get", "serviceaccounts", "-n", &ns, "-o", "name"]);
+//! assert!(out.stdout.contains("serviceaccount/default"));
+//! cluster.delete_namespace(&ns);
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::{RunOutput, display_cmd, output_with_stdin, parse_env};
+
+/// Where `scripts/cluster` keeps its state when `KILN_CLUSTER_DIR` is not set;
+/// both sides must agree on it, so it is spelled once here.
+pub const DEFAULT_CLUSTER_DIR: &str = "/var/tmp/kiln-cluster";
+
+/// Set to `1` to skip the cluster tests (they pass without doing anything).
+/// CI does not set it: there, a missing cluster is a failure.
+pub const OPT_OUT_VAR: &str = "KILN_TEST_NO_CLUSTER";
+
+/// The script that builds and starts the cluster, in this checkout.
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster");
+
+/// The test cluster `scripts/cluster` started: its kubeconfig and server.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    server: String,
+    version: String,
+    context: String,
+}
+
+impl Cluster {
+    /// The cluster, checked once per test process: read from
+    /// `$KILN_CLUSTER_DIR/env` (default [`DEFAULT_CLUSTER_DIR`]), and when that
+    /// is missing or the API server is not ready, `scripts/cluster` is run
+    /// first (it builds the binaries the first time: minutes).
+    ///
+    /// `None` only when [`OPT_OUT_VAR`] is `1`: the caller returns early.
+    ///
+    /// # Panics
+    ///
+    /// When the cluster cannot be started or is not ready after
+    /// `scripts/cluster`, with that script's output. Tests never skip
+    /// silently.
+    pub fn get() -> Option<&'static Cluster> {
+        if std::env::var(OPT_OUT_VAR).is_ok_and(|v| v == "1") {
+            eprintln!("{OPT_OUT_VAR}=1: not using the test cluster, the test does nothing");
+            return None;
+        }
+        static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+        Some(CLUSTER.get_or_init(|| {
+            let dir = std::env::var_os("KILN_CLUSTER_DIR")
+                .filter(|d| !d.is_empty())
+                .map_or_else(|| PathBuf::from(DEFAULT_CLUSTER_DIR), PathBuf::from);
+            match Cluster::load(&dir).and_then(|c| c.ready().map(|()| c)) {
+                Ok(cluster) => return cluster,
+                Err(why) => eprintln!("test cluster not ready ({why}): running {SCRIPT}"),
+            }
+            let out = Command::new("bash")
+                .arg(SCRIPT)
+                .env("KILN_CLUSTER_DIR", &dir)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {SCRIPT}: {e}"));
+            let shown = |o: &std::process::Output| {
+                format!(
+                    "--- stderr ---\n{}\n--- stdout ---\n{}",
+                    String::from_utf8_lossy(&o.stderr).trim_end(),
+                    String::from_utf8_lossy(&o.stdout).trim_end()
+                )
+            };
+            if !out.status.success() {
+                panic!(
+                    "\n\n*** kiln test cluster: {SCRIPT} failed ({})\n{}\n",
+                    out.status,
+                    shown(&out)
+                );
+            }
+            match Cluster::load(&dir).and_then(|c| c.ready().map(|()| c)) {
+                Ok(cluster) => cluster,
+                Err(why) => panic!(
+                    "\n\n*** kiln test cluster not usable after {SCRIPT}: {why}\n{}\n",
+                    shown(&out)
+                ),
+            }
+        }))
+    }
+
+    /// Reads the env file without checking the server.
+    fn load(dir: &Path) -> Result<Cluster, String> {
+        let env_path = dir.join("env");
+        let text = std::fs::read_to_string(&env_path)
+            .map_err(|e| format!("cannot read {}: {e}", env_path.display()))?;
+        let env = parse_env(&text);
+        let get = |key: &str| {
+            env.get(key)
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .ok_or_else(|| format!("{} has no {key}", env_path.display()))
+        };
+        let kubeconfig = PathBuf::from(get("KUBECONFIG")?);
+        if !kubeconfig.is_file() {
+            return Err(format!("{} is missing", kubeconfig.display()));
+        }
+        Ok(Cluster {
+            dir: dir.to_owned(),
+            kubeconfig,
+            server: get("KILN_CLUSTER_SERVER")?,
+            version: get("KILN_CLUSTER_VERSION")?,
+            context: get("KILN_CLUSTER_CONTEXT")?,
+        })
+    }
+
+    /// `/readyz` answers `ok`.
+    fn ready(&self) -> Result<(), String> {
+        let out = self.kubectl(&["get", "--raw", "/readyz"]);
+        if out.code == 0 && out.stdout.trim() == "ok" {
+            Ok(())
+        } else {
+            Err(format!(
+                "`kubectl get --raw /readyz` gave exit code {}: {}{}",
+                out.code,
+                out.stdout.trim(),
+                out.stderr.trim()
+            ))
+        }
+    }
+
+    /// The state directory (logs of etcd, kube-apiserver and
+    /// kube-controller-manager are in `logs/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The admin kubeconfig (bearer token in `system:masters`, CA embedded).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The API server's URL, `https://127.0.0.1:6443`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The API server's version, e.g. `v1.20.2`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The kubeconfig's context name, `kiln-test`.
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+
+    fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .arg("--request-timeout=30s")
+            .args(args);
+        cmd
+    }
+
+    /// Runs the machine's `kubectl ARGS` against the cluster as admin and
+    /// returns what happened without judging it.
+    ///
+    /// # Panics
+    ///
+    /// When kubectl cannot be started.
+    pub fn kubectl(&self, args: &[&str]) -> RunOutput {
+        let out = self
+            .kubectl_cmd(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run `{}`: {e} (scripts/cluster installs kubectl)",
+                    display_cmd("kubectl", args)
+                )
+            });
+        RunOutput::from_parts(out.status, &out.stdout, &out.stderr)
+    }
+
+    /// [`Cluster::kubectl`] with `stdin` fed to it, e.g. a manifest for
+    /// `apply -f -`.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> RunOutput {
+        let out = output_with_stdin(&mut self.kubectl_cmd(args), stdin).unwrap_or_else(|e| {
+            panic!("cannot run `{}`: {e}", display_cmd("kubectl", args));
+        });
+        RunOutput::from_parts(out.status, &out.stdout, &out.stderr)
+    }
+
+    /// [`Cluster::kubectl`], panicking with the command line and its output
+    /// unless it exits 0.
+    pub fn kubectl_ok(&self, args: &[&str]) -> RunOutput {
+        checked(args, self.kubectl(args))
+    }
+
+    /// [`Cluster::kubectl_stdin`], panicking unless it exits 0.
+    pub fn kubectl_stdin_ok(&self, args: &[&str], stdin: &str) -> RunOutput {
+        checked(args, self.kubectl_stdin(args, stdin))
+    }
+
+    /// Creates a namespace no other test (or earlier run) uses, named
+    /// `PREFIX-<unique suffix>`, and waits (up to 30 s) until the
+    /// controller-manager has given it its `default` ServiceAccount, so pods
+    /// can be created in it at once.
+    ///
+    /// # Panics
+    ///
+    /// When the namespace cannot be created, or its ServiceAccount does not
+    /// appear.
+    pub fn fresh_namespace(&self, prefix: &str) -> String {
+        let name = unique_name(prefix);
+        self.kubectl_ok(&["create", "namespace", &name]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.kubectl(&["get", "serviceaccount", "default", "-n", &name]);
+            if out.code == 0 {
+                return name;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "namespace {name}: no `default` ServiceAccount after 30 s (is \
+                 kube-controller-manager running? logs in {}/logs): {}",
+                self.dir.display(),
+                out.stderr.trim()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Deletes a namespace without waiting (best effort: tests call it at
+    /// the end so the cluster does not fill up over many runs).
+    pub fn delete_namespace(&self, name: &str) {
+        let _ = self.kubectl(&["delete", "namespace", name, "--wait=false"]);
+    }
+}
+
+fn checked(args: &[&str], out: RunOutput) -> RunOutput {
+    if out.code != 0 {
+        panic!(
+            "`{}` failed with exit code {}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+            display_cmd("kubectl", args),
+            out.code,
+            out.stderr.trim_end(),
+            out.stdout.trim_end()
+        );
+    }
+    out
+}
+
+/// `PREFIX-<pid><counter><time>` as a valid DNS-1123 label (at most 63
+/// characters, lower case alphanumerics and `-`).
+fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let suffix = format!(
+        "{:x}-{:x}-{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos & 0xffff_ffff
+    );
+    let mut prefix: String = prefix
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    prefix.truncate(63 - suffix.len() - 1);
+    let prefix = prefix.trim_matches('-');
+    if prefix.is_empty() {
+        format!("t-{suffix}")
+    } else {
+        format!("{prefix}-{suffix}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unique_name;
+
+    #[test]
+    fn unique_names_are_dns_labels() {
+        let long = "A_Very/Long prefix that goes on and on and on and on and on and on";
+        for p in ["rbac", long, "--", ""] {
+            let n = unique_name(p);
+            assert!(n.len() <= 63, "{n}");
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{n}"
+            );
+            assert!(!n.starts_with('-') && !n.ends_with('-'), "{n}");
+        }
+        assert_ne!(unique_name("x"), unique_name("x"));
+    }
+}

@@ -1,0 +1,193 @@
+//! The test cluster itself: what kiln's Kubernetes backend tests will rely on.
+//! API level only: there is no node, so no pod ever runs.
+
+use std::time::{Duration, Instant};
+
+use kiln_testsupport::cluster::Cluster;
+use serde_json::Value;
+
+/// Polls `check` every 500 ms until it returns `Some`, or panics after
+/// `timeout` with `what`.
+fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn the_api_server_is_ready_and_is_1_20() {
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let out = cluster.kubectl_ok(&["get", "--raw", "/readyz"]);
+    assert_eq!(out.stdout.trim(), "ok");
+    let out = cluster.kubectl_ok(&["version", "-o", "json"]);
+    let server = &json(&out.stdout)["serverVersion"];
+    assert_eq!(server["major"], "1", "{server}");
+    assert_eq!(server["minor"], "20", "{server}");
+    assert_eq!(server["gitVersion"].as_str(), Some(cluster.version()));
+    assert!(cluster.version().starts_with("v1.20."));
+    assert_eq!(cluster.server(), "https://127.0.0.1:6443");
+    assert_eq!(cluster.context(), "kiln-test");
+}
+
+#[test]
+fn a_service_account_bound_to_edit_can_create_pods_only_in_its_namespace() {
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let a = cluster.fresh_namespace("rbac-a");
+    let b = cluster.fresh_namespace("rbac-b");
+    cluster.kubectl_ok(&["create", "serviceaccount", "sa", "-n", &a]);
+    cluster.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "sa-edit",
+        "--clusterrole=edit",
+        &format!("--serviceaccount={a}:sa"),
+        "-n",
+        &a,
+    ]);
+    let who = format!("--as=system:serviceaccount:{a}:sa");
+    // `auth can-i` exits 0 for yes and 1 for no.
+    let here = cluster.kubectl(&["auth", "can-i", "create", "pods", "-n", &a, &who]);
+    assert_eq!((here.code, here.stdout.trim()), (0, "yes"), "{here:?}");
+    let there = cluster.kubectl(&["auth", "can-i", "create", "pods", "-n", &b, &who]);
+    assert_eq!((there.code, there.stdout.trim()), (1, "no"), "{there:?}");
+    // Without the binding's subject it is a no in A too.
+    let other = format!("--as=system:serviceaccount:{a}:default");
+    let out = cluster.kubectl(&["auth", "can-i", "create", "pods", "-n", &a, &other]);
+    assert_eq!(out.stdout.trim(), "no", "{out:?}");
+    cluster.delete_namespace(&a);
+    cluster.delete_namespace(&b);
+}
+
+#[test]
+fn the_controller_manager_creates_the_pod_of_a_batch_v1_job() {
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("job");
+    let manifest = r#"{
+  "apiVersion": "batch/v1",
+  "kind": "Job",
+  "metadata": {"name": "hello"},
+  "spec": {
+    "backoffLimit": 0,
+    "template": {
+      "spec": {
+        "restartPolicy": "Never",
+        "containers": [{"name": "main", "image": "127.0.0.1:5000/base/busybox:latest", "command": ["echo", "hi"]}]
+      }
+    }
+  }
+}"#;
+    cluster.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], manifest);
+    // Defaulted by the server.
+    let job = json(
+        &cluster
+            .kubectl_ok(&["get", "job.v1.batch", "hello", "-n", &ns, "-o", "json"])
+            .stdout,
+    );
+    assert_eq!(job["spec"]["completions"], 1, "{job}");
+    let pod = wait_for(
+        Duration::from_secs(30),
+        "the Job's pod (label job-name=hello)",
+        || {
+            let out = cluster.kubectl_ok(&[
+                "get",
+                "pods",
+                "-n",
+                &ns,
+                "-l",
+                "job-name=hello",
+                "-o",
+                "json",
+            ]);
+            json(&out.stdout)["items"].as_array()?.first().cloned()
+        },
+    );
+    assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
+    assert!(pod["spec"]["nodeName"].is_null(), "no node exists: {pod}");
+    let owner = &pod["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (&owner["kind"], &owner["name"]),
+        (&"Job".into(), &"hello".into())
+    );
+    cluster.delete_namespace(&ns);
+}
+
+#[test]
+fn slow_a_batch_v1_cronjob_creates_a_job_within_a_minute() {
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let versions = cluster.kubectl_ok(&["api-versions"]).stdout;
+    assert!(versions.lines().any(|l| l == "batch/v1"), "{versions}");
+    let resources = cluster.kubectl_ok(&["api-resources", "--api-group=batch", "-o", "name"]);
+    assert!(
+        resources.stdout.lines().any(|l| l == "cronjobs.batch"),
+        "{}",
+        resources.stdout
+    );
+    let ns = cluster.fresh_namespace("cron");
+    let manifest = r#"{
+  "apiVersion": "batch/v1",
+  "kind": "CronJob",
+  "metadata": {"name": "tick"},
+  "spec": {
+    "schedule": "* * * * *",
+    "jobTemplate": {
+      "spec": {
+        "backoffLimit": 0,
+        "template": {
+          "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "127.0.0.1:5000/base/busybox:latest", "command": ["date"]}]
+          }
+        }
+      }
+    }
+  }
+}"#;
+    cluster.kubectl_stdin_ok(&["apply", "-n", &ns, "-f", "-"], manifest);
+    // Served and defaulted as batch/v1.
+    let cron = json(
+        &cluster
+            .kubectl_ok(&["get", "cronjobs.v1.batch", "tick", "-n", &ns, "-o", "json"])
+            .stdout,
+    );
+    assert_eq!(cron["apiVersion"], "batch/v1", "{cron}");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Allow", "{cron}");
+    assert_eq!(cron["spec"]["suspend"], false, "{cron}");
+    // The controller-manager runs a CronJob once a minute, checking every 10 s.
+    let job = wait_for(
+        Duration::from_secs(80),
+        "a Job created by CronJob tick",
+        || {
+            let out = cluster.kubectl_ok(&["get", "jobs.v1.batch", "-n", &ns, "-o", "json"]);
+            json(&out.stdout)["items"].as_array()?.first().cloned()
+        },
+    );
+    let owner = &job["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (&owner["kind"], &owner["name"]),
+        (&"CronJob".into(), &"tick".into())
+    );
+    assert!(
+        job["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("tick-")),
+        "{job}"
+    );
+    cluster.delete_namespace(&ns);
+}
