@@ -4,7 +4,9 @@
 //!
 //! Kubernetes tests run against this real API server (validation, defaulting,
 //! RBAC, Jobs, CronJobs, garbage collection), not a mock, and judge with the
-//! machine's `kubectl`. There is no node yet: pods are created but never run.
+//! machine's `kubectl`. Pods run only in tests that start the node agent
+//! ([`Cluster::agent`], the `kiln-node-agent` package); otherwise they are
+//! created but never run.
 //!
 //! ```no_run
 //! use kiln_testsupport::cluster::Cluster;
@@ -18,8 +20,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::{RunOutput, display_cmd, output_with_stdin, parse_env};
@@ -248,6 +250,104 @@ impl Cluster {
     /// the end so the cluster does not fill up over many runs).
     pub fn delete_namespace(&self, name: &str) {
         let _ = self.kubectl(&["delete", "namespace", name, "--wait=false"]);
+    }
+}
+
+/// The node agent this test process started (see [`Cluster::agent`]).
+#[derive(Debug)]
+pub struct NodeAgent {
+    node: String,
+    state_dir: PathBuf,
+    log: PathBuf,
+    /// Held for the life of the test process: the agent exits when its
+    /// standard input closes, so it never outlives the tests.
+    _child: Mutex<std::process::Child>,
+}
+
+impl NodeAgent {
+    /// The Node's name, `kiln-node`.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The agent's state directory (image cache, scratch, container logs).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The agent's own log (its stderr).
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Where the agent keeps a container's output, as
+    /// `kiln_node_agent::log_path` lays it out.
+    pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+        self.state_dir
+            .join("logs")
+            .join(namespace)
+            .join(pod)
+            .join(format!("{container}.log"))
+    }
+}
+
+impl Cluster {
+    /// Starts the node agent `bin` once per test process (tests of the
+    /// `kiln-node-agent` package pass `env!("CARGO_BIN_EXE_kiln-node-agent")`)
+    /// as Node `kiln-node`, with its state in `<cluster dir>/node-agent`, and
+    /// waits (up to 60 s) until it has registered the Node Ready.
+    ///
+    /// # Panics
+    ///
+    /// When the agent cannot start or does not register, with its log.
+    pub fn agent(&self, bin: &Path) -> &'static NodeAgent {
+        static AGENT: OnceLock<NodeAgent> = OnceLock::new();
+        AGENT.get_or_init(|| {
+            let node = "kiln-node".to_string();
+            let state_dir = self.dir.join("node-agent");
+            std::fs::create_dir_all(&state_dir)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", state_dir.display()));
+            let log = state_dir.join("agent.log");
+            let log_file = std::fs::File::create(&log)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+            let mut child = Command::new(bin)
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .arg("--state-dir")
+                .arg(&state_dir)
+                .args(["--node-name", &node, "--gpus", "1", "--exit-on-stdin-eof"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(log_file)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let registered = format!("node {node} registered");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.contains(&registered) {
+                    break;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "\n\n*** kiln node agent {} exited ({status}) before registering; its log:\n{text}\n",
+                        bin.display()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "\n\n*** kiln node agent {} did not register node {node} in 60 s; its log:\n{text}\n",
+                    bin.display()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            NodeAgent {
+                node,
+                state_dir,
+                log,
+                _child: Mutex::new(child),
+            }
+        })
     }
 }
 

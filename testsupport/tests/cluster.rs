@@ -1,5 +1,6 @@
 //! The test cluster itself: what kiln's Kubernetes backend tests will rely on.
-//! API level only: there is no node, so no pod ever runs.
+//! API level only: no node agent runs here, so no pod ever runs (see the
+//! `kiln-node-agent` package's tests for pods that do).
 
 use std::time::{Duration, Instant};
 
@@ -117,7 +118,10 @@ fn the_controller_manager_creates_the_pod_of_a_batch_v1_job() {
         },
     );
     assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
-    assert!(pod["spec"]["nodeName"].is_null(), "no node exists: {pod}");
+    assert!(
+        pod["spec"]["nodeName"].is_null(),
+        "no scheduler, and no node agent in this test: {pod}"
+    );
     let owner = &pod["metadata"]["ownerReferences"][0];
     assert_eq!(
         (&owner["kind"], &owner["name"]),

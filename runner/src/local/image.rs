@@ -25,6 +25,12 @@ pub struct ReadyImage {
     pub user: String,
     /// The config's `WorkingDir` (`/` when unset).
     pub workdir: String,
+    /// The config's `Entrypoint` (empty when unset): a Kubernetes container
+    /// without `command` runs it.
+    pub entrypoint: Vec<String>,
+    /// The config's `Cmd` (empty when unset): the arguments of a container
+    /// that sets neither `command` nor `args`.
+    pub cmd: Vec<String>,
 }
 
 /// Resolves `reference` (pinned by digest) and unpacks it; the error is a
@@ -82,7 +88,21 @@ pub async fn ready<R: Registry>(
             .filter(|w| w.starts_with('/'))
             .unwrap_or("/")
             .to_string(),
+        entrypoint: strings(&config["Entrypoint"]),
+        cmd: strings(&config["Cmd"]),
     })
+}
+
+/// A JSON array of strings; anything else is empty.
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn env_of(config: &Value) -> Vec<(String, String)> {

@@ -1,0 +1,363 @@
+//! A node agent for kiln's test cluster (test support only, never shipped in
+//! the `kiln` binary): it registers a Ready Node, binds the pods no
+//! scheduler will (the test cluster runs none), and runs each pod bound to
+//! it with kiln's rootless sandbox, reporting their status as a kubelet
+//! would, so the Kubernetes backend is tested against real pod lifecycles.
+//!
+//! This first version polls the API server every 500 ms instead of
+//! watching: a list of all pods is cheap on a test cluster, and polling has
+//! no watch bookkeeping (resource versions, reconnects) to get wrong.
+//! Container logs are written to files ([`log_path`]); serving them to the
+//! API server's log proxy (`kubectl logs`) is not done yet.
+
+pub mod api;
+mod pod;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kiln_builder::registry::Platform;
+use kiln_builder::store::Store;
+use kiln_common::distribution::{Client, ClientOptions};
+use kiln_common::sandbox::Sandbox;
+use kiln_common::unpack::{RootCache, UnpackOptions};
+use serde_json::{Value, json};
+
+pub use api::{Api, ApiError};
+use pod::Worker;
+
+/// How often the pods are listed.
+const POLL: Duration = Duration::from_millis(500);
+/// How often the Node's Ready condition is renewed.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Why the agent cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The API server refused or did not answer.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The image store, root cache or registry client cannot be set up.
+    #[error("setting up {what}: {detail}")]
+    Setup {
+        /// What.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// What the agent offers and where it keeps its files.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Node's name.
+    pub node: String,
+    /// Allocatable CPU (a Kubernetes quantity).
+    pub cpu: String,
+    /// Allocatable memory (a Kubernetes quantity).
+    pub memory: String,
+    /// Allocatable pod count.
+    pub pods: u32,
+    /// Allocatable `nvidia.com/gpu` (advertised only: no GPU is handed to
+    /// containers).
+    pub gpus: u32,
+    /// Image cache, per-container scratch and logs.
+    pub state_dir: PathBuf,
+}
+
+/// Where the output (stdout and stderr, line by line) of a container is
+/// kept: `<state>/logs/<namespace>/<pod>/<container>.log`.
+pub fn log_path(state_dir: &Path, namespace: &str, pod: &str, container: &str) -> PathBuf {
+    state_dir
+        .join("logs")
+        .join(namespace)
+        .join(pod)
+        .join(format!("{container}.log"))
+}
+
+/// What every pod worker shares: the API, the sandbox and the image cache.
+pub(crate) struct Shared {
+    pub(crate) api: Api,
+    pub(crate) config: Config,
+    pub(crate) sandbox: Sandbox,
+    /// Pulls run one at a time: the root cache unpacks each chain once.
+    pub(crate) images: tokio::sync::Mutex<Images>,
+}
+
+pub(crate) struct Images {
+    pub(crate) client: Client,
+    pub(crate) store: Store,
+    pub(crate) roots: RootCache,
+    pub(crate) platform: Platform,
+    pub(crate) unpack: UnpackOptions,
+}
+
+/// The running agent.
+pub struct Agent {
+    shared: Arc<Shared>,
+    workers: HashMap<String, Worker>,
+    started: String,
+}
+
+impl Agent {
+    /// An agent with its image cache under the state directory.
+    pub fn new(api: Api, config: Config, sandbox: Sandbox) -> Result<Agent, AgentError> {
+        let setup = |what| {
+            move |e: &dyn std::fmt::Display| AgentError::Setup {
+                what,
+                detail: e.to_string(),
+            }
+        };
+        let cache = config.state_dir.join("cache");
+        let store = Store::new(&cache).map_err(|e| setup("the image store")(&e))?;
+        let roots = RootCache::new(cache.join("roots")).map_err(|e| setup("the root cache")(&e))?;
+        let client =
+            Client::new(ClientOptions::default()).map_err(|e| setup("the registry client")(&e))?;
+        let images = Images {
+            client,
+            store,
+            roots,
+            platform: Platform::default(),
+            unpack: UnpackOptions::mapped(sandbox.id_map().clone()),
+        };
+        Ok(Agent {
+            shared: Arc::new(Shared {
+                api,
+                config,
+                sandbox,
+                images: tokio::sync::Mutex::new(images),
+            }),
+            workers: HashMap::new(),
+            started: now_rfc3339(),
+        })
+    }
+
+    /// Registers the Node, then heartbeats and syncs pods until the process
+    /// ends. Errors after registration are printed and retried.
+    pub async fn run(mut self) -> Result<(), AgentError> {
+        self.register().await?;
+        // Test harnesses wait for this line.
+        eprintln!(
+            "kiln-node-agent: node {} registered",
+            self.shared.config.node
+        );
+        let mut beat = Instant::now();
+        loop {
+            if beat.elapsed() >= HEARTBEAT {
+                if let Err(e) = self.report_node().await {
+                    eprintln!("kiln-node-agent: heartbeat: {e}");
+                }
+                beat = Instant::now();
+            }
+            if let Err(e) = self.sync().await {
+                eprintln!("kiln-node-agent: {e}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn register(&self) -> Result<(), AgentError> {
+        let c = &self.shared.config;
+        let node = json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": c.node,
+                "labels": {
+                    "kubernetes.io/hostname": c.node,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": std::env::consts::ARCH,
+                },
+            },
+        });
+        match self.shared.api.post("/api/v1/nodes", &node).await {
+            Ok(_) => {}
+            // Left by an earlier agent: its status is replaced below.
+            Err(e) if e.status() == Some(409) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.report_node().await
+    }
+
+    /// Replaces the Node's status: resources, addresses and a fresh Ready
+    /// condition (also the heartbeat).
+    async fn report_node(&self) -> Result<(), AgentError> {
+        let c = &self.shared.config;
+        let resources = json!({
+            "cpu": c.cpu,
+            "memory": c.memory,
+            "pods": c.pods.to_string(),
+            "nvidia.com/gpu": c.gpus.to_string(),
+        });
+        let status = json!({"status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [{
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "message": "kiln-node-agent is running",
+                "lastHeartbeatTime": now_rfc3339(),
+                "lastTransitionTime": self.started,
+            }],
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": c.node},
+            ],
+            "nodeInfo": {
+                "kubeletVersion": "kiln-node-agent",
+                "operatingSystem": "linux",
+                "architecture": std::env::consts::ARCH,
+                "containerRuntimeVersion": "kiln-sandbox",
+            },
+        }});
+        let path = format!("/api/v1/nodes/{}/status", c.node);
+        self.shared.api.merge_patch(&path, &status).await?;
+        Ok(())
+    }
+
+    /// One pass over all pods: bind, start, kill and remove.
+    async fn sync(&mut self) -> Result<(), AgentError> {
+        let list = self.shared.api.get("/api/v1/pods").await?;
+        let empty = Vec::new();
+        let items = list["items"].as_array().unwrap_or(&empty);
+        let mut seen = HashSet::new();
+        for pod in items {
+            let meta = &pod["metadata"];
+            let (Some(ns), Some(name), Some(uid)) = (
+                meta["namespace"].as_str(),
+                meta["name"].as_str(),
+                meta["uid"].as_str(),
+            ) else {
+                continue;
+            };
+            let deleting = !meta["deletionTimestamp"].is_null();
+            let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+            if node.is_empty() {
+                let scheduler = pod["spec"]["schedulerName"]
+                    .as_str()
+                    .unwrap_or("default-scheduler");
+                if !deleting && scheduler == "default-scheduler" {
+                    self.bind(ns, name, uid).await;
+                }
+                continue;
+            }
+            if node != self.shared.config.node {
+                continue;
+            }
+            seen.insert(uid.to_string());
+            if deleting {
+                let gone = match self.workers.get(uid) {
+                    Some(worker) => {
+                        worker.kill();
+                        worker.done()
+                    }
+                    None => true,
+                };
+                if gone {
+                    self.remove(ns, name, uid).await;
+                }
+                continue;
+            }
+            let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+            if !self.workers.contains_key(uid) && phase != "Succeeded" && phase != "Failed" {
+                let worker = Worker::start(Arc::clone(&self.shared), pod.clone());
+                self.workers.insert(uid.to_string(), worker);
+            }
+        }
+        // A pod removed behind the agent's back (forced deletion) is killed;
+        // a worker is forgotten once its pod is gone and its process ended.
+        self.workers.retain(|uid, worker| {
+            if seen.contains(uid) {
+                return true;
+            }
+            worker.kill();
+            !worker.done()
+        });
+        Ok(())
+    }
+
+    /// Binds a pod to this node: the scheduler's job, done here because the
+    /// test cluster runs no kube-scheduler.
+    async fn bind(&self, ns: &str, name: &str, uid: &str) {
+        let binding = json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "uid": uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": self.shared.config.node},
+        });
+        let path = format!("/api/v1/namespaces/{ns}/pods/{name}/binding");
+        if let Err(e) = self.shared.api.post(&path, &binding).await {
+            eprintln!("kiln-node-agent: binding {ns}/{name}: {e}");
+        }
+    }
+
+    /// Removes a deleted pod once its process is gone, as the kubelet does
+    /// (grace period 0, only this incarnation of the pod).
+    async fn remove(&self, ns: &str, name: &str, uid: &str) {
+        let options = json!({
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": uid},
+        });
+        let path = format!("/api/v1/namespaces/{ns}/pods/{name}");
+        match self.shared.api.delete(&path, &options).await {
+            Ok(_) => {}
+            Err(e) if matches!(e.status(), Some(404 | 409)) => {}
+            Err(e) => eprintln!("kiln-node-agent: removing {ns}/{name}: {e}"),
+        }
+    }
+}
+
+/// Now, as the API server's timestamps (RFC 3339, UTC, whole seconds).
+pub(crate) fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+fn rfc3339(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A JSON array of strings (anything else is empty).
+pub(crate) fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339(1_796_194_360), "2026-12-02T06:52:40Z");
+    }
+}

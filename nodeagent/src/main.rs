@@ -1,0 +1,82 @@
+//! `kiln-node-agent`: the test cluster's node (see the library docs).
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kiln_common::sandbox::{Sandbox, SandboxConfig};
+use kiln_node_agent::{Agent, Api, Config};
+
+/// Registers a Node with the API server and runs the pods bound to it in
+/// kiln's sandbox.
+#[derive(Parser)]
+#[command(name = "kiln-node-agent")]
+struct Args {
+    /// Kubeconfig with the API server, its CA and a bearer token.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Image cache, container scratch space and container logs.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// The Node's name.
+    #[arg(long, default_value = "kiln-node")]
+    node_name: String,
+    /// Allocatable CPU.
+    #[arg(long, default_value = "4")]
+    cpu: String,
+    /// Allocatable memory.
+    #[arg(long, default_value = "8Gi")]
+    memory: String,
+    /// Allocatable pods.
+    #[arg(long, default_value_t = 110)]
+    pods: u32,
+    /// Allocatable `nvidia.com/gpu`.
+    #[arg(long, default_value_t = 0)]
+    gpus: u32,
+    /// Exit when standard input closes: a test harness holds the pipe, so
+    /// the agent (and its containers) end with the test process.
+    #[arg(long)]
+    exit_on_stdin_eof: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // Containers run as root of a user namespace mapped to the user's
+    // subordinate ids, as `kiln run` does; without it the sandbox's own
+    // preflight explains what is missing.
+    let _ = kiln_common::sandbox::reexec_in_user_namespace();
+    if args.exit_on_stdin_eof {
+        std::thread::spawn(|| {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            eprintln!("kiln-node-agent: standard input closed, exiting");
+            std::process::exit(0);
+        });
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln-node-agent: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let api = Api::from_kubeconfig(&args.kubeconfig)?;
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let config = Config {
+        node: args.node_name,
+        cpu: args.cpu,
+        memory: args.memory,
+        pods: args.pods,
+        gpus: args.gpus,
+        state_dir: args.state_dir,
+    };
+    let agent = Agent::new(api, config, sandbox)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(agent.run())?;
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! One pod on the node: its images pulled, its containers run one after
+//! another in kiln's sandbox, its status reported after every change.
+
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use kiln_common::sandbox::{Killer, Output, OutputLine, RunSpec, User};
+use kiln_runner::local::image::{self, ReadyImage};
+use serde_json::{Value, json};
+
+use crate::{Shared, log_path, now_rfc3339, strings};
+
+/// The agent's handle on a pod's worker task.
+pub(crate) struct Worker {
+    state: Arc<WorkerState>,
+}
+
+#[derive(Default)]
+struct WorkerState {
+    /// The running container's killer, while one runs.
+    killer: Mutex<Option<Killer>>,
+    /// Set once the pod is to stop: no further container starts.
+    killed: AtomicBool,
+    /// Set when the worker has finished (no process of the pod is left).
+    done: AtomicBool,
+}
+
+impl Worker {
+    /// Starts working on `pod` (a pod object as listed).
+    pub(crate) fn start(shared: Arc<Shared>, pod: Value) -> Worker {
+        let state = Arc::new(WorkerState::default());
+        let task_state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut pod = PodRun::new(shared, pod);
+            if let Err(e) = pod.run(&task_state).await {
+                eprintln!("kiln-node-agent: pod {}/{}: {e}", pod.ns, pod.name);
+            }
+            task_state.done.store(true, Ordering::SeqCst);
+        });
+        Worker { state }
+    }
+
+    /// Kills the running container, if any, and starts no other.
+    pub(crate) fn kill(&self) {
+        self.state.killed.store(true, Ordering::SeqCst);
+        if let Ok(killer) = self.state.killer.lock()
+            && let Some(killer) = killer.as_ref()
+            && let Err(e) = killer.kill()
+        {
+            eprintln!("kiln-node-agent: killing a container: {e}");
+        }
+    }
+
+    /// The worker has finished and its processes are gone.
+    pub(crate) fn done(&self) -> bool {
+        self.state.done.load(Ordering::SeqCst)
+    }
+}
+
+struct PodRun {
+    shared: Arc<Shared>,
+    pod: Value,
+    ns: String,
+    name: String,
+    uid: String,
+    start_time: String,
+    /// The status of each container, in spec order.
+    statuses: Vec<Value>,
+}
+
+impl PodRun {
+    fn new(shared: Arc<Shared>, pod: Value) -> PodRun {
+        let field = |k: &str| pod["metadata"][k].as_str().unwrap_or_default().to_string();
+        let (ns, name, uid) = (field("namespace"), field("name"), field("uid"));
+        let statuses = containers(&pod)
+            .iter()
+            .map(|c| container_status(c, json!({"waiting": {"reason": "ContainerCreating"}})))
+            .collect();
+        PodRun {
+            shared,
+            pod,
+            ns,
+            name,
+            uid,
+            start_time: now_rfc3339(),
+            statuses,
+        }
+    }
+
+    /// Reports the pod's phase and its containers' states.
+    async fn report(&self, phase: &str) -> Result<(), crate::ApiError> {
+        let patch = json!({"status": {
+            "phase": phase,
+            "startTime": self.start_time,
+            "hostIP": "127.0.0.1",
+            "containerStatuses": self.statuses,
+        }});
+        let path = format!("/api/v1/namespaces/{}/pods/{}/status", self.ns, self.name);
+        self.shared.api.merge_patch(&path, &patch).await?;
+        Ok(())
+    }
+
+    async fn run(&mut self, state: &WorkerState) -> Result<(), crate::ApiError> {
+        let specs = containers(&self.pod);
+        if specs.is_empty() {
+            return self.report("Failed").await;
+        }
+        self.report("Pending").await?;
+        // Every image first: a pod whose image cannot be pulled stays
+        // Pending, as on a kubelet.
+        let mut images = Vec::new();
+        for (i, c) in specs.iter().enumerate() {
+            let reference = c["image"].as_str().unwrap_or_default();
+            let ready = {
+                let im = self.shared.images.lock().await;
+                image::ready(
+                    &im.client,
+                    &im.store,
+                    &im.roots,
+                    reference,
+                    &im.platform,
+                    &im.unpack,
+                )
+                .await
+            };
+            match ready {
+                Ok(ready) => images.push(ready),
+                Err(reason) => {
+                    self.statuses[i] = container_status(
+                        c,
+                        json!({"waiting": {"reason": "ErrImagePull", "message": reason}}),
+                    );
+                    return self.report("Pending").await;
+                }
+            }
+        }
+        let mut phase = "Succeeded";
+        for (i, (c, ready)) in specs.iter().zip(&images).enumerate() {
+            if state.killed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let name = c["name"].as_str().unwrap_or_default().to_string();
+            let spec = match self.spec(c, ready, &name) {
+                Ok(spec) => spec,
+                Err(message) => {
+                    self.statuses[i] = container_status(
+                        c,
+                        json!({"waiting": {"reason": "CreateContainerError", "message": message}}),
+                    );
+                    return self.report("Pending").await;
+                }
+            };
+            let log = log_path(&self.shared.config.state_dir, &self.ns, &self.name, &name);
+            let started = now_rfc3339();
+            let shared = Arc::clone(&self.shared);
+            // The sandbox is synchronous: it runs on a blocking thread, which
+            // hands the killer over as soon as the process exists.
+            let (killer_tx, killer_rx) = tokio::sync::oneshot::channel();
+            let run =
+                tokio::task::spawn_blocking(move || run_container(&shared, &spec, &log, killer_tx));
+            if let Ok(killer) = killer_rx.await
+                && let Ok(mut slot) = state.killer.lock()
+            {
+                *slot = Some(killer);
+            }
+            // Deleted while starting: the kill above found no killer yet.
+            if state.killed.load(Ordering::SeqCst)
+                && let Ok(slot) = state.killer.lock()
+                && let Some(k) = slot.as_ref()
+            {
+                let _ = k.kill();
+            }
+            self.statuses[i] = container_status(c, json!({"running": {"startedAt": started}}));
+            self.statuses[i]["started"] = json!(true);
+            self.statuses[i]["ready"] = json!(true);
+            if !state.killed.load(Ordering::SeqCst) {
+                self.report("Running").await?;
+            }
+            let outcome = run
+                .await
+                .unwrap_or_else(|e| Err(format!("the container thread failed: {e}")));
+            if let Ok(mut slot) = state.killer.lock() {
+                *slot = None;
+            }
+            if state.killed.load(Ordering::SeqCst) {
+                // The pod is being deleted: its status no longer matters.
+                return Ok(());
+            }
+            let terminated = match outcome {
+                Ok(0) => json!({"exitCode": 0, "reason": "Completed"}),
+                Ok(code) => json!({"exitCode": code, "reason": "Error"}),
+                Err(message) => {
+                    json!({"exitCode": 128, "reason": "ContainerCannotRun", "message": message})
+                }
+            };
+            let failed = terminated["exitCode"] != json!(0);
+            let mut terminated = terminated;
+            terminated["startedAt"] = json!(started);
+            terminated["finishedAt"] = json!(now_rfc3339());
+            self.statuses[i] = container_status(c, json!({"terminated": terminated}));
+            if failed {
+                phase = "Failed";
+                break;
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.scratch_dir());
+        self.report(phase).await
+    }
+
+    fn scratch_dir(&self) -> std::path::PathBuf {
+        self.shared.config.state_dir.join("pods").join(&self.uid)
+    }
+
+    /// The sandbox run of container `c`: command and args as Kubernetes
+    /// combines them with the image's entrypoint and cmd, env, working
+    /// directory and user, on a private overlay over the shared root.
+    fn spec(&self, c: &Value, image: &ReadyImage, name: &str) -> Result<RunSpec, String> {
+        let command = strings(&c["command"]);
+        let args = strings(&c["args"]);
+        let mut argv = if command.is_empty() {
+            image.entrypoint.clone()
+        } else {
+            command.clone()
+        };
+        if !args.is_empty() {
+            argv.extend(args);
+        } else if command.is_empty() {
+            argv.extend(image.cmd.iter().cloned());
+        }
+        if argv.is_empty() {
+            return Err("neither the container nor its image names a command".into());
+        }
+        let mut env = image.env.clone();
+        for e in c["env"].as_array().map_or(&[][..], Vec::as_slice) {
+            // `valueFrom` (ConfigMaps, Secrets, fields) is not supported yet.
+            let Some(key) = e["name"].as_str() else {
+                continue;
+            };
+            if !e["valueFrom"].is_null() {
+                continue;
+            }
+            env.retain(|(k, _)| k != key);
+            env.push((
+                key.to_string(),
+                e["value"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+        let user = match c["securityContext"]["runAsUser"].as_u64() {
+            Some(uid) => {
+                let uid =
+                    u32::try_from(uid).map_err(|_| format!("runAsUser {uid} is too large"))?;
+                User { uid, gid: uid }
+            }
+            None if image.user.is_empty() => User::ROOT,
+            None => User::resolve_in_root(&image.rootfs, &image.user)
+                .map_err(|e| format!("image user {:?}: {e}", image.user))?,
+        };
+        let scratch = self.scratch_dir().join(name);
+        for dir in ["upper", "work"] {
+            std::fs::create_dir_all(scratch.join(dir))
+                .map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+        }
+        let mut spec = RunSpec::new(&image.rootfs, argv);
+        for (k, v) in env {
+            spec = spec.env(k, v);
+        }
+        spec.user = user;
+        spec.workdir = c["workingDir"]
+            .as_str()
+            .filter(|w| w.starts_with('/'))
+            .unwrap_or(&image.workdir)
+            .to_string();
+        spec.hostname = self.name.chars().take(63).collect();
+        Ok(spec.writable_overlay(scratch.join("upper"), scratch.join("work")))
+    }
+}
+
+/// Runs one container to its end, its output lines into `log`; sends the
+/// killer as soon as the process runs. The error is a sentence.
+fn run_container(
+    shared: &Shared,
+    spec: &RunSpec,
+    log: &Path,
+    killer_tx: tokio::sync::oneshot::Sender<Killer>,
+) -> Result<i32, String> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let file = File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let (tx, rx) = mpsc::channel::<OutputLine>();
+    let mut running = shared
+        .sandbox
+        .spawn(spec, Output::Lines(tx))
+        .map_err(|e| e.to_string())?;
+    if let Ok(killer) = running.killer() {
+        let _ = killer_tx.send(killer);
+    }
+    let writer = std::thread::spawn(move || {
+        let mut out = BufWriter::new(file);
+        for line in rx {
+            let _ = writeln!(out, "{}", line.line);
+            // Each line reaches the file at once, for a future `logs -f`.
+            let _ = out.flush();
+        }
+    });
+    let code = running
+        .wait()
+        .map_err(|e| format!("the sandbox failed: {e}"));
+    drop(running);
+    let _ = writer.join();
+    code
+}
+
+/// The pod's containers (init and ephemeral containers are not run).
+fn containers(pod: &Value) -> Vec<Value> {
+    pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A `ContainerStatus` with the given state.
+fn container_status(c: &Value, state: Value) -> Value {
+    json!({
+        "name": c["name"],
+        "image": c["image"],
+        "imageID": "",
+        "ready": false,
+        "started": false,
+        "restartCount": 0,
+        "state": state,
+    })
+}

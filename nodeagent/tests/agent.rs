@@ -1,0 +1,236 @@
+//! The node agent against the real test cluster and the local registry:
+//! pods run in kiln's sandbox and their status is what a kubelet reports.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kiln_testsupport::Bench;
+use kiln_testsupport::cluster::{Cluster, NodeAgent};
+use serde_json::Value;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_kiln-node-agent");
+
+/// The cluster with the agent running, or `None` when cluster tests are
+/// switched off.
+fn setup() -> Option<(&'static Cluster, &'static NodeAgent)> {
+    let cluster = Cluster::get()?;
+    let agent = cluster.agent(Path::new(AGENT));
+    Some((cluster, agent))
+}
+
+fn busybox() -> String {
+    Bench::get().base_busybox().to_string()
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or panics after
+/// `timeout` with `what` and the agent's log.
+fn wait_for<T>(
+    agent: &NodeAgent,
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            let log = std::fs::read_to_string(agent.log()).unwrap_or_default();
+            panic!("{what}: not within {timeout:?}\n--- agent log ---\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn pod(cluster: &Cluster, ns: &str, name: &str) -> Option<Value> {
+    let out = cluster.kubectl(&["get", "pod", name, "-n", ns, "-o", "json"]);
+    (out.code == 0).then(|| json(&out.stdout))
+}
+
+/// Creates a busybox pod (restartPolicy Never) running `command`.
+fn run_pod(cluster: &Cluster, ns: &str, name: &str, image: &str, command: &[&str]) {
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": image, "command": command}],
+        },
+    });
+    cluster.kubectl_stdin_ok(&["create", "-f", "-"], &manifest.to_string());
+}
+
+/// Waits for the pod to reach `phase` and returns it.
+fn wait_phase(cluster: &Cluster, agent: &NodeAgent, ns: &str, name: &str, phase: &str) -> Value {
+    wait_for(
+        agent,
+        Duration::from_secs(60),
+        &format!("pod {ns}/{name} {phase}"),
+        || pod(cluster, ns, name).filter(|p| p["status"]["phase"] == phase),
+    )
+}
+
+#[test]
+fn the_node_is_ready_with_its_resources() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let out = cluster.kubectl_ok(&["get", "nodes"]);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(agent.node()))
+        .unwrap_or_else(|| panic!("no {} in:\n{}", agent.node(), out.stdout));
+    assert_eq!(line.split_whitespace().nth(1), Some("Ready"), "{line}");
+    let node = json(
+        &cluster
+            .kubectl_ok(&["get", "node", agent.node(), "-o", "json"])
+            .stdout,
+    );
+    assert_eq!(
+        node["status"]["allocatable"]["nvidia.com/gpu"], "1",
+        "{node}"
+    );
+}
+
+#[test]
+fn a_pod_that_exits_0_succeeds_and_its_output_is_kept() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-ok");
+    run_pod(
+        cluster,
+        &ns,
+        "hello",
+        &busybox(),
+        &["sh", "-c", "echo hello; exit 0"],
+    );
+    let pod = wait_phase(cluster, agent, &ns, "hello", "Succeeded");
+    let state = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(state["exitCode"], 0, "{pod}");
+    assert_eq!(state["reason"], "Completed", "{pod}");
+    assert_eq!(pod["spec"]["nodeName"], agent.node(), "{pod}");
+    let log = std::fs::read_to_string(agent.container_log(&ns, "hello", "main"))
+        .unwrap_or_else(|e| panic!("the container's log: {e}"));
+    assert_eq!(log, "hello\n");
+    cluster.delete_namespace(&ns);
+}
+
+#[test]
+fn a_pod_that_exits_3_fails_with_exit_code_3() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-fail");
+    run_pod(cluster, &ns, "three", &busybox(), &["sh", "-c", "exit 3"]);
+    let pod = wait_phase(cluster, agent, &ns, "three", "Failed");
+    let state = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(state["exitCode"], 3, "{pod}");
+    assert_eq!(state["reason"], "Error", "{pod}");
+    cluster.delete_namespace(&ns);
+}
+
+#[test]
+fn a_pod_with_a_bad_image_shows_err_image_pull() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-pull");
+    let image = format!("{}/kiln-no-such/image:latest", Bench::get().registry());
+    run_pod(cluster, &ns, "bad", &image, &["true"]);
+    let pod = wait_for(agent, Duration::from_secs(60), "ErrImagePull", || {
+        pod(cluster, &ns, "bad").filter(|p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull"
+        })
+    });
+    assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
+    let message = &pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"];
+    assert!(
+        message.as_str().is_some_and(|m| m.contains("not found")),
+        "the registry's reason: {pod}"
+    );
+    cluster.delete_namespace(&ns);
+}
+
+/// Pids of processes whose command line is exactly `argv`.
+fn processes(argv: &[&str]) -> HashSet<u32> {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn deleting_a_running_pod_kills_its_process_and_removes_it() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-delete");
+    let argv = ["sleep", "1000"];
+    let before = processes(&argv);
+    run_pod(cluster, &ns, "sleeper", &busybox(), &argv);
+    wait_phase(cluster, agent, &ns, "sleeper", "Running");
+    let ours: HashSet<u32> = wait_for(agent, Duration::from_secs(10), "the sleep process", || {
+        let new: HashSet<u32> = processes(&argv).difference(&before).copied().collect();
+        (!new.is_empty()).then_some(new)
+    });
+    cluster.kubectl_ok(&["delete", "pod", "sleeper", "-n", &ns, "--wait=false"]);
+    wait_for(agent, Duration::from_secs(30), "the pod removed", || {
+        pod(cluster, &ns, "sleeper").is_none().then_some(())
+    });
+    wait_for(
+        agent,
+        Duration::from_secs(10),
+        "the sleep process gone",
+        || processes(&argv).is_disjoint(&ours).then_some(()),
+    );
+    cluster.delete_namespace(&ns);
+}
+
+#[test]
+fn a_batch_v1_job_runs_to_completion() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-job");
+    let job = serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "once", "namespace": ns},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "main",
+                    "image": busybox(),
+                    "command": ["sh", "-c", "echo from a job"],
+                }],
+            }},
+        },
+    });
+    cluster.kubectl_stdin_ok(&["create", "-f", "-"], &job.to_string());
+    wait_for(agent, Duration::from_secs(90), "job once succeeded", || {
+        let out = cluster.kubectl_ok(&["get", "job", "once", "-n", &ns, "-o", "json"]);
+        (json(&out.stdout)["status"]["succeeded"] == 1).then_some(())
+    });
+    cluster.delete_namespace(&ns);
+}
