@@ -93,8 +93,19 @@ impl PodRun {
 
     /// Reports the pod's phase and its containers' states.
     async fn report(&self, phase: &str) -> Result<(), crate::ApiError> {
+        // The whole list is replaced: PodScheduled, set by the binding,
+        // is kept.
+        let running = if phase == "Running" { "True" } else { "False" };
+        let now = now_rfc3339();
+        let condition = |kind: &str, status: &str| json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
         let patch = json!({"status": {
             "phase": phase,
+            "conditions": [
+                condition("PodScheduled", "True"),
+                condition("Initialized", "True"),
+                condition("ContainersReady", running),
+                condition("Ready", running),
+            ],
             "startTime": self.start_time,
             "hostIP": "127.0.0.1",
             "containerStatuses": self.statuses,
@@ -219,18 +230,12 @@ impl PodRun {
     /// combines them with the image's entrypoint and cmd, env, working
     /// directory and user, on a private overlay over the shared root.
     fn spec(&self, c: &Value, image: &ReadyImage, name: &str) -> Result<RunSpec, String> {
-        let command = strings(&c["command"]);
-        let args = strings(&c["args"]);
-        let mut argv = if command.is_empty() {
-            image.entrypoint.clone()
-        } else {
-            command.clone()
-        };
-        if !args.is_empty() {
-            argv.extend(args);
-        } else if command.is_empty() {
-            argv.extend(image.cmd.iter().cloned());
-        }
+        let argv = argv(
+            strings(&c["command"]),
+            strings(&c["args"]),
+            &image.entrypoint,
+            &image.cmd,
+        );
         if argv.is_empty() {
             return Err("neither the container nor its image names a command".into());
         }
@@ -315,6 +320,29 @@ fn run_container(
     code
 }
 
+/// A container's program and arguments, as Kubernetes combines them with
+/// the image's: `command` replaces the entrypoint and drops the image's
+/// cmd; `args` replaces the cmd.
+fn argv(
+    command: Vec<String>,
+    args: Vec<String>,
+    entrypoint: &[String],
+    cmd: &[String],
+) -> Vec<String> {
+    let image_args = command.is_empty() && args.is_empty();
+    let mut argv = if command.is_empty() {
+        entrypoint.to_vec()
+    } else {
+        command
+    };
+    if image_args {
+        argv.extend_from_slice(cmd);
+    } else {
+        argv.extend(args);
+    }
+    argv
+}
+
 /// The pod's containers (init and ephemeral containers are not run).
 fn containers(pod: &Value) -> Vec<Value> {
     pod["spec"]["containers"]
@@ -334,4 +362,26 @@ fn container_status(c: &Value, state: Value) -> Value {
         "restartCount": 0,
         "state": state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argv;
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_and_args_combine_with_the_image_as_in_kubernetes() {
+        let (ep, cmd) = (v(&["/ep"]), v(&["c1", "c2"]));
+        assert_eq!(argv(v(&[]), v(&[]), &ep, &cmd), v(&["/ep", "c1", "c2"]));
+        assert_eq!(argv(v(&["sh"]), v(&[]), &ep, &cmd), v(&["sh"]));
+        assert_eq!(argv(v(&[]), v(&["a"]), &ep, &cmd), v(&["/ep", "a"]));
+        assert_eq!(
+            argv(v(&["sh"]), v(&["-c", "x"]), &ep, &cmd),
+            v(&["sh", "-c", "x"])
+        );
+        assert_eq!(argv(v(&[]), v(&[]), &[], &cmd), v(&["c1", "c2"]));
+    }
 }

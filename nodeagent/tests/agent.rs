@@ -187,7 +187,15 @@ fn deleting_a_running_pod_kills_its_process_and_removes_it() {
     let argv = ["sleep", "1000"];
     let before = processes(&argv);
     run_pod(cluster, &ns, "sleeper", &busybox(), &argv);
-    wait_phase(cluster, agent, &ns, "sleeper", "Running");
+    let running = wait_phase(cluster, agent, &ns, "sleeper", "Running");
+    let ready = running["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"));
+    assert_eq!(
+        ready.map(|c| &c["status"]),
+        Some(&Value::from("True")),
+        "{running}"
+    );
     let ours: HashSet<u32> = wait_for(agent, Duration::from_secs(10), "the sleep process", || {
         let new: HashSet<u32> = processes(&argv).difference(&before).copied().collect();
         (!new.is_empty()).then_some(new)
