@@ -7,10 +7,12 @@
 //! This first version polls the API server every 500 ms instead of
 //! watching: a list of all pods is cheap on a test cluster, and polling has
 //! no watch bookkeeping (resource versions, reconnects) to get wrong.
-//! Container logs are written to files ([`log_path`]); serving them to the
-//! API server's log proxy (`kubectl logs`) is not done yet.
+//! Container logs are written to files ([`log_path`]) and served to the API
+//! server's log proxy (`kubectl logs [-f]`) by the kubelet log endpoint
+//! ([`logs`]), whose port the Node's status announces.
 
 pub mod api;
+pub mod logs;
 mod pod;
 
 use std::collections::{HashMap, HashSet};
@@ -65,6 +67,21 @@ pub struct Config {
     pub gpus: u32,
     /// Image cache, per-container scratch and logs.
     pub state_dir: PathBuf,
+    /// The kubelet endpoint (container logs) on 127.0.0.1: its port (0: any
+    /// free one) and its certificate and key files (PEM); without them no
+    /// endpoint is served and `kubectl logs` cannot reach the node.
+    pub kubelet: Option<KubeletEndpoint>,
+}
+
+/// Where and how the kubelet endpoint is served.
+#[derive(Debug, Clone)]
+pub struct KubeletEndpoint {
+    /// The port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// The serving certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
 }
 
 /// Where the output (stdout and stderr, line by line) of a container is
@@ -84,6 +101,8 @@ pub(crate) struct Shared {
     pub(crate) sandbox: Sandbox,
     /// Pulls run one at a time: the root cache unpacks each chain once.
     pub(crate) images: tokio::sync::Mutex<Images>,
+    /// The logs whose container runs, for the log endpoint's followers.
+    pub(crate) live_logs: Arc<logs::LiveLogs>,
 }
 
 pub(crate) struct Images {
@@ -99,6 +118,8 @@ pub struct Agent {
     shared: Arc<Shared>,
     workers: HashMap<String, Worker>,
     started: String,
+    /// The kubelet endpoint's port, once it listens.
+    kubelet_port: Option<u16>,
 }
 
 impl Agent {
@@ -128,15 +149,18 @@ impl Agent {
                 config,
                 sandbox,
                 images: tokio::sync::Mutex::new(images),
+                live_logs: Arc::default(),
             }),
             workers: HashMap::new(),
             started: now_rfc3339(),
+            kubelet_port: None,
         })
     }
 
     /// Registers the Node, then heartbeats and syncs pods until the process
     /// ends. Errors after registration are printed and retried.
     pub async fn run(mut self) -> Result<(), AgentError> {
+        self.serve_logs().await?;
         self.register().await?;
         // Test harnesses wait for this line.
         eprintln!(
@@ -156,6 +180,35 @@ impl Agent {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Starts the kubelet log endpoint, when configured, before the Node
+    /// announces its port.
+    async fn serve_logs(&mut self) -> Result<(), AgentError> {
+        let Some(endpoint) = self.shared.config.kubelet.clone() else {
+            return Ok(());
+        };
+        let setup = |detail: String| AgentError::Setup {
+            what: "the kubelet log endpoint",
+            detail,
+        };
+        let acceptor = logs::tls_acceptor(&endpoint.cert, &endpoint.key).map_err(setup)?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", endpoint.port))
+            .await
+            .map_err(|e| setup(format!("listening on 127.0.0.1:{}: {e}", endpoint.port)))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| setup(e.to_string()))?
+            .port();
+        eprintln!("kiln-node-agent: kubelet log endpoint on https://127.0.0.1:{port}");
+        tokio::spawn(logs::serve(
+            listener,
+            acceptor,
+            self.shared.config.state_dir.clone(),
+            Arc::clone(&self.shared.live_logs),
+        ));
+        self.kubelet_port = Some(port);
+        Ok(())
     }
 
     async fn register(&self) -> Result<(), AgentError> {
@@ -191,7 +244,7 @@ impl Agent {
             "pods": c.pods.to_string(),
             "nvidia.com/gpu": c.gpus.to_string(),
         });
-        let status = json!({"status": {
+        let mut status = json!({"status": {
             "capacity": resources,
             "allocatable": resources,
             "conditions": [{
@@ -202,9 +255,11 @@ impl Agent {
                 "lastHeartbeatTime": now_rfc3339(),
                 "lastTransitionTime": self.started,
             }],
+            // InternalIP only: the API server's log proxy tries a Hostname
+            // address first (--kubelet-preferred-address-types), and the
+            // node's name resolves nowhere.
             "addresses": [
                 {"type": "InternalIP", "address": "127.0.0.1"},
-                {"type": "Hostname", "address": c.node},
             ],
             "nodeInfo": {
                 "kubeletVersion": "kiln-node-agent",
@@ -213,6 +268,9 @@ impl Agent {
                 "containerRuntimeVersion": "kiln-sandbox",
             },
         }});
+        if let Some(port) = self.kubelet_port {
+            status["status"]["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": port}});
+        }
         let path = format!("/api/v1/nodes/{}/status", c.node);
         self.shared.api.merge_patch(&path, &status).await?;
         Ok(())

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kiln_common::sandbox::{Sandbox, SandboxConfig};
-use kiln_node_agent::{Agent, Api, Config};
+use kiln_node_agent::{Agent, Api, Config, KubeletEndpoint};
 
 /// Registers a Node with the API server and runs the pods bound to it in
 /// kiln's sandbox.
@@ -34,6 +34,17 @@ struct Args {
     /// Allocatable `nvidia.com/gpu`.
     #[arg(long, default_value_t = 0)]
     gpus: u32,
+    /// The kubelet endpoint's port on 127.0.0.1 (container logs for the API
+    /// server's log proxy); 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// The kubelet endpoint's certificate (PEM); without it and
+    /// --tls-private-key-file, no endpoint is served.
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The kubelet endpoint's private key (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
     /// Exit when standard input closes: a test harness holds the pipe, so
     /// the agent (and its containers) end with the test process.
     #[arg(long)]
@@ -72,6 +83,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         pods: args.pods,
         gpus: args.gpus,
         state_dir: args.state_dir,
+        kubelet: args
+            .tls_cert_file
+            .zip(args.tls_private_key_file)
+            .map(|(cert, key)| KubeletEndpoint {
+                port: args.kubelet_port,
+                cert,
+                key,
+            }),
     };
     let agent = Agent::new(api, config, sandbox)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -292,6 +292,9 @@ fn run_container(
     log: &Path,
     killer_tx: tokio::sync::oneshot::Sender<Killer>,
 ) -> Result<i32, String> {
+    // Followers of this log (`kubectl logs -f`) keep reading while it is
+    // live, until the writer below is done.
+    let _live = shared.live_logs.hold(log);
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
@@ -308,7 +311,7 @@ fn run_container(
         let mut out = BufWriter::new(file);
         for line in rx {
             let _ = writeln!(out, "{}", line.line);
-            // Each line reaches the file at once, for a future `logs -f`.
+            // Each line reaches the file at once, for `logs -f`.
             let _ = out.flush();
         }
     });

@@ -242,3 +242,70 @@ fn a_batch_v1_job_runs_to_completion() {
     });
     cluster.delete_namespace(&ns);
 }
+
+#[test]
+fn kubectl_logs_prints_a_finished_pods_output() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-logs");
+    run_pod(
+        cluster,
+        &ns,
+        "hello",
+        &busybox(),
+        &["sh", "-c", "echo hello; exit 0"],
+    );
+    wait_phase(cluster, agent, &ns, "hello", "Succeeded");
+    let out = cluster.kubectl_ok(&["logs", "hello", "-n", &ns]);
+    assert_eq!(out.stdout, "hello\n");
+    let missing = cluster.kubectl(&["logs", "hello", "-n", &ns, "-c", "nope"]);
+    assert_ne!(missing.code, 0, "{}", missing.stdout);
+    cluster.delete_namespace(&ns);
+}
+
+#[test]
+fn kubectl_logs_follow_streams_until_the_pod_ends() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-follow");
+    run_pod(
+        cluster,
+        &ns,
+        "lines",
+        &busybox(),
+        &["sh", "-c", "for i in 1 2 3; do echo line$i; sleep 1; done"],
+    );
+    wait_phase(cluster, agent, &ns, "lines", "Running");
+    // Not `Cluster::kubectl`: its request timeout would also bound the
+    // stream.
+    let child = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .args(["logs", "-f", "lines", "-n", &ns])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting kubectl");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("kubectl logs -f"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+            let log = std::fs::read_to_string(agent.log()).unwrap_or_default();
+            panic!("kubectl logs -f did not end with the pod\n--- agent log ---\n{log}");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {stdout}{stderr}", out.status);
+    assert_eq!(stdout, "line1\nline2\nline3\n", "{stderr}");
+    wait_phase(cluster, agent, &ns, "lines", "Succeeded");
+    cluster.delete_namespace(&ns);
+}

@@ -294,8 +294,9 @@ impl NodeAgent {
 impl Cluster {
     /// Starts the node agent `bin` once per test process (tests of the
     /// `kiln-node-agent` package pass `env!("CARGO_BIN_EXE_kiln-node-agent")`)
-    /// as Node `kiln-node`, with its state in `<cluster dir>/node-agent`, and
-    /// waits (up to 60 s) until it has registered the Node Ready.
+    /// as Node `kiln-node`, with its state in `<cluster dir>/node-agent` and
+    /// its log endpoint on a free port, and waits (up to 60 s) until it has
+    /// registered the Node Ready.
     ///
     /// # Panics
     ///
@@ -316,6 +317,15 @@ impl Cluster {
                 .arg("--state-dir")
                 .arg(&state_dir)
                 .args(["--node-name", &node, "--gpus", "1", "--exit-on-stdin-eof"])
+                // The log endpoint (`kubectl logs`) on a free port, with the
+                // API server's own serving certificate (127.0.0.1): the API
+                // server does not verify the kubelet's certificate (no
+                // --kubelet-certificate-authority), so any would do.
+                .args(["--kubelet-port", "0"])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("pki/apiserver.crt"))
+                .arg("--tls-private-key-file")
+                .arg(self.dir.join("pki/apiserver.key"))
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
                 .stderr(log_file)
