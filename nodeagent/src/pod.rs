@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
 use kiln_common::sandbox::{Killer, Output, OutputLine, RunSpec, User};
 use kiln_runner::local::image::{self, ReadyImage};
 use serde_json::{Value, json};
@@ -155,7 +156,25 @@ impl PodRun {
                 return Ok(());
             }
             let name = c["name"].as_str().unwrap_or_default().to_string();
-            let spec = match self.spec(c, ready, &name) {
+            // A missing ConfigMap or Secret may yet be created: the kubelet
+            // keeps retrying, and so does the agent, until the pod goes.
+            let env = loop {
+                match self.api_env(c).await {
+                    Ok(env) => break env,
+                    Err(message) => {
+                        if state.killed.load(Ordering::SeqCst) {
+                            return Ok(());
+                        }
+                        self.statuses[i] = container_status(
+                            c,
+                            json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}}),
+                        );
+                        self.report("Pending").await?;
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            };
+            let spec = match self.spec(c, ready, &name, env) {
                 Ok(spec) => spec,
                 Err(message) => {
                     self.statuses[i] = container_status(
@@ -226,10 +245,119 @@ impl PodRun {
         self.shared.config.state_dir.join("pods").join(&self.uid)
     }
 
+    /// Container `c`'s own environment, in Kubernetes' order: `envFrom`
+    /// sources first, then `env` entries, a later one replacing an earlier
+    /// one. ConfigMaps and Secrets are read through the API when the
+    /// container starts, as the kubelet does. The error (a missing source
+    /// or key that is not `optional`) is the waiting message.
+    async fn api_env(&self, c: &Value) -> Result<Vec<(String, String)>, String> {
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut set = |key: String, value: String| {
+            env.retain(|(k, _)| *k != key);
+            env.push((key, value));
+        };
+        for from in c["envFrom"].as_array().map_or(&[][..], Vec::as_slice) {
+            let prefix = from["prefix"].as_str().unwrap_or_default();
+            for (kind, r) in [
+                (Source::ConfigMap, &from["configMapRef"]),
+                (Source::Secret, &from["secretRef"]),
+            ] {
+                let Some(name) = r["name"].as_str() else {
+                    continue;
+                };
+                match self.source(kind, name).await? {
+                    Some(data) => {
+                        for (k, v) in data {
+                            set(format!("{prefix}{k}"), v);
+                        }
+                    }
+                    None if r["optional"] == json!(true) => {}
+                    None => return Err(format!("{} {name:?} not found", kind.noun())),
+                }
+            }
+        }
+        for e in c["env"].as_array().map_or(&[][..], Vec::as_slice) {
+            let Some(key) = e["name"].as_str() else {
+                continue;
+            };
+            let from = &e["valueFrom"];
+            if from.is_null() {
+                set(
+                    key.to_string(),
+                    e["value"].as_str().unwrap_or_default().to_string(),
+                );
+                continue;
+            }
+            // Field and resource references are not supported: left unset.
+            for (kind, r) in [
+                (Source::ConfigMap, &from["configMapKeyRef"]),
+                (Source::Secret, &from["secretKeyRef"]),
+            ] {
+                let (Some(name), Some(wanted)) = (r["name"].as_str(), r["key"].as_str()) else {
+                    continue;
+                };
+                let optional = r["optional"] == json!(true);
+                let value = match self.source(kind, name).await? {
+                    Some(data) => data.into_iter().find(|(k, _)| k == wanted).map(|(_, v)| v),
+                    None if optional => None,
+                    None => return Err(format!("{} {name:?} not found", kind.noun())),
+                };
+                match value {
+                    Some(v) => set(key.to_string(), v),
+                    None if optional => {}
+                    None => {
+                        return Err(format!(
+                            "couldn't find key {wanted} in {} {}/{name}",
+                            kind.noun(),
+                            self.ns
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(env)
+    }
+
+    /// The data of a ConfigMap or Secret in the pod's namespace (a Secret's
+    /// base64 decoded), or `None` when it does not exist.
+    async fn source(
+        &self,
+        kind: Source,
+        name: &str,
+    ) -> Result<Option<Vec<(String, String)>>, String> {
+        let path = format!("/api/v1/namespaces/{}/{}/{name}", self.ns, kind.resource());
+        let object = match self.shared.api.get(&path).await {
+            Ok(object) => object,
+            Err(e) if e.status() == Some(404) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut data = Vec::new();
+        for (k, v) in object["data"].as_object().into_iter().flatten() {
+            let Some(v) = v.as_str() else { continue };
+            let v = match kind {
+                Source::ConfigMap => v.to_string(),
+                Source::Secret => {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(v)
+                        .map_err(|e| format!("secret {name:?} key {k}: {e}"))?;
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+            };
+            data.push((k.clone(), v));
+        }
+        Ok(Some(data))
+    }
+
     /// The sandbox run of container `c`: command and args as Kubernetes
     /// combines them with the image's entrypoint and cmd, env, working
     /// directory and user, on a private overlay over the shared root.
-    fn spec(&self, c: &Value, image: &ReadyImage, name: &str) -> Result<RunSpec, String> {
+    fn spec(
+        &self,
+        c: &Value,
+        image: &ReadyImage,
+        name: &str,
+        pod_env: Vec<(String, String)>,
+    ) -> Result<RunSpec, String> {
         let argv = argv(
             strings(&c["command"]),
             strings(&c["args"]),
@@ -240,19 +368,9 @@ impl PodRun {
             return Err("neither the container nor its image names a command".into());
         }
         let mut env = image.env.clone();
-        for e in c["env"].as_array().map_or(&[][..], Vec::as_slice) {
-            // `valueFrom` (ConfigMaps, Secrets, fields) is not supported yet.
-            let Some(key) = e["name"].as_str() else {
-                continue;
-            };
-            if !e["valueFrom"].is_null() {
-                continue;
-            }
-            env.retain(|(k, _)| k != key);
-            env.push((
-                key.to_string(),
-                e["value"].as_str().unwrap_or_default().to_string(),
-            ));
+        for (key, value) in pod_env {
+            env.retain(|(k, _)| *k != key);
+            env.push((key, value));
         }
         let user = match c["securityContext"]["runAsUser"].as_u64() {
             Some(uid) => {
@@ -281,6 +399,30 @@ impl PodRun {
             .to_string();
         spec.hostname = self.name.chars().take(63).collect();
         Ok(spec.writable_overlay(scratch.join("upper"), scratch.join("work")))
+    }
+}
+
+/// Where an environment variable's value comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    ConfigMap,
+    Secret,
+}
+
+impl Source {
+    fn resource(self) -> &'static str {
+        match self {
+            Source::ConfigMap => "configmaps",
+            Source::Secret => "secrets",
+        }
+    }
+
+    /// As the kubelet's messages name it.
+    fn noun(self) -> &'static str {
+        match self {
+            Source::ConfigMap => "configmap",
+            Source::Secret => "secret",
+        }
     }
 }
 

@@ -309,3 +309,108 @@ fn kubectl_logs_follow_streams_until_the_pod_ends() {
     wait_phase(cluster, agent, &ns, "lines", "Succeeded");
     cluster.delete_namespace(&ns);
 }
+
+/// Creates a pod from its `spec` (restartPolicy Never added).
+fn create_pod(cluster: &Cluster, ns: &str, name: &str, mut spec: Value) {
+    spec["restartPolicy"] = "Never".into();
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    });
+    cluster.kubectl_stdin_ok(&["create", "-f", "-"], &manifest.to_string());
+}
+
+fn log_of(agent: &NodeAgent, ns: &str, pod: &str) -> String {
+    std::fs::read_to_string(agent.container_log(ns, pod, "main"))
+        .unwrap_or_else(|e| panic!("the container's log: {e}"))
+}
+
+#[test]
+fn env_comes_from_config_maps_and_secrets() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-env");
+    cluster.kubectl_ok(&[
+        "create",
+        "configmap",
+        "cm",
+        "-n",
+        &ns,
+        "--from-literal=a=one",
+    ]);
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        &ns,
+        "--from-literal=b=two",
+    ]);
+    let spec = serde_json::json!({"containers": [{
+        "name": "main",
+        "image": busybox(),
+        "command": ["sh", "-c", "echo \"$A $B $a $b $X_a\""],
+        "envFrom": [
+            {"configMapRef": {"name": "cm"}},
+            {"secretRef": {"name": "s"}},
+            {"prefix": "X_", "configMapRef": {"name": "cm"}},
+            {"secretRef": {"name": "absent", "optional": true}},
+        ],
+        "env": [
+            {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "a"}}},
+            {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "b"}}},
+        ],
+    }]});
+    create_pod(cluster, &ns, "env", spec);
+    wait_phase(cluster, agent, &ns, "env", "Succeeded");
+    assert_eq!(log_of(agent, &ns, "env"), "one two one two one\n");
+    cluster.delete_namespace(&ns);
+}
+
+#[test]
+fn a_missing_secret_holds_the_pod_until_it_is_created() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-nosecret");
+    let spec = serde_json::json!({"containers": [{
+        "name": "main",
+        "image": busybox(),
+        "command": ["sh", "-c", "echo \"$T\""],
+        "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "later", "key": "t"}}}],
+    }]});
+    create_pod(cluster, &ns, "waits", spec);
+    let pod = wait_for(
+        agent,
+        Duration::from_secs(60),
+        "CreateContainerConfigError",
+        || {
+            pod(cluster, &ns, "waits").filter(|p| {
+                p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                    == "CreateContainerConfigError"
+            })
+        },
+    );
+    assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
+    let message = &pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"];
+    assert!(
+        message.as_str().is_some_and(|m| m.contains("later")),
+        "names the secret: {pod}"
+    );
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "later",
+        "-n",
+        &ns,
+        "--from-literal=t=now",
+    ]);
+    wait_phase(cluster, agent, &ns, "waits", "Succeeded");
+    assert_eq!(log_of(agent, &ns, "waits"), "now\n");
+    cluster.delete_namespace(&ns);
+}
