@@ -3,13 +3,14 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use kiln_common::sandbox::{Killer, Output, OutputLine, RunSpec, User};
+use kiln_common::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, User};
 use kiln_runner::local::image::{self, ReadyImage};
 use serde_json::{Value, json};
 
@@ -40,6 +41,9 @@ impl Worker {
             if let Err(e) = pod.run(&task_state).await {
                 eprintln!("kiln-node-agent: pod {}/{}: {e}", pod.ns, pod.name);
             }
+            // Whatever the way out (finished, deleted): the pod's overlays
+            // and emptyDir volumes go, as no container of it will run again.
+            let _ = std::fs::remove_dir_all(pod.scratch_dir());
             task_state.done.store(true, Ordering::SeqCst);
         });
         Worker { state }
@@ -237,7 +241,6 @@ impl PodRun {
                 break;
             }
         }
-        let _ = std::fs::remove_dir_all(self.scratch_dir());
         self.report(phase).await
     }
 
@@ -348,6 +351,37 @@ impl PodRun {
         Ok(Some(data))
     }
 
+    /// The host directory behind the pod's volume `name`: an `emptyDir` is
+    /// a fresh directory under the pod's scratch directory (shared by its
+    /// containers, removed with it), a `hostPath` the host's own path.
+    /// Other kinds are `None` and not mounted: every pod gets a
+    /// service-account token `secret` volume, which no test needs, and
+    /// holding every pod for it would stop them all.
+    fn volume(&self, name: &str) -> Result<Option<std::path::PathBuf>, String> {
+        let volumes = self.pod["spec"]["volumes"].as_array();
+        let Some(v) = volumes.into_iter().flatten().find(|v| v["name"] == name) else {
+            return Err(format!("no volume {name:?} in the pod"));
+        };
+        if v.get("emptyDir").is_some() {
+            let dir = self.scratch_dir().join("volumes").join(name);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            // World-writable like the kubelet's, for any runAsUser.
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            return Ok(Some(dir));
+        }
+        if let Some(path) = v["hostPath"]["path"].as_str() {
+            let path = std::path::PathBuf::from(path);
+            if v["hostPath"]["type"] == "DirectoryOrCreate" {
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| format!("creating {}: {e}", path.display()))?;
+            }
+            return Ok(Some(path));
+        }
+        Ok(None)
+    }
+
     /// The sandbox run of container `c`: command and args as Kubernetes
     /// combines them with the image's entrypoint and cmd, env, working
     /// directory and user, on a private overlay over the shared root.
@@ -398,6 +432,19 @@ impl PodRun {
             .unwrap_or(&image.workdir)
             .to_string();
         spec.hostname = self.name.chars().take(63).collect();
+        for m in c["volumeMounts"].as_array().map_or(&[][..], Vec::as_slice) {
+            let (Some(volume), Some(path)) = (m["name"].as_str(), m["mountPath"].as_str()) else {
+                continue;
+            };
+            let Some(source) = self.volume(volume)? else {
+                continue;
+            };
+            spec = spec.mount(if m["readOnly"] == json!(true) {
+                BindMount::read_only(source, path)
+            } else {
+                BindMount::read_write(source, path)
+            });
+        }
         Ok(spec.writable_overlay(scratch.join("upper"), scratch.join("work")))
     }
 }

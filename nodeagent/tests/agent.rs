@@ -414,3 +414,52 @@ fn a_missing_secret_holds_the_pod_until_it_is_created() {
     assert_eq!(log_of(agent, &ns, "waits"), "now\n");
     cluster.delete_namespace(&ns);
 }
+
+#[test]
+fn empty_dir_and_host_path_volumes_are_mounted() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-volumes");
+    let host = std::env::temp_dir().join(format!("kiln-agent-{ns}"));
+    std::fs::create_dir_all(&host).expect("the hostPath directory");
+    std::fs::write(host.join("hello"), "from host\n").expect("a file in it");
+    let host_path = host.to_str().expect("a UTF-8 temp dir");
+    let script = "echo data > /scratch/f && cat /scratch/f && cat /host/hello \
+        && echo new > /host/new \
+        && if (echo y > /ro/z) 2>/dev/null; then echo writable; else echo refused; fi";
+    let spec = serde_json::json!({
+        "volumes": [
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "host", "hostPath": {"path": host_path}},
+        ],
+        "containers": [{
+            "name": "main",
+            "image": busybox(),
+            "command": ["sh", "-c", script],
+            "volumeMounts": [
+                {"name": "scratch", "mountPath": "/scratch"},
+                {"name": "host", "mountPath": "/host"},
+                {"name": "host", "mountPath": "/ro", "readOnly": true},
+            ],
+        }],
+    });
+    create_pod(cluster, &ns, "vols", spec);
+    let pod = wait_phase(cluster, agent, &ns, "vols", "Succeeded");
+    assert_eq!(log_of(agent, &ns, "vols"), "data\nfrom host\nrefused\n");
+    assert_eq!(
+        std::fs::read_to_string(host.join("new")).ok().as_deref(),
+        Some("new\n")
+    );
+    assert!(!host.join("z").exists(), "the read-only mount took a write");
+    let uid = pod["metadata"]["uid"].as_str().expect("the pod's uid");
+    let scratch = agent.state_dir().join("pods").join(uid);
+    wait_for(
+        agent,
+        Duration::from_secs(10),
+        "the emptyDir removed",
+        || (!scratch.exists()).then_some(()),
+    );
+    let _ = std::fs::remove_dir_all(&host);
+    cluster.delete_namespace(&ns);
+}
