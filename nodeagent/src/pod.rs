@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use kiln_common::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, User};
@@ -131,26 +132,40 @@ impl PodRun {
         let mut images = Vec::new();
         for (i, c) in specs.iter().enumerate() {
             let reference = c["image"].as_str().unwrap_or_default();
-            let ready = {
-                let im = self.shared.images.lock().await;
-                image::ready(
-                    &im.client,
-                    &im.store,
-                    &im.roots,
-                    reference,
-                    &im.platform,
-                    &im.unpack,
-                )
-                .await
-            };
-            match ready {
-                Ok(ready) => images.push(ready),
-                Err(reason) => {
-                    self.statuses[i] = container_status(
-                        c,
-                        json!({"waiting": {"reason": "ErrImagePull", "message": reason}}),
-                    );
-                    return self.report("Pending").await;
+            // As the kubelet: the first failure is ErrImagePull, the retries
+            // after a growing pause (1 s, 2 s, 4 s, ... 10 s) ImagePullBackOff.
+            let mut backoff = Duration::from_secs(1);
+            let mut reason = "ErrImagePull";
+            loop {
+                let ready = {
+                    let im = self.shared.images.lock().await;
+                    image::ready(
+                        &im.client,
+                        &im.store,
+                        &im.roots,
+                        reference,
+                        &im.platform,
+                        &im.unpack,
+                    )
+                    .await
+                };
+                match ready {
+                    Ok(ready) => {
+                        images.push(ready);
+                        break;
+                    }
+                    Err(message) => {
+                        self.statuses[i] = container_status(
+                            c,
+                            json!({"waiting": {"reason": reason, "message": message}}),
+                        );
+                        self.report("Pending").await?;
+                        if !pause(state, backoff).await {
+                            return Ok(());
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        reason = "ImagePullBackOff";
+                    }
                 }
             }
         }
@@ -174,7 +189,9 @@ impl PodRun {
                             json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}}),
                         );
                         self.report("Pending").await?;
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        if !pause(state, Duration::from_secs(1)).await {
+                            return Ok(());
+                        }
                     }
                 }
             };
@@ -447,6 +464,19 @@ impl PodRun {
         }
         Ok(spec.writable_overlay(scratch.join("upper"), scratch.join("work")))
     }
+}
+
+/// Waits `how_long` before a retry, in short steps so that a deleted pod
+/// is let go at once; false when the pod is to stop.
+async fn pause(state: &WorkerState, how_long: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + how_long;
+    while tokio::time::Instant::now() < deadline {
+        if state.killed.load(Ordering::SeqCst) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    !state.killed.load(Ordering::SeqCst)
 }
 
 /// Where an environment variable's value comes from.

@@ -139,7 +139,7 @@ fn a_pod_that_exits_3_fails_with_exit_code_3() {
 }
 
 #[test]
-fn a_pod_with_a_bad_image_shows_err_image_pull() {
+fn a_pod_with_a_bad_image_shows_err_image_pull_then_image_pull_back_off() {
     let Some((cluster, agent)) = setup() else {
         return;
     };
@@ -157,6 +157,13 @@ fn a_pod_with_a_bad_image_shows_err_image_pull() {
         message.as_str().is_some_and(|m| m.contains("not found")),
         "the registry's reason: {pod}"
     );
+    // Retried after a pause, as a kubelet does.
+    let backoff = wait_for(agent, Duration::from_secs(30), "ImagePullBackOff", || {
+        self::pod(cluster, &ns, "bad").filter(|p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff"
+        })
+    });
+    assert_eq!(backoff["status"]["phase"], "Pending", "{backoff}");
     cluster.delete_namespace(&ns);
 }
 
