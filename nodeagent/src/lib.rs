@@ -309,7 +309,9 @@ impl Agent {
             if deleting {
                 let gone = match self.workers.get(uid) {
                     Some(worker) => {
-                        worker.kill();
+                        // The API server's default when unset is 30 s.
+                        let grace = meta["deletionGracePeriodSeconds"].as_u64().unwrap_or(30);
+                        worker.terminate(std::time::Duration::from_secs(grace));
                         worker.done()
                     }
                     None => true,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use kiln_common::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, User};
@@ -24,8 +24,14 @@ pub(crate) struct Worker {
 
 #[derive(Default)]
 struct WorkerState {
-    /// The running container's killer, while one runs.
-    killer: Mutex<Option<Killer>>,
+    /// The running container's killer and host pid (also its process
+    /// group: the sandbox starts each run in a group of its own), while
+    /// one runs.
+    killer: Mutex<Option<(Killer, u32)>>,
+    /// When a deleted pod's grace period ends (set on the first request).
+    deadline: Mutex<Option<Instant>>,
+    /// SIGTERM has been sent to the running container.
+    termed: AtomicBool,
     /// Set once the pod is to stop: no further container starts.
     killed: AtomicBool,
     /// Set when the worker has finished (no process of the pod is left).
@@ -54,10 +60,47 @@ impl Worker {
     pub(crate) fn kill(&self) {
         self.state.killed.store(true, Ordering::SeqCst);
         if let Ok(killer) = self.state.killer.lock()
-            && let Some(killer) = killer.as_ref()
+            && let Some((killer, _)) = killer.as_ref()
             && let Err(e) = killer.kill()
         {
             eprintln!("kiln-node-agent: killing a container: {e}");
+        }
+    }
+
+    /// Stops the pod as a deletion with `grace` asks: SIGTERM to the
+    /// running container's processes at once, so a program can clean up,
+    /// and SIGKILL once `grace` has passed. Called on every sync pass while
+    /// the pod is being deleted; a shorter grace period later wins.
+    pub(crate) fn terminate(&self, grace: Duration) {
+        self.state.killed.store(true, Ordering::SeqCst);
+        let now = Instant::now();
+        let deadline = match self.state.deadline.lock() {
+            Ok(mut slot) => {
+                let deadline = slot.map_or(now + grace, |d| d.min(now + grace));
+                *slot = Some(deadline);
+                deadline
+            }
+            Err(_) => now,
+        };
+        if now >= deadline {
+            return self.kill();
+        }
+        if !self.state.termed.load(Ordering::SeqCst)
+            && let Ok(slot) = self.state.killer.lock()
+            && let Some((_, pid)) = slot.as_ref()
+        {
+            self.state.termed.store(true, Ordering::SeqCst);
+            // The whole group: the program runs under the sandbox's own
+            // processes, which pass no signal on.
+            let group = i32::try_from(*pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw);
+            if let Some(group) = group
+                && let Err(e) =
+                    rustix::process::kill_process_group(group, rustix::process::Signal::TERM)
+            {
+                eprintln!("kiln-node-agent: SIGTERM to process group {pid}: {e}");
+            }
         }
     }
 
@@ -221,7 +264,7 @@ impl PodRun {
             // Deleted while starting: the kill above found no killer yet.
             if state.killed.load(Ordering::SeqCst)
                 && let Ok(slot) = state.killer.lock()
-                && let Some(k) = slot.as_ref()
+                && let Some((k, _)) = slot.as_ref()
             {
                 let _ = k.kill();
             }
@@ -509,7 +552,7 @@ fn run_container(
     shared: &Shared,
     spec: &RunSpec,
     log: &Path,
-    killer_tx: tokio::sync::oneshot::Sender<Killer>,
+    killer_tx: tokio::sync::oneshot::Sender<(Killer, u32)>,
 ) -> Result<i32, String> {
     // Followers of this log (`kubectl logs -f`) keep reading while it is
     // live, until the writer below is done.
@@ -524,7 +567,7 @@ fn run_container(
         .spawn(spec, Output::Lines(tx))
         .map_err(|e| e.to_string())?;
     if let Ok(killer) = running.killer() {
-        let _ = killer_tx.send(killer);
+        let _ = killer_tx.send((killer, running.pid()));
     }
     let writer = std::thread::spawn(move || {
         let mut out = BufWriter::new(file);

@@ -470,3 +470,98 @@ fn empty_dir_and_host_path_volumes_are_mounted() {
     let _ = std::fs::remove_dir_all(&host);
     cluster.delete_namespace(&ns);
 }
+
+/// A running pod whose shell runs `script` with the host directory `host`
+/// at `/host`.
+fn run_with_host_dir(cluster: &Cluster, agent: &NodeAgent, ns: &str, host: &Path, script: &str) {
+    let host_path = host.to_str().expect("a UTF-8 temp dir");
+    let spec = serde_json::json!({
+        "volumes": [{"name": "host", "hostPath": {"path": host_path}}],
+        "containers": [{
+            "name": "main",
+            "image": busybox(),
+            "command": ["sh", "-c", script],
+            "volumeMounts": [{"name": "host", "mountPath": "/host"}],
+        }],
+    });
+    create_pod(cluster, ns, "graceful", spec);
+    wait_phase(cluster, agent, ns, "graceful", "Running");
+}
+
+#[test]
+fn deletion_sends_sigterm_within_the_grace_period() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-grace");
+    let host = std::env::temp_dir().join(format!("kiln-agent-{ns}"));
+    std::fs::create_dir_all(&host).expect("the hostPath directory");
+    let script = "trap 'echo term > /host/marker; exit 0' TERM; touch /host/started; \
+        sleep 1000 & wait";
+    run_with_host_dir(cluster, agent, &ns, &host, script);
+    wait_for(agent, Duration::from_secs(10), "the trap set", || {
+        host.join("started").exists().then_some(())
+    });
+    let asked = Instant::now();
+    cluster.kubectl_ok(&[
+        "delete",
+        "pod",
+        "graceful",
+        "-n",
+        &ns,
+        "--grace-period=5",
+        "--wait=false",
+    ]);
+    wait_for(agent, Duration::from_secs(30), "the pod removed", || {
+        pod(cluster, &ns, "graceful").is_none().then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(host.join("marker")).ok().as_deref(),
+        Some("term\n")
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "not killed at the end of the grace period"
+    );
+    let _ = std::fs::remove_dir_all(&host);
+    cluster.delete_namespace(&ns);
+}
+
+#[test]
+fn a_pod_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-stubborn");
+    let host = std::env::temp_dir().join(format!("kiln-agent-{ns}"));
+    std::fs::create_dir_all(&host).expect("the hostPath directory");
+    run_with_host_dir(
+        cluster,
+        agent,
+        &ns,
+        &host,
+        "trap '' TERM; touch /host/started; sleep 1000",
+    );
+    wait_for(agent, Duration::from_secs(10), "the trap set", || {
+        host.join("started").exists().then_some(())
+    });
+    let asked = Instant::now();
+    cluster.kubectl_ok(&[
+        "delete",
+        "pod",
+        "graceful",
+        "-n",
+        &ns,
+        "--grace-period=2",
+        "--wait=false",
+    ]);
+    wait_for(agent, Duration::from_secs(30), "the pod removed", || {
+        pod(cluster, &ns, "graceful").is_none().then_some(())
+    });
+    assert!(
+        asked.elapsed() >= Duration::from_secs(2),
+        "removed before its grace period ended"
+    );
+    let _ = std::fs::remove_dir_all(&host);
+    cluster.delete_namespace(&ns);
+}
