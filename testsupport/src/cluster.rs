@@ -154,6 +154,24 @@ impl Cluster {
         &self.kubeconfig
     }
 
+    /// A kube-rs client for the cluster, from its kubeconfig: what kiln's
+    /// Kubernetes backend uses, so tests talk to the API the same way.
+    ///
+    /// # Panics
+    ///
+    /// When the kubeconfig cannot be read or the client cannot be built.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", self.kubeconfig.display()));
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", self.kubeconfig.display()));
+        kube::Client::try_from(config).unwrap_or_else(|e| panic!("building a kube client: {e}"))
+    }
+
     /// The API server's URL, `https://127.0.0.1:6443`.
     pub fn server(&self) -> &str {
         &self.server

@@ -1,5 +1,5 @@
 //! The test cluster itself: what kiln's Kubernetes backend tests will rely on.
-//! API level only: no node agent runs here, so no pod ever runs (see the
+//! API level only (kubectl and kube-rs): no node agent runs here, so no pod ever runs (see the
 //! `kiln-node-agent` package's tests for pods that do).
 
 use std::time::{Duration, Instant};
@@ -193,5 +193,53 @@ fn slow_a_batch_v1_cronjob_creates_a_job_within_a_minute() {
             .is_some_and(|n| n.starts_with("tick-")),
         "{job}"
     );
+    cluster.delete_namespace(&ns);
+}
+
+/// kube-rs (with k8s-openapi's v1_32 types) against the 1.20 server: create,
+/// read and list objects the way kiln's Kubernetes backend will, and see the
+/// result with kubectl.
+#[test]
+fn a_kube_rs_client_creates_and_reads_objects() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use kube::api::{Api, ListParams, PostParams};
+
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("kube");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = cluster.client().await;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let names: Vec<String> = namespaces
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|n| n.metadata.name)
+            .collect();
+        assert!(names.contains(&ns), "{ns} not in {names:?}");
+        let maps: Api<ConfigMap> = Api::namespaced(client, &ns);
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "from-kube-rs", "labels": {"run": "abc"}},
+            "data": {"k": "v"},
+        }))
+        .unwrap();
+        maps.create(&PostParams::default(), &cm).await.unwrap();
+        let back = maps.get("from-kube-rs").await.unwrap();
+        assert_eq!(back.data.unwrap()["k"], "v");
+        let listed = maps
+            .list(&ListParams::default().labels("run=abc"))
+            .await
+            .unwrap();
+        assert_eq!(listed.items.len(), 1);
+    });
+    let out = cluster.kubectl_ok(&["get", "configmap", "from-kube-rs", "-n", &ns, "-o", "json"]);
+    assert_eq!(json(&out.stdout)["data"]["k"], "v");
     cluster.delete_namespace(&ns);
 }
