@@ -302,15 +302,6 @@ impl Builder<'_> {
         }
     }
 
-    fn io(&self, what: &str) -> impl FnOnce(io::Error) -> BuildError + use<> {
-        let file = self.req.dockerfile.clone();
-        let what = what.to_string();
-        move |source| BuildError::Dockerfile {
-            file,
-            message: format!("{what}: {source}"),
-        }
-    }
-
     fn sandbox(&mut self) -> Result<Sandbox, BuildError> {
         if let Some(s) = &self.sandbox {
             return Ok(s.clone());
@@ -505,7 +496,8 @@ impl Builder<'_> {
                 diff_id: desc.diff_id.to_string(),
             };
             // A RUN that ran here already changed the root itself.
-            if reused || !self.ran_in_root(step) {
+            let ran_here = !reused && matches!(step.kind, StepKind::Run { .. });
+            if !ran_here {
                 let opts = self.unpack_opts()?;
                 unpack::apply_layer_blob(&root, &blob, &opts).map_err(|e| self.dferr(step, e))?;
             }
@@ -515,7 +507,7 @@ impl Builder<'_> {
         } else {
             LayerStatus::Built
         };
-        let label = format!("{}: {}", step.line, truncate(&step.text, 60));
+        let label = label(step);
         self.progress.event(Event::Layer {
             image: self.name.to_string(),
             label: label.clone(),
@@ -532,10 +524,6 @@ impl Builder<'_> {
             reason: None,
         });
         Ok(())
-    }
-
-    fn ran_in_root(&self, step: &Step) -> bool {
-        matches!(step.kind, StepKind::Run { .. })
     }
 
     fn unpack_opts(&mut self) -> Result<UnpackOptions, BuildError> {
@@ -588,7 +576,10 @@ impl Builder<'_> {
         registry: &R,
     ) -> Result<PathBuf, BuildError> {
         let root = self.work.path().join(format!("stage-{stage}"));
-        std::fs::create_dir_all(&root).map_err(self.io("creating a stage root"))?;
+        std::fs::create_dir_all(&root).map_err(|e| BuildError::Dockerfile {
+            file: self.req.dockerfile.clone(),
+            message: format!("creating a stage root: {e}"),
+        })?;
         let opts = self.unpack_opts()?;
         let diff_ids = strings(&built.base.config["rootfs"]["diff_ids"]);
         for (layer, diff_id) in built.base.layers.iter().zip(diff_ids) {
@@ -746,7 +737,7 @@ impl Builder<'_> {
                 None => {}
             }
         }
-        let label = format!("{}: {}", step.line, truncate(&step.text, 60));
+        let label = label(step);
         let (code, tail) =
             crate::exec::run_streaming(&sandbox, &spec, self.progress, self.name, &label);
         let code = code.map_err(|e| self.dferr(step, e))?;
@@ -853,6 +844,11 @@ fn absolute(workdir: &str, dest: &str) -> String {
         }
         d
     }
+}
+
+/// A step as progress and reports name it: its line and its text, cut.
+fn label(step: &Step) -> String {
+    format!("{}: {}", step.line, truncate(&step.text, 60))
 }
 
 fn truncate(text: &str, n: usize) -> String {

@@ -10,6 +10,23 @@ pub mod pipeline;
 pub mod reference;
 pub mod sandbox;
 pub mod snapshot;
+pub mod time;
 pub mod unpack;
 
 pub use pipeline::{Diagnostic, Pipeline, PipelineError};
+
+/// An error and its causes on one line, each said once: many errors fold
+/// their source into their own message already.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

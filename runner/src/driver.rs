@@ -7,7 +7,7 @@
 //! ends through a channel. The clock is read here (and only here), as the
 //! run time since [`drive`] started, and handed to the scheduler as data.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -130,7 +130,6 @@ pub fn drive(
             .iter()
             .map(|s| s.terminal().is_some())
             .collect(),
-        skip_reasons: HashMap::new(),
         cancelled: BTreeSet::new(),
         stop_requested: false,
     };
@@ -172,7 +171,6 @@ pub fn drive(
 struct Driver {
     /// Steps whose end was reported.
     reported: Vec<bool>,
-    skip_reasons: HashMap<usize, SkipReason>,
     /// Attempts kiln cancelled: their failure is a cancellation.
     cancelled: BTreeSet<(usize, u32)>,
     stop_requested: bool,
@@ -204,9 +202,8 @@ impl Driver {
                 self.cancelled.insert((step, attempt));
                 backend.cancel(step, attempt);
             }
-            Action::Skip { step, because } => {
-                self.skip_reasons.insert(step, because);
-            }
+            // The skip's reason is in the step's state, reported with its end.
+            Action::Skip { .. } => {}
             Action::WakeAt { .. } => {}
             Action::Finish { outcome } => return Some(outcome),
         }
@@ -266,7 +263,7 @@ impl Driver {
                     SkipReason::Stopped => "the run was stopped".into(),
                     SkipReason::TimedOut => "the run timed out".into(),
                 }),
-                (Terminal::Skipped, _) => self.skip_reasons.get(&step).map(|_| "skipped".into()),
+                (Terminal::Skipped, _) => None,
                 (Terminal::Cancelled, _) => Some(if self.stop_requested {
                     "cancelled: the run was stopped".into()
                 } else if scheduler.config().fail_fast {

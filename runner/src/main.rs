@@ -33,18 +33,7 @@ fn main() -> ExitCode {
 /// errors already fold their source into their own message, so a cause
 /// whose text the line already holds is not repeated.
 fn describe(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
+    kiln_common::error_chain(err.as_ref())
 }
 
 #[cfg(test)]

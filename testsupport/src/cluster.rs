@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::{RunOutput, display_cmd, output_with_stdin, parse_env};
+use crate::{EnvFile, RunOutput, display_cmd, output_with_stdin};
 
 /// Where `scripts/cluster` keeps its state when `KILN_CLUSTER_DIR` is not set;
 /// both sides must agree on it, so it is spelled once here.
@@ -105,16 +105,8 @@ impl Cluster {
 
     /// Reads the env file without checking the server.
     fn load(dir: &Path) -> Result<Cluster, String> {
-        let env_path = dir.join("env");
-        let text = std::fs::read_to_string(&env_path)
-            .map_err(|e| format!("cannot read {}: {e}", env_path.display()))?;
-        let env = parse_env(&text);
-        let get = |key: &str| {
-            env.get(key)
-                .filter(|v| !v.is_empty())
-                .cloned()
-                .ok_or_else(|| format!("{} has no {key}", env_path.display()))
-        };
+        let env = EnvFile::read(dir)?;
+        let get = |key: &str| env.get(key);
         let kubeconfig = PathBuf::from(get("KUBECONFIG")?);
         if !kubeconfig.is_file() {
             return Err(format!("{} is missing", kubeconfig.display()));

@@ -108,16 +108,8 @@ impl Bench {
 
     /// Reads the env file without checking the servers.
     fn load(dir: &Path) -> Result<Bench, String> {
-        let env_path = dir.join("env");
-        let text = std::fs::read_to_string(&env_path)
-            .map_err(|e| format!("cannot read {}: {e}", env_path.display()))?;
-        let env = parse_env(&text);
-        let get = |key: &str| {
-            env.get(key)
-                .filter(|v| !v.is_empty())
-                .cloned()
-                .ok_or_else(|| format!("{} has no {key}", env_path.display()))
-        };
+        let env = EnvFile::read(dir)?;
+        let get = |key: &str| env.get(key);
         let password_file = PathBuf::from(get("KILN_TLS_PASSWORD_FILE")?);
         let password = std::fs::read_to_string(&password_file)
             .map_err(|e| format!("cannot read {}: {e}", password_file.display()))?
@@ -269,6 +261,34 @@ impl std::fmt::Debug for Bench {
 
 /// `KEY=value` lines of a sourceable env file; comments, blank lines, an
 /// `export ` prefix and quotes around the value are tolerated.
+/// The `env` file a set-up script writes into its state directory.
+pub(crate) struct EnvFile {
+    path: PathBuf,
+    vars: HashMap<String, String>,
+}
+
+impl EnvFile {
+    /// Reads `DIR/env`.
+    pub(crate) fn read(dir: &Path) -> Result<EnvFile, String> {
+        let path = dir.join("env");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Ok(EnvFile {
+            vars: parse_env(&text),
+            path,
+        })
+    }
+
+    /// A variable that must be there and not empty.
+    pub(crate) fn get(&self, key: &str) -> Result<String, String> {
+        self.vars
+            .get(key)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .ok_or_else(|| format!("{} has no {key}", self.path.display()))
+    }
+}
+
 fn parse_env(text: &str) -> HashMap<String, String> {
     text.lines()
         .map(str::trim)

@@ -21,6 +21,7 @@ use super::auth::{Challenge, CredentialSource, Credentials, parse_challenge};
 use super::error::{RegistryError, Result};
 use super::retry::RetryPolicy;
 use super::{Repository, media};
+use crate::error_chain as chain;
 
 /// How the client connects and authenticates.
 #[derive(Debug, Clone)]
@@ -153,21 +154,6 @@ fn is_loopback(host: &str) -> bool {
     });
     let name = name.trim_start_matches('[').trim_end_matches(']');
     name == "localhost" || name.starts_with("127.") || name == "::1"
-}
-
-/// Text of an error and its causes, for messages.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Whether a request failed because the server's TLS certificate is not

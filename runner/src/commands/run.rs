@@ -273,6 +273,7 @@ fn prepare_steps(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let data = data_dir()?;
     let mut launches = HashMap::new();
     for image in &plan.images {
         let needed = image.steps.iter().any(|s| {
@@ -288,7 +289,7 @@ fn prepare_steps(
             only_step: image.steps.first().cloned(),
             output: Output::Registry,
             cache_dir: cache_dir.to_path_buf(),
-            data_dir: data_dir()?,
+            data_dir: data.clone(),
             ..BuildOptions::default()
         };
         let ready = match runtime.block_on(kiln_builder::build::build(
@@ -303,7 +304,11 @@ fn prepare_steps(
                 },
                 None => Err(format!("the build did not produce image {}", image.name)),
             },
-            Err(e) => Err(format!("building image {}: {}", image.name, chain(&e))),
+            Err(e) => Err(format!(
+                "building image {}: {}",
+                image.name,
+                kiln_common::error_chain(&e)
+            )),
         };
         if let Err(reason) = &ready {
             eprintln!("kiln: {reason}");
@@ -323,20 +328,6 @@ fn prepare_steps(
 fn pinned(reference: &str, digest: &str) -> Result<String, String> {
     let r = kiln_common::reference::parse(reference)?;
     Ok(format!("{}/{}@{digest}", r.registry(), r.repository()))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Where runs keep their files: the local settings' `run_directory`, else

@@ -41,20 +41,11 @@ fn utc(t: SystemTime) -> Utc {
     let millis = nanos.rem_euclid(1_000_000_000) / 1_000_000;
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
-    // Howard Hinnant's days_from_civil, inverted (civil_from_days).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = kiln_common::time::civil_from_days(days);
     Utc {
         year,
-        month: u32::try_from(month).unwrap_or(1),
-        day: u32::try_from(day).unwrap_or(1),
+        month,
+        day,
         hour: of_day / 3600,
         minute: of_day / 60 % 60,
         second: of_day % 60,
