@@ -128,6 +128,15 @@ pub trait Registry: Send + Sync {
         path: &Path,
     ) -> impl Future<Output = Result<(), RegistryError>> + Send;
 
+    /// The digest of the manifest a tag (or digest) names, `None` when the
+    /// repository does not have it (HEAD, no body): how a caller learns an
+    /// image is already pushed without building or uploading anything.
+    fn manifest_digest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> impl Future<Output = Result<Option<String>, RegistryError>> + Send;
+
     /// Pushes a manifest under a tag; returns its digest.
     fn push_manifest(
         &self,
@@ -236,6 +245,14 @@ impl Registry for kiln_common::distribution::Client {
             path,
         )
         .await?)
+    }
+
+    async fn manifest_digest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        Ok(kiln_common::distribution::Client::manifest_digest(self, repository, reference).await?)
     }
 
     async fn push_manifest(

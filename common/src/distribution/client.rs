@@ -539,6 +539,53 @@ impl Client {
         .await
     }
 
+    /// The digest of the manifest `reference` (a tag or digest) names, by a
+    /// HEAD request: `None` when the repository does not have it. One round
+    /// trip and no body, so "is this image already pushed?" stays cheap.
+    /// A registry that answers without `Docker-Content-Digest` is asked
+    /// with a GET instead, and the digest computed from the bytes.
+    pub async fn manifest_digest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<String>> {
+        let repo = Repository::parse(repository);
+        let url = self.url(&repo, &format!("manifests/{reference}")).await;
+        let accept = [
+            media::OCI_MANIFEST,
+            media::OCI_INDEX,
+            media::DOCKER_MANIFEST,
+            media::DOCKER_MANIFEST_LIST,
+        ]
+        .join(", ");
+        let found = self
+            .retry(&repo.registry, || async {
+                let response = self
+                    .send(&repo, "pull", |h| Ok(h.head(&url).header(ACCEPT, &accept)))
+                    .await?;
+                match response.status() {
+                    StatusCode::NOT_FOUND => Ok(None),
+                    s if s.is_success() => Ok(Some(
+                        header(&response, "docker-content-digest")
+                            .filter(|d| d.starts_with("sha256:")),
+                    )),
+                    _ => check(
+                        response,
+                        &repo,
+                        &format!("manifest {repository}:{reference}"),
+                    )
+                    .await
+                    .map(|_| None),
+                }
+            })
+            .await?;
+        match found {
+            None => Ok(None),
+            Some(Some(digest)) => Ok(Some(digest)),
+            Some(None) => Ok(Some(self.get_manifest(repository, reference).await?.digest)),
+        }
+    }
+
     /// Resolves `reference` to one platform's image: manifest and config.
     pub async fn resolve(
         &self,
