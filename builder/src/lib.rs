@@ -17,4 +17,5 @@ pub mod progress;
 pub mod push;
 pub mod record;
 pub mod registry;
+pub mod selfimage;
 pub mod store;

@@ -296,7 +296,7 @@ impl Context {
 
 /// A header with everything fixed but type and mode: owner from the
 /// options, no user or group names, the fixed mtime.
-fn header(opts: &TarOptions, kind: tar::EntryType, mode: u32) -> tar::Header {
+pub(crate) fn header(opts: &TarOptions, kind: tar::EntryType, mode: u32) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(mode);
