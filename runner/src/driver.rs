@@ -229,6 +229,17 @@ impl Driver {
                 };
                 (*step, *attempt, outcome, *exit_code, Some(reason.clone()))
             }
+            Event::Unrecoverable {
+                step,
+                attempt,
+                reason,
+            } => (
+                *step,
+                *attempt,
+                AttemptOutcome::Failed,
+                None,
+                Some(reason.clone()),
+            ),
             _ => return,
         };
         observer.report(&Report::AttemptEnded {

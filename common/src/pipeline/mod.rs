@@ -46,7 +46,9 @@ pub struct EffectiveRetry {
     pub backoff: f64,
 }
 
-fn spanned<T>(value: T) -> Spanned<T> {
+/// A value with no place in the file: a default, or one set on the
+/// command line.
+pub fn spanned<T>(value: T) -> Spanned<T> {
     Spanned::new(value, Location::UNKNOWN, Location::UNKNOWN)
 }
 
@@ -191,6 +193,20 @@ impl Pipeline {
                 name: name.to_string(),
                 known: self.steps().iter().map(|s| s.name.value.clone()).collect(),
             })
+    }
+
+    /// The Kubernetes settings of the run as a whole (the orchestrator Job,
+    /// connection, parallelism): the pipeline's settings over the
+    /// orchestrator config over kiln's defaults, without any step's own.
+    pub fn kubernetes(&self) -> KubernetesSettings {
+        let m = &self.model;
+        layer(
+            KubernetesSettings::defaults(),
+            [
+                m.orchestrator.kubernetes.clone(),
+                m.settings.kubernetes.clone(),
+            ],
+        )
     }
 
     /// The settings step `name` runs with: its own settings over the

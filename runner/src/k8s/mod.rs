@@ -1,6 +1,10 @@
-//! The Kubernetes backend's pure parts: names and labels that the API
-//! server accepts, and the step pod manifest built from a step's effective
-//! settings.
+//! The Kubernetes backend: names and manifests (pure), the connection, and
+//! the in-cluster orchestrator that runs a pipeline one pod per step.
 
+pub mod connect;
+pub mod job;
 pub mod names;
+pub mod observe;
+pub mod plan;
 pub mod pod;
+pub mod status;

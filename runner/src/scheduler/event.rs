@@ -51,6 +51,17 @@ pub enum Event {
         /// Why, for the user: "exit code 2", "OOMKilled", ...
         reason: String,
     },
+    /// The attempt failed in a way another attempt cannot mend (its image
+    /// cannot be pulled, its configuration names a missing Secret): the
+    /// step fails for good whatever its retry policy says.
+    Unrecoverable {
+        /// The step.
+        step: usize,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Why, for the user: "ErrImagePull: ...".
+        reason: String,
+    },
     /// The attempt stayed pending longer than `pod_startup_timeout`. Counts
     /// as a failed attempt with this reason; the scheduler also asks for the
     /// stuck attempt to be cancelled.
@@ -83,6 +94,7 @@ impl Event {
             | Event::Running { step, .. }
             | Event::Succeeded { step, .. }
             | Event::Failed { step, .. }
+            | Event::Unrecoverable { step, .. }
             | Event::PendingTooLong { step, .. } => Some(*step),
             Event::Start | Event::StopRequested { .. } | Event::TimerFired => None,
         }

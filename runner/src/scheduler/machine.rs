@@ -258,6 +258,21 @@ impl Scheduler {
                     );
                 }
             }
+            Event::Unrecoverable {
+                step,
+                attempt,
+                reason,
+            } => {
+                if self.states[step].live_attempt() == Some(attempt) {
+                    self.live -= 1;
+                    self.failures[step] = Some(StepFailure {
+                        attempt,
+                        exit_code: None,
+                        reason,
+                    });
+                    self.fail_for_good(step, attempt);
+                }
+            }
             Event::PendingTooLong {
                 step,
                 attempt,

@@ -609,3 +609,30 @@ fn time_never_runs_backwards() {
     assert!(launched(&h.send(Event::TimerFired)).is_empty());
     assert_eq!(launched(&h.tick(secs(110))), vec![0]);
 }
+
+#[test]
+fn an_unrecoverable_failure_is_final_despite_retries_left() {
+    let mut spec = steps(&[("a", &[]), ("b", &[0]), ("c", &[])]);
+    spec[0].retry.max_retries = 3;
+    let mut h = Harness::new(spec, RunConfig::default());
+    assert_eq!(launched(&h.start()), vec![0, 2]);
+    let actions = h.send(Event::Unrecoverable {
+        step: 0,
+        attempt: 1,
+        reason: "ErrImagePull: not found".into(),
+    });
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::RetryAfter { .. } | Action::Launch { .. })),
+        "no retry: {actions:?}"
+    );
+    assert_eq!(h.state(0), StepState::Failed { attempt: 1 });
+    assert!(matches!(h.state(1), StepState::Skipped { .. }));
+    let end = h.ok(2);
+    assert_eq!(finish(&end), Some(RunOutcome::Failed));
+    assert_eq!(
+        h.sched.last_failure(0).map(|f| f.reason.as_str()),
+        Some("ErrImagePull: not found")
+    );
+}
