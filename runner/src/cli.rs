@@ -148,6 +148,30 @@ pub struct RunArgs {
     /// How to reach registries.
     #[command(flatten)]
     pub registry: RegistryArgs,
+    /// Which cluster and namespace (`--on kubernetes`).
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    /// Submit the run and return at once (`--on kubernetes`); follow it
+    /// with `kiln logs RUN -f`.
+    #[arg(long)]
+    pub detach: bool,
+    /// Run on this cron schedule instead of now (`--on kubernetes`):
+    /// creates a CronJob; overrides the file's `schedule.cron_expression`.
+    #[arg(long, value_name = "CRON")]
+    pub schedule: Option<String>,
+}
+
+/// Which cluster and namespace: command-line overrides of the pipeline
+/// file's `orchestrator.kubernetes` connection settings.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KubeArgs {
+    /// kubeconfig context (default: the file's `kubernetes_context`, else
+    /// the kubeconfig's current context).
+    #[arg(long = "context", value_name = "CONTEXT")]
+    pub context: Option<String>,
+    /// Namespace (default: the file's `kubernetes_namespace`, else `kiln`).
+    #[arg(long = "namespace", short = 'n', value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
 }
 
 /// Where a pipeline runs.
@@ -195,7 +219,7 @@ pub struct LogsArgs {
 #[derive(Debug, Subcommand)]
 pub enum SchedulesCommand {
     /// List schedules.
-    List,
+    List(ScheduleTarget),
     /// Change a schedule's cron expression.
     Update {
         /// Schedule name.
@@ -203,12 +227,30 @@ pub enum SchedulesCommand {
         /// New cron expression.
         #[arg(long)]
         cron: String,
+        /// Where the schedule lives.
+        #[command(flatten)]
+        target: ScheduleTarget,
     },
     /// Delete a schedule.
     Delete {
         /// Schedule name.
         name: String,
+        /// Where the schedule lives.
+        #[command(flatten)]
+        target: ScheduleTarget,
     },
+}
+
+/// The cluster and namespace of schedules: the pipeline file's connection
+/// settings, when there is one, overridden by the flags.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleTarget {
+    /// The pipeline file whose connection settings to use (optional).
+    #[arg(long = "pipeline", default_value = "kiln.yaml")]
+    pub pipeline: PathBuf,
+    /// Cluster and namespace overrides.
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// `kiln cache ...`.

@@ -3,6 +3,7 @@
 
 mod build;
 mod cache;
+mod kube;
 mod logs;
 mod run;
 mod runs;
