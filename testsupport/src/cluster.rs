@@ -229,30 +229,98 @@ impl Cluster {
 
     /// Creates a namespace no other test (or earlier run) uses, named
     /// `PREFIX-<unique suffix>`, and waits (up to 30 s) until the
-    /// controller-manager has given it its `default` ServiceAccount, so pods
-    /// can be created in it at once.
+    /// controller-manager has given it its `default` ServiceAccount and that
+    /// account its token Secret, so pods can be created in it at once (a
+    /// 1.20 API server refuses a pod whose service account has no token
+    /// yet: "No API token found for service account").
     ///
     /// # Panics
     ///
-    /// When the namespace cannot be created, or its ServiceAccount does not
-    /// appear.
+    /// When the namespace cannot be created, or its ServiceAccount or token
+    /// does not appear.
     pub fn fresh_namespace(&self, prefix: &str) -> String {
         let name = unique_name(prefix);
         self.kubectl_ok(&["create", "namespace", &name]);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = self.kubectl(&["get", "serviceaccount", "default", "-n", &name]);
-            if out.code == 0 {
+            let out = self.kubectl(&[
+                "get",
+                "serviceaccount",
+                "default",
+                "-n",
+                &name,
+                "-o",
+                "jsonpath={.secrets[*].name}",
+            ]);
+            if out.code == 0 && !out.stdout.trim().is_empty() {
                 return name;
             }
             assert!(
                 Instant::now() < deadline,
-                "namespace {name}: no `default` ServiceAccount after 30 s (is \
-                 kube-controller-manager running? logs in {}/logs): {}",
+                "namespace {name}: no `default` ServiceAccount with a token after 30 s \
+                 (is kube-controller-manager running? logs in {}/logs): {}",
                 self.dir.display(),
                 out.stderr.trim()
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops kube-apiserver alone (etcd and the controller-manager keep
+    /// running) and starts it again with `scripts/cluster start`, returning
+    /// once `/readyz` answers `ok`: for tests of clients that must outlive
+    /// an API server restart, as on a real cluster's upgrade.
+    ///
+    /// Every other test using the cluster at that moment sees the outage,
+    /// so a test calling this must run alone (nextest: `threads-required =
+    /// "num-test-threads"` in `.config/nextest.toml`).
+    ///
+    /// # Panics
+    ///
+    /// When the API server's pid cannot be read, it does not stop, or the
+    /// script fails or leaves it not ready.
+    pub fn restart_apiserver(&self) {
+        let pid_file = self.dir.join("run/kube-apiserver.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", pid_file.display()));
+        let pid = pid.trim();
+        assert!(
+            api_server_runs(pid),
+            "pid {pid} in {} is not a running kube-apiserver",
+            pid_file.display()
+        );
+        // As `scripts/cluster stop`: SIGTERM, and SIGKILL when it is still
+        // there (this 1.20 server often stops listening on SIGTERM but
+        // never exits).
+        for (signal, wait) in [("-TERM", 5), ("-KILL", 10)] {
+            let sent = Command::new("kill")
+                .args([signal, pid])
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+            let deadline = Instant::now() + Duration::from_secs(wait);
+            while sent.success() && api_server_runs(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        assert!(
+            !api_server_runs(pid),
+            "kube-apiserver (pid {pid}) still runs after SIGKILL"
+        );
+        let out = Command::new("bash")
+            .arg(SCRIPT)
+            .arg("start")
+            .env("KILN_CLUSTER_DIR", &self.dir)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {SCRIPT}: {e}"));
+        assert!(
+            out.status.success(),
+            "{SCRIPT} start failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        if let Err(why) = self.ready() {
+            panic!("kube-apiserver not ready after {SCRIPT} start: {why}");
         }
     }
 
@@ -369,6 +437,13 @@ impl Cluster {
             }
         })
     }
+}
+
+/// Process `pid` is alive and a kube-apiserver, as `scripts/cluster`
+/// checks it (a zombie has no executable and counts as gone).
+fn api_server_runs(pid: &str) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.to_string_lossy().contains("kube-apiserver"))
 }
 
 fn checked(args: &[&str], out: RunOutput) -> RunOutput {
