@@ -1,6 +1,7 @@
 //! A node agent for kiln's test cluster (test support only, never shipped in
 //! the `kiln` binary): it registers a Ready Node, binds the pods no
-//! scheduler will (the test cluster runs none), and runs each pod bound to
+//! scheduler will (the test cluster runs none) when they fit as
+//! kube-scheduler would judge it (module `fit`), and runs each pod bound to
 //! it with kiln's rootless sandbox, reporting their status as a kubelet
 //! would, so the Kubernetes backend is tested against real pod lifecycles.
 //!
@@ -12,10 +13,12 @@
 //! ([`logs`]), whose port the Node's status announces.
 
 pub mod api;
+mod fit;
 pub mod logs;
 mod pod;
+pub mod quantity;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,7 +44,8 @@ pub enum AgentError {
     /// The API server refused or did not answer.
     #[error(transparent)]
     Api(#[from] ApiError),
-    /// The image store, root cache or registry client cannot be set up.
+    /// The image store, root cache, registry client or the node's offer
+    /// cannot be set up.
     #[error("setting up {what}: {detail}")]
     Setup {
         /// What.
@@ -116,6 +120,8 @@ pub(crate) struct Images {
 /// The running agent.
 pub struct Agent {
     shared: Arc<Shared>,
+    /// What the node offers to pods, for the fit before binding.
+    offer: fit::Offer,
     workers: HashMap<String, Worker>,
     started: String,
     /// The kubelet endpoint's port, once it listens.
@@ -143,6 +149,7 @@ impl Agent {
             platform: Platform::default(),
             unpack: UnpackOptions::mapped(sandbox.id_map().clone()),
         };
+        let offer = offer(&config).map_err(|e| setup("the node's resources")(&e))?;
         Ok(Agent {
             shared: Arc::new(Shared {
                 api,
@@ -151,6 +158,7 @@ impl Agent {
                 images: tokio::sync::Mutex::new(images),
                 live_logs: Arc::default(),
             }),
+            offer,
             workers: HashMap::new(),
             started: now_rfc3339(),
             kubelet_port: None,
@@ -216,14 +224,7 @@ impl Agent {
         let node = json!({
             "apiVersion": "v1",
             "kind": "Node",
-            "metadata": {
-                "name": c.node,
-                "labels": {
-                    "kubernetes.io/hostname": c.node,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": std::env::consts::ARCH,
-                },
-            },
+            "metadata": {"name": c.node, "labels": node_labels(c)},
         });
         match self.shared.api.post("/api/v1/nodes", &node).await {
             Ok(_) => {}
@@ -276,12 +277,14 @@ impl Agent {
         Ok(())
     }
 
-    /// One pass over all pods: bind, start, kill and remove.
+    /// One pass over all pods: bind (when they fit), start, kill and
+    /// remove.
     async fn sync(&mut self) -> Result<(), AgentError> {
         let list = self.shared.api.get("/api/v1/pods").await?;
         let empty = Vec::new();
         let items = list["items"].as_array().unwrap_or(&empty);
         let mut seen = HashSet::new();
+        let mut unbound = Vec::new();
         for pod in items {
             let meta = &pod["metadata"];
             let (Some(ns), Some(name), Some(uid)) = (
@@ -298,7 +301,7 @@ impl Agent {
                     .as_str()
                     .unwrap_or("default-scheduler");
                 if !deleting && scheduler == "default-scheduler" {
-                    self.bind(ns, name, uid).await;
+                    unbound.push(pod);
                 }
                 continue;
             }
@@ -327,6 +330,7 @@ impl Agent {
                 self.workers.insert(uid.to_string(), worker);
             }
         }
+        self.schedule(items, unbound).await;
         // A pod removed behind the agent's back (forced deletion) is killed;
         // a worker is forgotten once its pod is gone and its process ended.
         self.workers.retain(|uid, worker| {
@@ -339,9 +343,91 @@ impl Agent {
         Ok(())
     }
 
-    /// Binds a pod to this node: the scheduler's job, done here because the
-    /// test cluster runs no kube-scheduler.
-    async fn bind(&self, ns: &str, name: &str, uid: &str) {
+    /// The scheduler's part, done here because the test cluster runs no
+    /// kube-scheduler: each unbound pod, oldest first, is bound when it
+    /// fits in what the node has left, and otherwise marked Unschedulable
+    /// with kube-scheduler's reason. Run on every pass, so a pod is bound
+    /// as soon as others finish and free their resources.
+    async fn schedule(&self, items: &[Value], mut unbound: Vec<&Value>) {
+        let mut used = fit::Usage::default();
+        for pod in items.iter().filter(|p| self.holds(p)) {
+            // The API server validated these quantities: one it could not
+            // have accepted counts as nothing rather than stopping the node.
+            used.add(&fit::pod_requests(&pod["spec"]).unwrap_or_default());
+        }
+        unbound.sort_by_key(|p| {
+            let meta = &p["metadata"];
+            (
+                meta["creationTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                meta["namespace"].as_str().unwrap_or_default().to_string(),
+                meta["name"].as_str().unwrap_or_default().to_string(),
+            )
+        });
+        for pod in unbound {
+            let requests = fit::pod_requests(&pod["spec"]);
+            let verdict = match &requests {
+                Ok(requests) => {
+                    fit::fit(&self.offer, &used, requests, &pod["spec"]["nodeSelector"])
+                        .map_err(|unfit| unfit.message())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match verdict {
+                Ok(()) => {
+                    if self.bind(pod).await {
+                        used.add(&requests.unwrap_or_default());
+                    }
+                }
+                Err(message) => self.mark_unschedulable(pod, &message).await,
+            }
+        }
+    }
+
+    /// The pod is bound to this node and takes its resources: not finished
+    /// (kube-scheduler leaves Succeeded and Failed pods out), deleted or not.
+    fn holds(&self, pod: &Value) -> bool {
+        let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+        pod["spec"]["nodeName"].as_str() == Some(self.shared.config.node.as_str())
+            && phase != "Succeeded"
+            && phase != "Failed"
+    }
+
+    /// Sets the pod's `PodScheduled` condition to False, Unschedulable,
+    /// with `message`, unless it says that already: the pod is looked at on
+    /// every pass, and a write each time would be a stream of updates for
+    /// its watchers.
+    async fn mark_unschedulable(&self, pod: &Value, message: &str) {
+        let current = pod["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled"));
+        if current.is_some_and(|c| {
+            c["status"] == "False" && c["reason"] == "Unschedulable" && c["message"] == message
+        }) {
+            return;
+        }
+        let (ns, name) = names(pod);
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastProbeTime": null,
+            "lastTransitionTime": now_rfc3339(),
+        }]}});
+        let path = format!("/api/v1/namespaces/{ns}/pods/{name}/status");
+        match self.shared.api.merge_patch(&path, &patch).await {
+            Ok(_) => eprintln!("kiln-node-agent: pod {ns}/{name} unschedulable: {message}"),
+            Err(e) => eprintln!("kiln-node-agent: marking {ns}/{name} unschedulable: {e}"),
+        }
+    }
+
+    /// Binds a pod to this node; false when the API server refused.
+    async fn bind(&self, pod: &Value) -> bool {
+        let (ns, name) = names(pod);
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
         let binding = json!({
             "apiVersion": "v1",
             "kind": "Binding",
@@ -349,8 +435,12 @@ impl Agent {
             "target": {"apiVersion": "v1", "kind": "Node", "name": self.shared.config.node},
         });
         let path = format!("/api/v1/namespaces/{ns}/pods/{name}/binding");
-        if let Err(e) = self.shared.api.post(&path, &binding).await {
-            eprintln!("kiln-node-agent: binding {ns}/{name}: {e}");
+        match self.shared.api.post(&path, &binding).await {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("kiln-node-agent: binding {ns}/{name}: {e}");
+                false
+            }
         }
     }
 
@@ -370,6 +460,45 @@ impl Agent {
             Err(e) => eprintln!("kiln-node-agent: removing {ns}/{name}: {e}"),
         }
     }
+}
+
+/// A pod's namespace and name (empty when missing).
+fn names(pod: &Value) -> (&str, &str) {
+    let meta = &pod["metadata"];
+    (
+        meta["namespace"].as_str().unwrap_or_default(),
+        meta["name"].as_str().unwrap_or_default(),
+    )
+}
+
+/// The Node's labels, as a kubelet sets them: also what `nodeSelector`s
+/// are matched against.
+fn node_labels(c: &Config) -> BTreeMap<String, String> {
+    [
+        ("kubernetes.io/hostname", c.node.as_str()),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", std::env::consts::ARCH),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// What the node offers, from its configuration.
+fn offer(c: &Config) -> Result<fit::Offer, quantity::QuantityError> {
+    let allocatable = [
+        ("cpu", quantity::parse_milli(&c.cpu)?),
+        ("memory", quantity::parse_milli(&c.memory)?),
+        ("nvidia.com/gpu", u128::from(c.gpus) * 1000),
+    ];
+    Ok(fit::Offer {
+        allocatable: allocatable
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        pods: u64::from(c.pods),
+        labels: node_labels(c),
+    })
 }
 
 /// Now, as the API server's timestamps (RFC 3339, UTC, whole seconds).

@@ -565,3 +565,131 @@ fn a_pod_that_ignores_sigterm_is_killed_after_the_grace_period() {
     let _ = std::fs::remove_dir_all(&host);
     cluster.delete_namespace(&ns);
 }
+
+/// The pod's `PodScheduled` condition.
+fn scheduled_condition(pod: &Value) -> Option<&Value> {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "PodScheduled"))
+}
+
+/// Waits until pod `name` is marked Unschedulable with `message`.
+fn wait_unschedulable(
+    cluster: &Cluster,
+    agent: &NodeAgent,
+    ns: &str,
+    name: &str,
+    message: &str,
+) -> Value {
+    wait_for(
+        agent,
+        Duration::from_secs(30),
+        &format!("pod {name} Unschedulable: {message}"),
+        || {
+            pod(cluster, ns, name).filter(|p| {
+                scheduled_condition(p).is_some_and(|c| {
+                    c["status"] == "False"
+                        && c["reason"] == "Unschedulable"
+                        && c["message"] == message
+                })
+            })
+        },
+    )
+}
+
+/// A pod spec running `command` with `resources`.
+fn spec_with(command: &[&str], resources: Value) -> Value {
+    serde_json::json!({"containers": [{
+        "name": "main",
+        "image": busybox(),
+        "command": command,
+        "resources": resources,
+    }]})
+}
+
+#[test]
+fn a_pod_that_does_not_fit_stays_pending_with_the_schedulers_reason() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-fit");
+    let eight_gpus = serde_json::json!({"limits": {"nvidia.com/gpu": "8"}});
+    create_pod(cluster, &ns, "greedy", spec_with(&["true"], eight_gpus));
+    let mut elsewhere = spec_with(&["true"], Value::Null);
+    elsewhere["nodeSelector"] = serde_json::json!({"kiln.test/pool": "none"});
+    create_pod(cluster, &ns, "elsewhere", elsewhere);
+    run_pod(cluster, &ns, "small", &busybox(), &["true"]);
+    wait_phase(cluster, agent, &ns, "small", "Succeeded");
+    let greedy = wait_unschedulable(
+        cluster,
+        agent,
+        &ns,
+        "greedy",
+        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+    );
+    wait_unschedulable(
+        cluster,
+        agent,
+        &ns,
+        "elsewhere",
+        "0/1 nodes are available: 1 node(s) didn't match node selector.",
+    );
+    // Looked at on every pass (500 ms), written once.
+    std::thread::sleep(Duration::from_secs(2));
+    let later = pod(cluster, &ns, "greedy").expect("the pod");
+    assert_eq!(
+        later["metadata"]["resourceVersion"], greedy["metadata"]["resourceVersion"],
+        "rewritten: {later}"
+    );
+    assert_eq!(later["status"]["phase"], "Pending", "{later}");
+    assert!(later["spec"]["nodeName"].is_null(), "bound: {later}");
+    cluster.delete_namespace(&ns);
+}
+
+#[test]
+fn a_pod_is_bound_once_the_gpu_it_needs_is_free() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-refit");
+    let one_gpu = serde_json::json!({"limits": {"nvidia.com/gpu": "1"}});
+    // One create, so both are unbound in the same pass; the older (by
+    // name, on the same second) is bound first.
+    let pod_of = |name: &str, command: &[&str]| {
+        let mut spec = spec_with(command, one_gpu.clone());
+        spec["restartPolicy"] = "Never".into();
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        })
+    };
+    let list = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [pod_of("a-first", &["sleep", "4"]), pod_of("b-second", &["true"])],
+    });
+    cluster.kubectl_stdin_ok(&["create", "-f", "-"], &list.to_string());
+    wait_unschedulable(
+        cluster,
+        agent,
+        &ns,
+        "b-second",
+        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+    );
+    let first = wait_phase(cluster, agent, &ns, "a-first", "Succeeded");
+    let second = wait_phase(cluster, agent, &ns, "b-second", "Succeeded");
+    let finished = &first["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"];
+    let started = &second["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"];
+    let (Some(finished), Some(started)) = (finished.as_str(), started.as_str()) else {
+        panic!("no times in {first} {second}");
+    };
+    assert!(started >= finished, "{started} before {finished}");
+    assert_eq!(
+        scheduled_condition(&second).map(|c| &c["status"]),
+        Some(&Value::from("True")),
+        "{second}"
+    );
+    cluster.delete_namespace(&ns);
+}
