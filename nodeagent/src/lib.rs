@@ -5,6 +5,10 @@
 //! it with kiln's rootless sandbox, reporting their status as a kubelet
 //! would, so the Kubernetes backend is tested against real pod lifecycles.
 //!
+//! Errors talking to the API server are logged and retried: a restart of
+//! the API server leaves running containers alone, and what happened
+//! meanwhile is reported once it answers again.
+//!
 //! This first version polls the API server every 500 ms instead of
 //! watching: a list of all pods is cheap on a test cluster, and polling has
 //! no watch bookkeeping (resource versions, reconnects) to get wrong.

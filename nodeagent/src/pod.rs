@@ -15,7 +15,7 @@ use kiln_common::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, User}
 use kiln_runner::local::image::{self, ReadyImage};
 use serde_json::{Value, json};
 
-use crate::{Shared, log_path, now_rfc3339, strings};
+use crate::{ApiError, Shared, log_path, now_rfc3339, strings};
 
 /// The agent's handle on a pod's worker task.
 pub(crate) struct Worker {
@@ -44,8 +44,8 @@ impl Worker {
         let state = Arc::new(WorkerState::default());
         let task_state = Arc::clone(&state);
         tokio::spawn(async move {
-            let mut pod = PodRun::new(shared, pod);
-            if let Err(e) = pod.run(&task_state).await {
+            let mut pod = PodRun::new(shared, pod, Arc::clone(&task_state));
+            if let Err(e) = pod.run().await {
                 eprintln!("kiln-node-agent: pod {}/{}: {e}", pod.ns, pod.name);
             }
             // Whatever the way out (finished, deleted): the pod's overlays
@@ -112,6 +112,8 @@ impl Worker {
 
 struct PodRun {
     shared: Arc<Shared>,
+    /// Shared with the agent's [`Worker`]: whether to stop.
+    state: Arc<WorkerState>,
     pod: Value,
     ns: String,
     name: String,
@@ -122,7 +124,7 @@ struct PodRun {
 }
 
 impl PodRun {
-    fn new(shared: Arc<Shared>, pod: Value) -> PodRun {
+    fn new(shared: Arc<Shared>, pod: Value, state: Arc<WorkerState>) -> PodRun {
         let field = |k: &str| pod["metadata"][k].as_str().unwrap_or_default().to_string();
         let (ns, name, uid) = (field("namespace"), field("name"), field("uid"));
         let statuses = containers(&pod)
@@ -131,6 +133,7 @@ impl PodRun {
             .collect();
         PodRun {
             shared,
+            state,
             pod,
             ns,
             name,
@@ -140,8 +143,31 @@ impl PodRun {
         }
     }
 
-    /// Reports the pod's phase and its containers' states.
-    async fn report(&self, phase: &str) -> Result<(), crate::ApiError> {
+    /// Reports the pod's phase and its containers' states, retrying while
+    /// the API server does not answer (it may be restarting): a lost report
+    /// would leave the pod's last state, e.g. Running, for good. Gives up
+    /// when the pod is gone or is being deleted.
+    async fn report(&self, phase: &str) -> Result<(), ApiError> {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self.report_once(phase).await {
+                Ok(()) => return Ok(()),
+                Err(e) if matches!(e.status(), Some(404)) => return Err(e),
+                Err(e) => {
+                    eprintln!(
+                        "kiln-node-agent: pod {}/{}: reporting {phase} (retrying in {backoff:?}): {e}",
+                        self.ns, self.name
+                    );
+                    if !pause(&self.state, backoff).await {
+                        return Err(e);
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn report_once(&self, phase: &str) -> Result<(), ApiError> {
         // The whole list is replaced: PodScheduled, set by the binding,
         // is kept.
         let running = if phase == "Running" { "True" } else { "False" };
@@ -164,7 +190,9 @@ impl PodRun {
         Ok(())
     }
 
-    async fn run(&mut self, state: &WorkerState) -> Result<(), crate::ApiError> {
+    async fn run(&mut self) -> Result<(), ApiError> {
+        let state = Arc::clone(&self.state);
+        let state = state.as_ref();
         let specs = containers(&self.pod);
         if specs.is_empty() {
             return self.report("Failed").await;

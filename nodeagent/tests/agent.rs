@@ -693,3 +693,36 @@ fn a_pod_is_bound_once_the_gpu_it_needs_is_free() {
     );
     cluster.delete_namespace(&ns);
 }
+
+#[test]
+fn a_pod_outlives_an_api_server_restart_and_is_reported_after_it() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-restart");
+    // The API server is away for 5 s at least (it takes that long to
+    // start): `short` ends while it is away, so its end is reported after
+    // the restart; `sleeper` runs on across it.
+    run_pod(cluster, &ns, "sleeper", &busybox(), &["sleep", "8"]);
+    run_pod(cluster, &ns, "short", &busybox(), &["sleep", "2"]);
+    wait_phase(cluster, agent, &ns, "sleeper", "Running");
+    wait_phase(cluster, agent, &ns, "short", "Running");
+    let log_before = std::fs::read_to_string(agent.log()).unwrap_or_default();
+    cluster.restart_apiserver();
+    for name in ["short", "sleeper"] {
+        let pod = wait_phase(cluster, agent, &ns, name, "Succeeded");
+        let state = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+        assert_eq!(state["exitCode"], 0, "{pod}");
+    }
+    // The agent saw the outage (its polls failed) and went on.
+    let log = std::fs::read_to_string(agent.log()).unwrap_or_default();
+    let during = log.get(log_before.len()..).unwrap_or_default();
+    assert!(
+        during.contains("GET /api/v1/pods"),
+        "no failed poll logged during the restart:\n{during}"
+    );
+    // New pods still run.
+    run_pod(cluster, &ns, "after", &busybox(), &["true"]);
+    wait_phase(cluster, agent, &ns, "after", "Succeeded");
+    cluster.delete_namespace(&ns);
+}
