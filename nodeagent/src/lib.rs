@@ -4,6 +4,9 @@
 //! kube-scheduler would judge it (module `fit`), and runs each pod bound to
 //! it with kiln's rootless sandbox, reporting their status as a kubelet
 //! would, so the Kubernetes backend is tested against real pod lifecycles.
+//! As a kubelet it mounts the service-account token and other API-data
+//! volumes (module `volumes`), so a pod can itself read its credentials for
+//! the API.
 //!
 //! Errors talking to the API server are logged and retried: a restart of
 //! the API server leaves running containers alone, and what happened
@@ -17,10 +20,12 @@
 //! ([`logs`]), whose port the Node's status announces.
 
 pub mod api;
+mod downward;
 mod fit;
 pub mod logs;
 mod pod;
 pub mod quantity;
+mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};

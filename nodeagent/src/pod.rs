@@ -1,20 +1,20 @@
 //! One pod on the node: its images pulled, its containers run one after
 //! another in kiln's sandbox, its status reported after every change.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use kiln_common::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, User};
 use kiln_runner::local::image::{self, ReadyImage};
 use serde_json::{Value, json};
 
+use crate::volumes::{self, HostVolume, Source};
 use crate::{ApiError, Shared, log_path, now_rfc3339, strings};
 
 /// The agent's handle on a pod's worker task.
@@ -121,6 +121,8 @@ struct PodRun {
     start_time: String,
     /// The status of each container, in spec order.
     statuses: Vec<Value>,
+    /// The pod's volumes, once ready.
+    volumes: HashMap<String, HostVolume>,
 }
 
 impl PodRun {
@@ -140,6 +142,7 @@ impl PodRun {
             uid,
             start_time: now_rfc3339(),
             statuses,
+            volumes: HashMap::new(),
         }
     }
 
@@ -198,7 +201,10 @@ impl PodRun {
             return self.report("Failed").await;
         }
         self.report("Pending").await?;
-        // Every image first: a pod whose image cannot be pulled stays
+        if !self.mount_volumes().await {
+            return Ok(());
+        }
+        // Every image next: a pod whose image cannot be pulled stays
         // Pending, as on a kubelet.
         let mut images = Vec::new();
         for (i, c) in specs.iter().enumerate() {
@@ -409,65 +415,80 @@ impl PodRun {
         Ok(env)
     }
 
-    /// The data of a ConfigMap or Secret in the pod's namespace (a Secret's
-    /// base64 decoded), or `None` when it does not exist.
+    /// The data of a ConfigMap or Secret in the pod's namespace as text
+    /// (environment values), or `None` when it does not exist.
     async fn source(
         &self,
         kind: Source,
         name: &str,
     ) -> Result<Option<Vec<(String, String)>>, String> {
-        let path = format!("/api/v1/namespaces/{}/{}/{name}", self.ns, kind.resource());
-        let object = match self.shared.api.get(&path).await {
-            Ok(object) => object,
-            Err(e) if e.status() == Some(404) => return Ok(None),
-            Err(e) => return Err(e.to_string()),
-        };
-        let mut data = Vec::new();
-        for (k, v) in object["data"].as_object().into_iter().flatten() {
-            let Some(v) = v.as_str() else { continue };
-            let v = match kind {
-                Source::ConfigMap => v.to_string(),
-                Source::Secret => {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(v)
-                        .map_err(|e| format!("secret {name:?} key {k}: {e}"))?;
-                    String::from_utf8_lossy(&bytes).into_owned()
-                }
-            };
-            data.push((k.clone(), v));
-        }
-        Ok(Some(data))
+        let data = volumes::fetch(&self.shared.api, &self.ns, kind, name).await?;
+        Ok(data.map(|data| {
+            data.into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect()
+        }))
     }
 
-    /// The host directory behind the pod's volume `name`: an `emptyDir` is
-    /// a fresh directory under the pod's scratch directory (shared by its
-    /// containers, removed with it), a `hostPath` the host's own path.
-    /// Other kinds are `None` and not mounted: every pod gets a
-    /// service-account token `secret` volume, which no test needs, and
-    /// holding every pod for it would stop them all.
-    fn volume(&self, name: &str) -> Result<Option<std::path::PathBuf>, String> {
-        let volumes = self.pod["spec"]["volumes"].as_array();
-        let Some(v) = volumes.into_iter().flatten().find(|v| v["name"] == name) else {
-            return Err(format!("no volume {name:?} in the pod"));
-        };
-        if v.get("emptyDir").is_some() {
-            let dir = self.scratch_dir().join("volumes").join(name);
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            // World-writable like the kubelet's, for any runAsUser.
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
-            return Ok(Some(dir));
-        }
-        if let Some(path) = v["hostPath"]["path"].as_str() {
-            let path = std::path::PathBuf::from(path);
-            if v["hostPath"]["type"] == "DirectoryOrCreate" {
-                std::fs::create_dir_all(&path)
-                    .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    /// Makes the pod's volumes ready, as the kubelet does before it pulls
+    /// images: until then the containers stay ContainerCreating. A missing
+    /// Secret or ConfigMap may yet be created, so the agent retries (every
+    /// second) as the kubelet does, in this pod's own task: other pods go
+    /// on. Each new reason is logged and posted as a `FailedMount` event,
+    /// where `kubectl describe pod` shows it. False when the pod is to stop.
+    async fn mount_volumes(&mut self) -> bool {
+        let dir = self.scratch_dir().join("volumes");
+        let mut last = String::new();
+        loop {
+            match volumes::prepare(&self.shared.api, &self.pod, &dir).await {
+                Ok(ready) => {
+                    self.volumes = ready;
+                    return true;
+                }
+                Err(message) => {
+                    if message != last {
+                        eprintln!("kiln-node-agent: pod {}/{}: {message}", self.ns, self.name);
+                        self.event("Warning", "FailedMount", &message).await;
+                        last = message;
+                    }
+                    if !pause(&self.state, Duration::from_secs(1)).await {
+                        return false;
+                    }
+                }
             }
-            return Ok(Some(path));
         }
-        Ok(None)
+    }
+
+    /// Posts an event about the pod, as the kubelet reports it (best
+    /// effort: a lost event loses only an explanation).
+    async fn event(&self, kind: &str, reason: &str, message: &str) {
+        let now = now_rfc3339();
+        let node = &self.shared.config.node;
+        let event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": format!("{}.", self.name), "namespace": self.ns},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "namespace": self.ns,
+                "name": self.name,
+                "uid": self.uid,
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": "kubelet", "host": node},
+            "reportingComponent": "kubelet",
+            "reportingInstance": node,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        });
+        let path = format!("/api/v1/namespaces/{}/events", self.ns);
+        if let Err(e) = self.shared.api.post(&path, &event).await {
+            eprintln!("kiln-node-agent: event for {}/{}: {e}", self.ns, self.name);
+        }
     }
 
     /// The sandbox run of container `c`: command and args as Kubernetes
@@ -521,16 +542,25 @@ impl PodRun {
             .to_string();
         spec.hostname = self.name.chars().take(63).collect();
         for m in c["volumeMounts"].as_array().map_or(&[][..], Vec::as_slice) {
-            let (Some(volume), Some(path)) = (m["name"].as_str(), m["mountPath"].as_str()) else {
+            let (Some(volume), Some(mount_path)) = (m["name"].as_str(), m["mountPath"].as_str())
+            else {
                 continue;
             };
-            let Some(source) = self.volume(volume)? else {
+            let Some(source) = self.volumes.get(volume) else {
+                // A volume the agent does not mount (see `volumes`).
+                if !self.pod["spec"]["volumes"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|v| v["name"] == volume))
+                {
+                    return Err(format!("no volume {volume:?} in the pod"));
+                }
                 continue;
             };
-            spec = spec.mount(if m["readOnly"] == json!(true) {
-                BindMount::read_only(source, path)
+            let path = source.path.clone();
+            spec = spec.mount(if source.read_only || m["readOnly"] == json!(true) {
+                BindMount::read_only(path, mount_path)
             } else {
-                BindMount::read_write(source, path)
+                BindMount::read_write(path, mount_path)
             });
         }
         Ok(spec.writable_overlay(scratch.join("upper"), scratch.join("work")))
@@ -548,30 +578,6 @@ async fn pause(state: &WorkerState, how_long: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     !state.killed.load(Ordering::SeqCst)
-}
-
-/// Where an environment variable's value comes from.
-#[derive(Clone, Copy)]
-enum Source {
-    ConfigMap,
-    Secret,
-}
-
-impl Source {
-    fn resource(self) -> &'static str {
-        match self {
-            Source::ConfigMap => "configmaps",
-            Source::Secret => "secrets",
-        }
-    }
-
-    /// As the kubelet's messages name it.
-    fn noun(self) -> &'static str {
-        match self {
-            Source::ConfigMap => "configmap",
-            Source::Secret => "secret",
-        }
-    }
 }
 
 /// Runs one container to its end, its output lines into `log`; sends the

@@ -726,3 +726,134 @@ fn a_pod_outlives_an_api_server_restart_and_is_reported_after_it() {
     wait_phase(cluster, agent, &ns, "after", "Succeeded");
     cluster.delete_namespace(&ns);
 }
+
+/// The one container's log of pod `name` once it has succeeded.
+fn output_of(cluster: &Cluster, agent: &NodeAgent, ns: &str, name: &str, spec: Value) -> String {
+    create_pod(cluster, ns, name, spec);
+    wait_phase(cluster, agent, ns, name, "Succeeded");
+    log_of(agent, ns, name)
+}
+
+#[test]
+fn secret_config_map_and_projected_volumes_hold_their_keys() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-apivol");
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        &ns,
+        "--from-literal=a=one",
+        "--from-literal=b=two",
+    ]);
+    cluster.kubectl_ok(&[
+        "create",
+        "configmap",
+        "c",
+        "-n",
+        &ns,
+        "--from-literal=x=ex",
+        "--from-literal=y=why",
+    ]);
+    let script = "cat /s/a /s/b; echo; ls /c; cat /c/sub/why; echo; \
+        cat /p/pa /p/px /p/name; echo; test -s /p/token && echo token; \
+        stat -c '%n %a' /s/a /c/sub/why /p/pa /p/px; \
+        if (echo x > /s/new) 2>/dev/null; then echo writable; else echo read-only; fi";
+    let spec = serde_json::json!({
+        "volumes": [
+            {"name": "s", "secret": {"secretName": "s", "defaultMode": 0o600}},
+            {"name": "c", "configMap": {
+                "name": "c",
+                "items": [{"key": "y", "path": "sub/why", "mode": 0o640}],
+            }},
+            {"name": "p", "projected": {"sources": [
+                {"secret": {"name": "s", "items": [{"key": "a", "path": "pa"}]}},
+                {"configMap": {"name": "c", "items": [{"key": "x", "path": "px", "mode": 0o444}]}},
+                {"downwardAPI": {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+            ]}},
+        ],
+        "containers": [{
+            "name": "main",
+            "image": busybox(),
+            "command": ["sh", "-c", script],
+            "volumeMounts": [
+                {"name": "s", "mountPath": "/s"},
+                {"name": "c", "mountPath": "/c"},
+                {"name": "p", "mountPath": "/p"},
+            ],
+        }],
+    });
+    let log = output_of(cluster, agent, &ns, "vols", spec);
+    assert_eq!(
+        log,
+        "onetwo\nsub\nwhy\noneexvols\ntoken\n\
+         /s/a 600\n/c/sub/why 640\n/p/pa 644\n/p/px 444\nread-only\n"
+    );
+    cluster.delete_namespace(&ns);
+}
+
+#[test]
+fn a_missing_secret_volume_holds_its_pod_and_no_other() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-novol");
+    let spec = serde_json::json!({
+        "volumes": [{"name": "later", "secret": {"secretName": "later"}}],
+        "containers": [{
+            "name": "main",
+            "image": busybox(),
+            "command": ["cat", "/later/t"],
+            "volumeMounts": [{"name": "later", "mountPath": "/later"}],
+        }],
+    });
+    create_pod(cluster, &ns, "waits", spec);
+    let event = wait_for(
+        agent,
+        Duration::from_secs(30),
+        "a FailedMount event",
+        || {
+            let out = cluster.kubectl_ok(&[
+                "get",
+                "events",
+                "-n",
+                &ns,
+                "--field-selector",
+                "involvedObject.name=waits,reason=FailedMount",
+                "-o",
+                "json",
+            ]);
+            json(&out.stdout)["items"].get(0).cloned()
+        },
+    );
+    let message = event["message"].as_str().unwrap_or_default();
+    assert!(message.contains("secret \"later\" not found"), "{event}");
+    // Another pod runs meanwhile.
+    run_pod(cluster, &ns, "other", &busybox(), &["true"]);
+    wait_phase(cluster, agent, &ns, "other", "Succeeded");
+    let waiting = pod(cluster, &ns, "waits").expect("the waiting pod");
+    assert_eq!(waiting["status"]["phase"], "Pending", "{waiting}");
+    assert_eq!(
+        waiting["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ContainerCreating",
+        "{waiting}"
+    );
+    cluster.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "later",
+        "-n",
+        &ns,
+        "--from-literal=t=now",
+    ]);
+    wait_phase(cluster, agent, &ns, "waits", "Succeeded");
+    // The log is kept line by line: the last line ends too.
+    assert_eq!(log_of(agent, &ns, "waits"), "now\n");
+    cluster.delete_namespace(&ns);
+}
