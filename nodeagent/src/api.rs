@@ -160,6 +160,11 @@ impl Api {
         })
     }
 
+    /// The API server's URL as the kubeconfig names it (no trailing `/`).
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     async fn call(
         &self,
         method: Method,

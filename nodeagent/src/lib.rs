@@ -5,8 +5,9 @@
 //! it with kiln's rootless sandbox, reporting their status as a kubelet
 //! would, so the Kubernetes backend is tested against real pod lifecycles.
 //! As a kubelet it mounts the service-account token and other API-data
-//! volumes (module `volumes`), so a pod can itself read its credentials for
-//! the API.
+//! volumes (module `volumes`) and sets the API server's address and the
+//! downward API in containers' environment, so a pod can itself use the
+//! API in-cluster.
 //!
 //! Errors talking to the API server are logged and retried: a restart of
 //! the API server leaves running containers alone, and what happened
@@ -116,6 +117,9 @@ pub(crate) struct Shared {
     pub(crate) images: tokio::sync::Mutex<Images>,
     /// The logs whose container runs, for the log endpoint's followers.
     pub(crate) live_logs: Arc<logs::LiveLogs>,
+    /// The variables a kubelet gives every container for the API server
+    /// (`KUBERNETES_SERVICE_HOST`, ...), see [`service_env`].
+    pub(crate) service_env: Vec<(String, String)>,
 }
 
 pub(crate) struct Images {
@@ -159,6 +163,8 @@ impl Agent {
             unpack: UnpackOptions::mapped(sandbox.id_map().clone()),
         };
         let offer = offer(&config).map_err(|e| setup("the node's resources")(&e))?;
+        let service_env =
+            service_env(api.server()).map_err(|e| setup("the API server's address")(&e))?;
         Ok(Agent {
             shared: Arc::new(Shared {
                 api,
@@ -166,6 +172,7 @@ impl Agent {
                 sandbox,
                 images: tokio::sync::Mutex::new(images),
                 live_logs: Arc::default(),
+                service_env,
             }),
             offer,
             workers: HashMap::new(),
@@ -510,6 +517,53 @@ fn offer(c: &Config) -> Result<fit::Offer, quantity::QuantityError> {
     })
 }
 
+/// Why the API server's address cannot be told to containers.
+#[derive(Debug, thiserror::Error)]
+#[error("server URL {url:?}: {why}")]
+pub struct ServerUrlError {
+    url: String,
+    why: String,
+}
+
+/// The variables a kubelet sets in every container so that in-cluster
+/// clients (kube-rs `Config::incluster`, client-go) find the API server:
+/// those of the `kubernetes` Service, as docker links name them. They point
+/// at the API server as this node reaches it (the kubeconfig's server, e.g.
+/// 127.0.0.1:6443), not at the Service's cluster IP: nothing routes
+/// 10.96.0.1 here, and containers share the host's network.
+pub fn service_env(server: &str) -> Result<Vec<(String, String)>, ServerUrlError> {
+    let fail = |why: String| ServerUrlError {
+        url: server.to_string(),
+        why,
+    };
+    let url = reqwest::Url::parse(server).map_err(|e| fail(e.to_string()))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| fail("no host".to_string()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| fail("no port".to_string()))?;
+    let address = if host.contains(':') {
+        format!("tcp://[{host}]:{port}")
+    } else {
+        format!("tcp://{host}:{port}")
+    };
+    let prefix = format!("KUBERNETES_PORT_{port}_TCP");
+    Ok(vec![
+        ("KUBERNETES_SERVICE_HOST".into(), host.clone()),
+        ("KUBERNETES_SERVICE_PORT".into(), port.to_string()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.to_string()),
+        ("KUBERNETES_PORT".into(), address.clone()),
+        (prefix.clone(), address),
+        (format!("{prefix}_PROTO"), "tcp".into()),
+        (format!("{prefix}_PORT"), port.to_string()),
+        (format!("{prefix}_ADDR"), host),
+    ])
+}
+
 /// Now, as the API server's timestamps (RFC 3339, UTC, whole seconds).
 pub(crate) fn now_rfc3339() -> String {
     let secs = SystemTime::now()
@@ -528,4 +582,29 @@ pub(crate) fn strings(value: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_env;
+
+    #[test]
+    fn containers_are_told_the_api_server_as_the_node_reaches_it() {
+        let env = service_env("https://127.0.0.1:6443").expect("a URL");
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("127.0.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("6443"));
+        assert_eq!(get("KUBERNETES_PORT"), Some("tcp://127.0.0.1:6443"));
+        assert_eq!(get("KUBERNETES_PORT_6443_TCP_ADDR"), Some("127.0.0.1"));
+        let default_port = service_env("https://api.example").expect("a URL");
+        assert!(default_port.contains(&("KUBERNETES_SERVICE_PORT".into(), "443".into())));
+        let v6 = service_env("https://[::1]:6443").expect("a URL");
+        assert!(v6.contains(&("KUBERNETES_SERVICE_HOST".into(), "::1".into())));
+        assert!(v6.contains(&("KUBERNETES_PORT".into(), "tcp://[::1]:6443".into())));
+        assert!(service_env("not a url").is_err());
+    }
 }

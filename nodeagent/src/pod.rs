@@ -15,7 +15,7 @@ use kiln_runner::local::image::{self, ReadyImage};
 use serde_json::{Value, json};
 
 use crate::volumes::{self, HostVolume, Source};
-use crate::{ApiError, Shared, log_path, now_rfc3339, strings};
+use crate::{ApiError, Shared, downward, log_path, now_rfc3339, strings};
 
 /// The agent's handle on a pod's worker task.
 pub(crate) struct Worker {
@@ -185,7 +185,11 @@ impl PodRun {
                 condition("Ready", running),
             ],
             "startTime": self.start_time,
-            "hostIP": "127.0.0.1",
+            "hostIP": downward::POD_IP,
+            // Containers share the host's network: the pod's IP is the
+            // host's, as for a hostNetwork pod.
+            "podIP": downward::POD_IP,
+            "podIPs": [{"ip": downward::POD_IP}],
             "containerStatuses": self.statuses,
         }});
         let path = format!("/api/v1/namespaces/{}/pods/{}/status", self.ns, self.name);
@@ -345,8 +349,9 @@ impl PodRun {
     /// Container `c`'s own environment, in Kubernetes' order: `envFrom`
     /// sources first, then `env` entries, a later one replacing an earlier
     /// one. ConfigMaps and Secrets are read through the API when the
-    /// container starts, as the kubelet does. The error (a missing source
-    /// or key that is not `optional`) is the waiting message.
+    /// container starts, as the kubelet does; `fieldRef`s are the pod's own
+    /// fields ([`downward`]). The error (a missing source or key that is
+    /// not `optional`, an unsupported field) is the waiting message.
     async fn api_env(&self, c: &Value) -> Result<Vec<(String, String)>, String> {
         let mut env: Vec<(String, String)> = Vec::new();
         let mut set = |key: String, value: String| {
@@ -385,7 +390,12 @@ impl PodRun {
                 );
                 continue;
             }
-            // Field and resource references are not supported: left unset.
+            // The downward API; resource references (`resourceFieldRef`)
+            // are not supported and left unset.
+            if let Some(field_path) = from["fieldRef"]["fieldPath"].as_str() {
+                set(key.to_string(), downward::field(&self.pod, field_path)?);
+                continue;
+            }
             for (kind, r) in [
                 (Source::ConfigMap, &from["configMapKeyRef"]),
                 (Source::Secret, &from["secretKeyRef"]),
@@ -510,8 +520,10 @@ impl PodRun {
         if argv.is_empty() {
             return Err("neither the container nor its image names a command".into());
         }
+        // As the kubelet: the image's variables give way to the API
+        // server's, and those to the container's own.
         let mut env = image.env.clone();
-        for (key, value) in pod_env {
+        for (key, value) in self.shared.service_env.iter().cloned().chain(pod_env) {
             env.retain(|(k, _)| *k != key);
             env.push((key, value));
         }

@@ -857,3 +857,102 @@ fn a_missing_secret_volume_holds_its_pod_and_no_other() {
     assert_eq!(log_of(agent, &ns, "waits"), "now\n");
     cluster.delete_namespace(&ns);
 }
+
+/// The decoded value of `key` in Secret `name`.
+fn secret_value(cluster: &Cluster, ns: &str, name: &str, key: &str) -> String {
+    use base64::Engine as _;
+    let out = cluster.kubectl_ok(&["get", "secret", name, "-n", ns, "-o", "json"]);
+    let encoded = json(&out.stdout)["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("secret {name} has no {key}"))
+        .to_string();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64 secret data");
+    String::from_utf8(bytes).expect("UTF-8 secret data")
+}
+
+#[test]
+fn containers_get_the_service_account_token_and_the_api_servers_address() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-sa");
+    let script = "d=/var/run/secrets/kubernetes.io/serviceaccount; \
+        echo \"$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT\"; \
+        cat $d/namespace; echo; cat $d/token; echo; head -n 1 $d/ca.crt; \
+        if (echo x > $d/new) 2>/dev/null; then echo writable; else echo read-only; fi";
+    let spec = serde_json::json!({"containers": [{
+        "name": "main",
+        "image": busybox(),
+        "command": ["sh", "-c", script],
+    }]});
+    let log = output_of(cluster, agent, &ns, "sa", spec);
+    // The ServiceAccount admission plugin added the token volume.
+    let pod = pod(cluster, &ns, "sa").expect("the pod");
+    let secret = pod["spec"]["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find_map(|v| v["secret"]["secretName"].as_str()))
+        .unwrap_or_else(|| panic!("no secret volume in {pod}"))
+        .to_string();
+    assert!(secret.starts_with("default-token-"), "{secret}");
+    let token = secret_value(cluster, &ns, &secret, "token");
+    let server = cluster
+        .server()
+        .strip_prefix("https://")
+        .expect("an https server");
+    assert_eq!(
+        log,
+        format!("{server}\n{ns}\n{token}\n-----BEGIN CERTIFICATE-----\nread-only\n")
+    );
+    cluster.delete_namespace(&ns);
+}
+
+#[test]
+fn downward_api_env_gives_the_pods_own_fields() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let ns = cluster.fresh_namespace("agent-downward");
+    let field = |name: &str, path: &str| serde_json::json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "me",
+            "namespace": ns,
+            "labels": {"x": "label-x"},
+            "annotations": {"x": "annotation-x"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main",
+                "image": busybox(),
+                "command": ["sh", "-c", "echo \"$N|$NS|$UID_|$NODE|$SA|$IP|$L|$A\""],
+                "env": [
+                    field("N", "metadata.name"),
+                    field("NS", "metadata.namespace"),
+                    field("UID_", "metadata.uid"),
+                    field("NODE", "spec.nodeName"),
+                    field("SA", "spec.serviceAccountName"),
+                    field("IP", "status.podIP"),
+                    field("L", "metadata.labels['x']"),
+                    field("A", "metadata.annotations['x']"),
+                ],
+            }],
+        },
+    });
+    cluster.kubectl_stdin_ok(&["create", "-f", "-"], &manifest.to_string());
+    let pod = wait_phase(cluster, agent, &ns, "me", "Succeeded");
+    let uid = pod["metadata"]["uid"].as_str().expect("a uid");
+    assert_eq!(
+        log_of(agent, &ns, "me"),
+        format!(
+            "me|{ns}|{uid}|{}|default|127.0.0.1|label-x|annotation-x\n",
+            agent.node()
+        )
+    );
+    assert_eq!(pod["status"]["podIP"], "127.0.0.1", "{pod}");
+    cluster.delete_namespace(&ns);
+}
