@@ -7,4 +7,5 @@ pub mod names;
 pub mod observe;
 pub mod plan;
 pub mod pod;
+pub mod schedules;
 pub mod status;

@@ -20,6 +20,11 @@ pub const LABEL_RUN: &str = "run";
 pub const LABEL_PIPELINE: &str = "pipeline";
 /// See [`LABEL_RUN`].
 pub const LABEL_STEP: &str = "step";
+/// Marks every object kiln creates, so kiln touches only its own (`kiln
+/// schedules delete` refuses a CronJob without it).
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The value of [`LABEL_MANAGED_BY`].
+pub const MANAGED_BY_KILN: &str = "kiln";
 /// The full run id, step name and attempt, unabridged, as annotations.
 pub const ANNOTATION_RUN: &str = "kiln.dev/run-id";
 /// See [`ANNOTATION_RUN`].
@@ -95,7 +100,7 @@ pub fn step_pod(p: &StepPod<'_>) -> Result<Pod, PodError> {
     labels.insert(LABEL_RUN.into(), label_value(p.run));
     labels.insert(LABEL_PIPELINE.into(), label_value(p.pipeline));
     labels.insert(LABEL_STEP.into(), label_value(p.step));
-    labels.insert("app.kubernetes.io/managed-by".into(), "kiln".into());
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY_KILN.into());
     let mut annotations: BTreeMap<String, String> = pod_settings
         .annotations
         .as_ref()

@@ -29,6 +29,7 @@ pub use model::{
     StepDetail, StepStatus,
 };
 pub use store::{INTERRUPTED_REASON, Records};
+pub(crate) use time::serialize_opt_time;
 pub use time::{format_rfc3339, format_utc};
 
 /// Where the run records live: `$XDG_DATA_HOME/kiln`, else
