@@ -245,9 +245,10 @@ pub enum SchedulesCommand {
 /// settings, when there is one, overridden by the flags.
 #[derive(Debug, Clone, Args)]
 pub struct ScheduleTarget {
-    /// The pipeline file whose connection settings to use (optional).
-    #[arg(long = "pipeline", default_value = "kiln.yaml")]
-    pub pipeline: PathBuf,
+    /// The pipeline file whose connection settings to use (default:
+    /// kiln.yaml when there is one; without it, kiln's defaults).
+    #[arg(long = "pipeline")]
+    pub pipeline: Option<PathBuf>,
     /// Cluster and namespace overrides.
     #[command(flatten)]
     pub kube: KubeArgs,

@@ -7,6 +7,7 @@ mod kube;
 mod logs;
 mod run;
 mod runs;
+mod schedules;
 mod validate;
 
 use std::process::ExitCode;
@@ -28,7 +29,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&args, cli.json),
         Command::Runs(command) => runs::run(&command, cli.json),
         Command::Logs(args) => logs::run(&args),
-        Command::Schedules(_) => not_yet("schedules", "the Kubernetes backend"),
+        Command::Schedules(command) => schedules::run(&command, cli.json),
         Command::Cache(command) => cache::run(&command, cli.json),
     }
 }
@@ -46,9 +47,29 @@ pub fn load_pipeline(path: &std::path::Path) -> anyhow::Result<Option<kiln_commo
     }
 }
 
-/// Commands whose machinery does not exist yet say so plainly and exit 2,
-/// rather than pretend to work.
-fn not_yet(command: &str, part: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("kiln {command}: not built yet ({part} is not part of this kiln version)");
-    Ok(ExitCode::from(2))
+/// Left-aligned columns, two spaces apart, no trailing blanks: the lists
+/// `kiln runs` and `kiln schedules` print.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header = header.iter().map(|h| h.to_string()).collect();
+    let mut text = String::new();
+    for row in std::iter::once(header).chain(rows) {
+        let mut line = String::new();
+        for (cell, w) in row.iter().zip(&widths) {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// [`table`], on standard output.
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    print!("{}", table(header, rows));
 }

@@ -72,7 +72,7 @@ fn list(records: &records::Records, json: bool) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    print_table(
+    super::print_table(
         &["RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "STEPS"],
         rows,
     );
@@ -101,7 +101,7 @@ fn show(records: &records::Records, given: &str, json: bool) -> anyhow::Result<E
     }
     println!();
     let rows = run.steps.iter().map(step_row).collect();
-    print_table(
+    super::print_table(
         &[
             "STEP", "STATUS", "ATTEMPTS", "DURATION", "EXIT", "REASON", "LOG",
         ],
@@ -206,24 +206,6 @@ pub(super) fn human_duration(d: Duration) -> String {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, s / 60 % 60),
-    }
-}
-
-/// Left-aligned columns, two spaces apart, no trailing blanks.
-fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let header = header.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(header).chain(rows) {
-        let mut line = String::new();
-        for (cell, w) in row.iter().zip(&widths) {
-            line.push_str(&format!("{cell:<w$}  "));
-        }
-        println!("{}", line.trim_end());
     }
 }
 
