@@ -39,6 +39,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+    /// Conduct a run inside the cluster (the orchestrator pod's command).
+    #[command(hide = true)]
+    Orchestrate,
 }
 
 /// Arguments of `kiln build`.

@@ -27,18 +27,7 @@ fn tls_fixture(name: &str) -> (Fixture, String) {
 /// `$HOME/.docker/config.json` with `auths` for the TLS registry.
 fn write_docker_config(f: &Fixture, password: &str) {
     let bench = Bench::get();
-    let auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{password}", bench.username()));
-    let dir = f.home().join(".docker");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("config.json"),
-        format!(
-            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
-            bench.tls_registry()
-        ),
-    )
-    .unwrap();
+    f.write_docker_auth(bench.tls_registry(), bench.username(), password);
 }
 
 fn ca() -> String {

@@ -101,10 +101,25 @@ fn validate_missing_file_is_a_clear_error() {
 }
 
 #[test]
-fn commands_not_built_yet_exit_2_and_say_so() {
-    let out = kiln(&["run", "--on", "kubernetes"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not built yet"));
+fn kubernetes_without_a_usable_kubeconfig_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/quickstart/kiln.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["run", "--on", "kubernetes", "--pipeline"])
+        .arg(&pipeline)
+        .args(["--context", "nowhere"])
+        .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("connecting to the Kubernetes cluster") && err.contains("kubeconfig"),
+        "{err}"
+    );
+    assert!(err.contains("\"nowhere\""), "names the context: {err}");
 }
 
 #[test]

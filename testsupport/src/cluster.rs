@@ -222,6 +222,37 @@ impl Cluster {
         checked(args, self.kubectl(args))
     }
 
+    /// The node agent built from this workspace, for tests of other
+    /// packages (cargo gives a test the path of its own package's binaries
+    /// only): `kiln-node-agent` beside the test's target directory, built
+    /// with cargo first when it is not there.
+    ///
+    /// # Panics
+    ///
+    /// When it is missing and cannot be built.
+    pub fn workspace_agent(&self) -> &'static NodeAgent {
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+        // target/<profile>/deps/<test> -> target/<profile>/kiln-node-agent
+        let profile = exe
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("{} has no target directory", exe.display()));
+        let bin = profile.join("kiln-node-agent");
+        if !bin.is_file() {
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "-p", "kiln-node-agent", "--bin", "kiln-node-agent"])
+                .env("CARGO_TARGET_DIR", profile.parent().unwrap_or(profile))
+                .status()
+                .unwrap_or_else(|e| panic!("running cargo build -p kiln-node-agent: {e}"));
+            assert!(
+                status.success() && bin.is_file(),
+                "cargo build -p kiln-node-agent failed ({status}); {} is missing",
+                bin.display()
+            );
+        }
+        self.agent(&bin)
+    }
+
     /// [`Cluster::kubectl_stdin`], panicking unless it exits 0.
     pub fn kubectl_stdin_ok(&self, args: &[&str], stdin: &str) -> RunOutput {
         checked(args, self.kubectl_stdin(args, stdin))

@@ -166,6 +166,22 @@ impl Fixture {
         });
     }
 
+    /// `$HOME/.docker/config.json` with `auths` for `registry`, as
+    /// `docker login` writes it: where kiln finds registry credentials.
+    pub fn write_docker_auth(&self, registry: &str, username: &str, password: &str) {
+        use base64::Engine as _;
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let dir = self.home().join(".docker");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let file = dir.join("config.json");
+        std::fs::write(
+            &file,
+            format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
+        )
+        .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+    }
+
     /// Runs `kiln ARGS` in the project, stdin empty.
     pub fn kiln(&self, args: &[&str]) -> RunOutput {
         self.kiln_with(args, None)

@@ -450,6 +450,24 @@ fn with_transport(image_ref: &str) -> String {
     }
 }
 
+/// Polls `check` every 300 ms until it returns `Some`, or panics after
+/// `timeout` with `what`: for state a test waits on in a cluster or a
+/// registry, where no event tells it.
+///
+/// # Panics
+///
+/// When `check` has not answered within `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// Runs skopeo with `args` (after the judges' global options) and returns
 /// what happened without judging it: for tests that expect a failure, such
 /// as a registry refusing bad credentials.

@@ -2,23 +2,11 @@
 //! API level only (kubectl and kube-rs): no node agent runs here, so no pod ever runs (see the
 //! `kiln-node-agent` package's tests for pods that do).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiln_testsupport::cluster::Cluster;
+use kiln_testsupport::wait_for;
 use serde_json::Value;
-
-/// Polls `check` every 500 ms until it returns `Some`, or panics after
-/// `timeout` with `what`.
-fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 fn json(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))

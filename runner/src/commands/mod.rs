@@ -4,7 +4,9 @@
 mod build;
 mod cache;
 mod kube;
+mod kube_run;
 mod logs;
+mod orchestrate;
 mod run;
 mod runs;
 mod schedules;
@@ -31,6 +33,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::run(&args),
         Command::Schedules(command) => schedules::run(&command, cli.json),
         Command::Cache(command) => cache::run(&command, cli.json),
+        Command::Orchestrate => orchestrate::run(),
     }
 }
 

@@ -33,10 +33,7 @@ use crate::progress::Display;
 
 pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     if args.on == Backend::Kubernetes {
-        eprintln!(
-            "kiln run --on kubernetes: not built yet (the Kubernetes backend is not part of this kiln version)"
-        );
-        return Ok(ExitCode::from(2));
+        return super::kube_run::run(args, json);
     }
     let data = data_dir()?;
     let records = Records::open(&data).context("opening the run records")?;
@@ -285,31 +282,14 @@ fn prepare_steps(
         if !needed {
             continue;
         }
-        let opts = BuildOptions {
-            only_step: image.steps.first().cloned(),
-            output: Output::Registry,
-            cache_dir: cache_dir.to_path_buf(),
-            data_dir: data.clone(),
-            ..BuildOptions::default()
-        };
-        let ready = match runtime.block_on(kiln_builder::build::build(
-            pipeline, &opts, &client, &display,
-        )) {
-            Ok(report) => match report.images.iter().find(|i| i.name == image.name) {
-                Some(built) => match pinned(&built.reference, &built.digest) {
-                    Ok(reference) => runtime.block_on(image::ready(
-                        &client, &store, &roots, &reference, &platform, &unpack,
-                    )),
-                    Err(e) => Err(e),
-                },
-                None => Err(format!("the build did not produce image {}", image.name)),
-            },
-            Err(e) => Err(format!(
-                "building image {}: {}",
-                image.name,
-                kiln_common::error_chain(&e)
-            )),
-        };
+        let ready = build_pinned(
+            &runtime, pipeline, image, cache_dir, &data, &client, &display,
+        )
+        .and_then(|reference| {
+            runtime.block_on(image::ready(
+                &client, &store, &roots, &reference, &platform, &unpack,
+            ))
+        });
         if let Err(reason) = &ready {
             eprintln!("kiln: {reason}");
         }
@@ -322,6 +302,37 @@ fn prepare_steps(
         }
     }
     Ok(launches)
+}
+
+/// Builds (through the cache) and pushes the image `image` of the plan;
+/// returns it pinned by digest, or why it could not be built.
+pub(super) fn build_pinned(
+    runtime: &tokio::runtime::Runtime,
+    pipeline: &Pipeline,
+    image: &kiln_builder::plan::ImagePlan,
+    cache_dir: &std::path::Path,
+    data: &std::path::Path,
+    client: &kiln_common::distribution::Client,
+    display: &Display,
+) -> Result<String, String> {
+    let opts = BuildOptions {
+        only_step: image.steps.first().cloned(),
+        output: Output::Registry,
+        cache_dir: cache_dir.to_path_buf(),
+        data_dir: data.to_path_buf(),
+        ..BuildOptions::default()
+    };
+    match runtime.block_on(kiln_builder::build::build(pipeline, &opts, client, display)) {
+        Ok(report) => match report.images.iter().find(|i| i.name == image.name) {
+            Some(built) => pinned(&built.reference, &built.digest),
+            None => Err(format!("the build did not produce image {}", image.name)),
+        },
+        Err(e) => Err(format!(
+            "building image {}: {}",
+            image.name,
+            kiln_common::error_chain(&e)
+        )),
+    }
 }
 
 /// `registry/repo@digest` from a pushed `registry/repo:tag` and its digest.

@@ -17,6 +17,11 @@ use super::pod::{
 pub const LABEL_ROLE: &str = "kiln.dev/role";
 /// The value of [`LABEL_ROLE`] on orchestrators.
 pub const ROLE_ORCHESTRATOR: &str = "orchestrator";
+/// The orchestrator pod's pipeline label (not `pipeline`: that lists
+/// step pods).
+pub const POD_LABEL_PIPELINE: &str = "kiln.dev/pipeline";
+/// The orchestrator pod's run label (not `run`: see [`POD_LABEL_PIPELINE`]).
+pub const POD_LABEL_RUN: &str = "kiln.dev/run";
 /// The schedule a Job came from, on Jobs a CronJob creates.
 pub const LABEL_SCHEDULE: &str = "kiln.dev/schedule";
 /// Restarts of the orchestrator pod the Job allows before
@@ -170,7 +175,11 @@ fn job_template(o: &OrchestratorJob<'_>) -> Result<Value, PodError> {
         }));
     }
     pod["spec"]["containers"][0]["name"] = json!(ROLE_ORCHESTRATOR);
+    // The Job carries `run` and `pipeline`; its pod carries kiln's own
+    // keys instead, so `kubectl get pods -l pipeline=NAME` lists the step
+    // pods only and `kubectl delete pod -l run=ID` leaves the orchestrator.
     let mut labels = pod["metadata"]["labels"].take();
+    let mut pod_labels = labels.clone();
     if let Some(l) = labels.as_object_mut() {
         l.remove(LABEL_STEP);
         if run.is_empty() {
@@ -178,6 +187,16 @@ fn job_template(o: &OrchestratorJob<'_>) -> Result<Value, PodError> {
         }
         l.insert(LABEL_ROLE.into(), json!(ROLE_ORCHESTRATOR));
         l.insert(LABEL_PIPELINE.into(), json!(label_value(o.pipeline)));
+    }
+    if let Some(l) = pod_labels.as_object_mut() {
+        l.remove(LABEL_STEP);
+        l.remove(LABEL_RUN);
+        l.remove(LABEL_PIPELINE);
+        l.insert(LABEL_ROLE.into(), json!(ROLE_ORCHESTRATOR));
+        l.insert(POD_LABEL_PIPELINE.into(), json!(label_value(o.pipeline)));
+        if !run.is_empty() {
+            l.insert(POD_LABEL_RUN.into(), json!(label_value(run)));
+        }
     }
     let mut annotations = json!({});
     if !run.is_empty() {
@@ -190,7 +209,7 @@ fn job_template(o: &OrchestratorJob<'_>) -> Result<Value, PodError> {
                 .as_ref()
                 .map_or(0, |m| i32::try_from(m.value).unwrap_or(0)),
         "template": {
-            "metadata": {"labels": labels.clone(), "annotations": pod["metadata"]["annotations"].take()},
+            "metadata": {"labels": pod_labels, "annotations": pod["metadata"]["annotations"].take()},
             "spec": pod["spec"].take(),
         },
     });

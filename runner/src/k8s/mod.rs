@@ -1,10 +1,12 @@
 //! The Kubernetes backend: names and manifests (pure), the connection, and
 //! the in-cluster orchestrator that runs a pipeline one pod per step.
 
+pub mod backend;
 pub mod connect;
 pub mod job;
 pub mod names;
 pub mod observe;
+pub mod orchestrator;
 pub mod plan;
 pub mod pod;
 pub mod schedules;

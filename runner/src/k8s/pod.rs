@@ -116,13 +116,17 @@ pub fn step_pod(p: &StepPod<'_>) -> Result<Pod, PodError> {
         "labels": labels,
         "annotations": annotations,
     });
+    // Owned, not controlled: the Job controller releases pods it controls
+    // that its selector does not match (it would strip this reference),
+    // while the garbage collector deletes owned pods with the Job either
+    // way.
     if let Some(o) = &p.owner {
         metadata["ownerReferences"] = json!([{
             "apiVersion": o.api_version,
             "kind": o.kind,
             "name": o.name,
             "uid": o.uid,
-            "controller": true,
+            "controller": false,
             "blockOwnerDeletion": true,
         }]);
     }

@@ -189,6 +189,15 @@ impl LineSink for Lines {
     }
 }
 
+/// The orchestrator's copy of step pod logs: the same prefixes.
+impl crate::k8s::backend::StepLines for Lines {
+    fn line(&self, step: usize, text: &str) {
+        let p = prefix(&self.names, self.width, self.colour, step);
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{p} {text}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,424 @@
+//! `kiln run --on kubernetes`: build and push what is stale, push the
+//! orchestrator image, submit the orchestrator Job (or the schedule's
+//! CronJob), then follow the orchestrator's log until the run ends, or
+//! return at once with `--detach`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures_util::{AsyncBufReadExt as _, StreamExt as _};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kiln_builder::selfimage::{OrchestratorImageOptions, push_orchestrator_image};
+use kiln_common::Pipeline;
+use kiln_runner::k8s::connect::{SERVICE_ACCOUNT, connect, ensure_service_account};
+use kiln_runner::k8s::job::{CronSpec, OrchestratorJob, orchestrator_cronjob, orchestrator_job};
+use kiln_runner::k8s::plan::RunPlan;
+use kiln_runner::k8s::status::{ANNOTATION_STATUS, ANNOTATION_STEPS, Steps, is_final};
+use kube::api::{Api, LogParams, PostParams};
+use kube::runtime::watcher;
+
+use super::build::{data_dir, registry_client};
+use super::kube::{runtime, target};
+use super::load_pipeline;
+use super::run::build_pinned;
+use crate::cli::RunArgs;
+use crate::progress::Display;
+
+pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
+    if args.retry_failed.is_some() {
+        bail!(
+            "--retry-failed is for local runs; a Kubernetes run's orchestrator already resumes from the pods it finds"
+        );
+    }
+    let Some(pipeline) = load_pipeline(&args.pipeline)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let settings = pipeline.kubernetes();
+    let target = target(Some(&pipeline), &args.kube);
+    let rt = runtime()?;
+    let client = rt
+        .block_on(connect(&target))
+        .context("connecting to the Kubernetes cluster")?;
+    let account = match &settings.service_account_name {
+        Some(a) => a.value.clone(),
+        None => {
+            rt.block_on(ensure_service_account(&client, &target.namespace))?;
+            SERVICE_ACCOUNT.to_string()
+        }
+    };
+
+    // Every step's image, pushed and pinned.
+    let images = push_images(&rt, &pipeline, args, json)?;
+    local_checks(&pipeline, &images);
+    let registry = registry_client(&args.registry)?;
+    // The orchestrator image goes beside the first step's image.
+    let repository = pipeline
+        .steps()
+        .first()
+        .and_then(|s| images.get(&s.name.value))
+        .and_then(|r| r.split_once('@'))
+        .map(|(repo, _)| repo.to_string())
+        .context("the pipeline has no step")?;
+    let cache_dir = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => kiln_builder::store::default_cache_dir().context(
+            "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-dir",
+        )?,
+    };
+    let orchestrator = rt
+        .block_on(push_orchestrator_image(
+            &registry,
+            &repository,
+            &OrchestratorImageOptions::new(&cache_dir),
+        ))
+        .context("pushing the orchestrator image")?;
+
+    let file = args
+        .pipeline
+        .file_name()
+        .map_or_else(|| "kiln.yaml".into(), |f| f.to_string_lossy().into_owned());
+    let text = std::fs::read_to_string(&args.pipeline)
+        .with_context(|| format!("reading {}", args.pipeline.display()))?;
+    let schedule = args.schedule.clone().or_else(|| {
+        pipeline
+            .model()
+            .schedule
+            .as_ref()
+            .map(|s| s.cron_expression.value.clone())
+    });
+    let mut plan = RunPlan {
+        run_id: None,
+        file,
+        pipeline: text,
+        images,
+        namespace: target.namespace.clone(),
+    };
+    if let Some(cron) = schedule {
+        return schedule_run(
+            &rt,
+            &client,
+            &pipeline,
+            &plan,
+            &orchestrator.reference,
+            &account,
+            cron,
+        );
+    }
+
+    let run_id = new_run_id();
+    plan.run_id = Some(run_id.clone());
+    let job = orchestrator_job(&OrchestratorJob {
+        pipeline: pipeline.name(),
+        plan: &plan,
+        image: &orchestrator.reference,
+        settings: &settings,
+        service_account: &account,
+    })?;
+    let job_name = job.metadata.name.clone().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &target.namespace);
+    rt.block_on(jobs.create(&PostParams::default(), &job))
+        .with_context(|| format!("creating the orchestrator Job {job_name}"))?;
+    eprintln!(
+        "kiln: run {run_id} of {} submitted: Job {job_name} in namespace {}",
+        pipeline.name(),
+        target.namespace
+    );
+    let synchronous = settings.synchronous.unwrap_or(true) && !args.detach;
+    if !synchronous {
+        eprintln!("kiln: follow it with: kiln logs {run_id} -f");
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"run": run_id, "job": job_name, "namespace": target.namespace})
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let limit = settings
+        .timeout
+        .as_ref()
+        .and_then(|t| u64::try_from(t.value).ok())
+        .filter(|t| *t > 0)
+        .map(Duration::from_secs);
+    let status = rt.block_on(follow_run(&client, &target.namespace, &job_name, limit))?;
+    let Some((status, steps)) = status else {
+        eprintln!(
+            "kiln: run {run_id} is still going after the timeout; follow it with: kiln logs {run_id} -f"
+        );
+        return Ok(ExitCode::from(1));
+    };
+    for (name, s) in &steps {
+        if s.status == "failed" {
+            eprintln!(
+                "kiln: step {name} failed: {}",
+                s.reason.as_deref().unwrap_or("unknown")
+            );
+        }
+    }
+    eprintln!("kiln: run {run_id} {status}");
+    Ok(if status == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Builds and pushes every image the steps need; step name to pinned
+/// reference. A step whose image cannot be built stops the submission:
+/// nothing runs in the cluster with a half-built pipeline.
+fn push_images(
+    rt: &tokio::runtime::Runtime,
+    pipeline: &Pipeline,
+    args: &RunArgs,
+    json: bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let plan = kiln_builder::plan::plan(pipeline, None)?;
+    let client = registry_client(&args.registry)?;
+    let display = Display::choose(json);
+    let cache_dir = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => kiln_builder::store::default_cache_dir().context(
+            "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-dir",
+        )?,
+    };
+    let data = data_dir()?;
+    let mut images = BTreeMap::new();
+    for image in &plan.images {
+        let reference = build_pinned(rt, pipeline, image, &cache_dir, &data, &client, &display)
+            .map_err(anyhow::Error::msg)?;
+        for step in &image.steps {
+            images.insert(step.clone(), reference.clone());
+        }
+    }
+    Ok(images)
+}
+
+/// `local: true` (a cluster on this machine): its nodes pull from the
+/// registry kiln pushed to, which then has to be one they reach; a
+/// registry elsewhere usually means a misconfigured stack.
+fn local_checks(pipeline: &Pipeline, images: &BTreeMap<String, String>) {
+    let s = pipeline.kubernetes();
+    let local = s.local.as_ref().is_some_and(|v| v.value);
+    let skip = s.skip_local_validations.as_ref().is_some_and(|v| v.value);
+    if !local || skip {
+        return;
+    }
+    for (step, reference) in images {
+        let host = reference.split('/').next().unwrap_or_default();
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        let on_this_machine =
+            matches!(name, "localhost" | "127.0.0.1" | "[::1]") || name.ends_with(".localhost");
+        if !on_this_machine {
+            eprintln!(
+                "kiln: warning: local: true, but step {step}'s image is in registry {host}, which a local cluster may not reach (set skip_local_validations: true to silence)"
+            );
+        }
+    }
+}
+
+/// Creates (or updates) the schedule's CronJob.
+fn schedule_run(
+    rt: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    pipeline: &Pipeline,
+    plan: &RunPlan,
+    image: &str,
+    account: &str,
+    cron: String,
+) -> anyhow::Result<ExitCode> {
+    let schedule = pipeline.model().schedule.as_ref();
+    let spec = CronSpec {
+        cron: cron.clone(),
+        concurrency: schedule.map(|s| s.concurrency_policy).unwrap_or_default(),
+        starting_deadline_seconds: schedule
+            .and_then(|s| s.starting_deadline_seconds.as_ref())
+            .map(|v| v.value),
+        successful_jobs_history_limit: schedule
+            .and_then(|s| s.successful_jobs_history_limit.as_ref())
+            .map(|v| v.value),
+        failed_jobs_history_limit: schedule
+            .and_then(|s| s.failed_jobs_history_limit.as_ref())
+            .map(|v| v.value),
+    };
+    kiln_common::cron::check(&cron).map_err(|e| anyhow::anyhow!("schedule {cron:?}: {e}"))?;
+    let settings = pipeline.kubernetes();
+    let cronjob = orchestrator_cronjob(
+        &OrchestratorJob {
+            pipeline: pipeline.name(),
+            plan,
+            image,
+            settings: &settings,
+            service_account: account,
+        },
+        &spec,
+    )?;
+    let name = cronjob.metadata.name.clone().unwrap_or_default();
+    let applied = rt
+        .block_on(kiln_runner::k8s::schedules::apply_schedule(
+            client,
+            &plan.namespace,
+            &cronjob,
+        ))
+        .with_context(|| format!("creating schedule {name}"))?;
+    let applied = match applied {
+        kiln_runner::k8s::schedules::Applied::Created => "created",
+        kiln_runner::k8s::schedules::Applied::Updated => "updated",
+    };
+    eprintln!(
+        "kiln: schedule {name} {applied} in namespace {}: {cron}; see kiln schedules list",
+        plan.namespace
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows the orchestrator's log (across restarts of its pod) until the
+/// run's status on the Job is final; `None` when `limit` passed first.
+async fn follow_run(
+    client: &kube::Client,
+    namespace: &str,
+    job: &str,
+    limit: Option<Duration>,
+) -> anyhow::Result<Option<(String, Steps)>> {
+    let started = Instant::now();
+    let follow = async {
+        let mut followed = std::collections::HashSet::new();
+        let mut unreachable_since: Option<Instant> = None;
+        loop {
+            // The API server may restart under a long run: keep trying
+            // for a while before giving up on it.
+            match final_status(client, namespace, job).await {
+                Ok(Some(done)) => return Ok::<_, anyhow::Error>(done),
+                Ok(None) => unreachable_since = None,
+                Err(e) => {
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(120) {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            let pod = next_orchestrator_pod(client, namespace, job, &followed).await?;
+            if let Some(pod) = pod {
+                print_log(client, namespace, &pod).await;
+                followed.insert(pod);
+            }
+        }
+    };
+    match limit {
+        Some(l) => match tokio::time::timeout(l.saturating_sub(started.elapsed()), follow).await {
+            Ok(done) => done.map(Some),
+            Err(_) => Ok(None),
+        },
+        None => follow.await.map(Some),
+    }
+}
+
+/// The run's final status and steps, once the Job says it is over (or the
+/// Job failed for good: every orchestrator attempt crashed).
+async fn final_status(
+    client: &kube::Client,
+    namespace: &str,
+    job: &str,
+) -> anyhow::Result<Option<(String, Steps)>> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let j = jobs
+        .get(job)
+        .await
+        .with_context(|| format!("reading Job {job}"))?;
+    let a = j.metadata.annotations.clone().unwrap_or_default();
+    let steps: Steps = a
+        .get(ANNOTATION_STEPS)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    if let Some(status) = a.get(ANNOTATION_STATUS)
+        && is_final(status)
+    {
+        return Ok(Some((status.clone(), steps)));
+    }
+    let failed = j
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Failed" && c.status == "True"));
+    Ok(failed.then(|| {
+        (
+            "failed (the orchestrator could not run; kubectl describe job)".to_string(),
+            steps,
+        )
+    }))
+}
+
+/// Waits (by watch) for an orchestrator pod of `job` not followed yet that
+/// has started (or ended), so its log can be read.
+async fn next_orchestrator_pod(
+    client: &kube::Client,
+    namespace: &str,
+    job: &str,
+    followed: &std::collections::HashSet<String>,
+) -> anyhow::Result<Option<String>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let config = watcher::Config::default().labels(&format!("job-name={job}"));
+    let mut stream = watcher(pods, config).boxed();
+    let deadline = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            event = stream.next() => {
+                let pod = match event {
+                    Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => p,
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    None => return Ok(None),
+                };
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+                if !followed.contains(&name) && matches!(phase.as_str(), "Running" | "Succeeded" | "Failed") {
+                    return Ok(Some(name));
+                }
+            }
+            // Re-read the Job now and then: the run may have ended with no
+            // new pod to follow.
+            () = &mut deadline => return Ok(None),
+        }
+    }
+}
+
+/// Prints the orchestrator pod's log as it is written.
+async fn print_log(client: &kube::Client, namespace: &str, pod: &str) {
+    use std::io::Write as _;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = LogParams {
+        follow: true,
+        ..LogParams::default()
+    };
+    match pods.log_stream(pod, &params).await {
+        Ok(stream) => {
+            let mut lines = stream.lines();
+            while let Some(Ok(line)) = lines.next().await {
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            }
+        }
+        Err(e) => eprintln!("kiln: reading the orchestrator's log ({pod}): {e}"),
+    }
+}
+
+/// A run id: 8 hex digits, as the local records make them.
+fn new_run_id() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() & 0xffff_ffff)
+}

@@ -1,0 +1,611 @@
+//! `kiln orchestrate`: the run's conductor, inside the cluster. It reads
+//! the plan the client left in its environment, finds its own Job (the
+//! owner of every step pod, and the run's record), rebuilds the run's
+//! state from the step pods already there (a restarted orchestrator pod
+//! does not re-run what succeeded), and walks the DAG with the same
+//! scheduler and driver as a local run, one pod per attempt.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kiln_common::Pipeline;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use super::backend::{Adopted, KubeBackend, KubeRun, KubeStep, StepLines};
+use super::names::label_value;
+use super::observe::{PodState, attempt_of, state_of};
+use super::plan::{PLAN_ENV, POD_NAME_ENV, PlanError, RunPlan, run_id_from_uid};
+use super::pod::{ANNOTATION_RUN, LABEL_RUN, Owner};
+use super::status::{
+    ANNOTATION_FINISHED, ANNOTATION_STARTED, ANNOTATION_STATUS, ANNOTATION_STEPS, ANNOTATION_STOP,
+    StepSummary, Steps, is_final,
+};
+use crate::driver::{self, AttemptOutcome, Input, Observer, Report};
+use crate::scheduler::{
+    Observed, ObservedState, RetryPolicy, RunConfig, RunOutcome, Scheduler, SchedulerError,
+    StepSpec, Terminal,
+};
+
+/// Where a run directory would be: a volume the user mounts there is shared
+/// by the steps (the same path as in a local run).
+pub const RUN_DIR: &str = "/kiln/run";
+
+/// Why the orchestrator cannot conduct the run.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestrateError {
+    /// No plan, or a broken one.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The pipeline in the plan does not parse (a kiln version mismatch).
+    #[error("the pipeline in the run plan: {0}")]
+    Pipeline(#[from] kiln_common::PipelineError),
+    /// The plan has no image for a step.
+    #[error("the run plan has no image for step {0:?}")]
+    NoImage(String),
+    /// The API server refused or could not be reached.
+    #[error("{what}: {source}")]
+    Api {
+        /// What kiln was doing.
+        what: String,
+        /// The API's answer.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The DAG or the observed state is not one the scheduler accepts.
+    #[error(transparent)]
+    Scheduler(#[from] SchedulerError),
+    /// The async runtime could not start.
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> OrchestrateError {
+    let what = what.into();
+    move |source| OrchestrateError::Api {
+        what,
+        source: Box::new(source),
+    }
+}
+
+/// What the orchestrator measured of itself, for `scripts/bench`.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// Upstream Succeeded seen to downstream pod created, per launch.
+    pub overheads: Vec<Duration>,
+}
+
+/// Conducts the run described by `$KILN_RUN_PLAN` to its end.
+pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
+    let plan = RunPlan::from_env_value(std::env::var(PLAN_ENV).ok().as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(OrchestrateError::Runtime)?;
+    let client = rt
+        .block_on(kube::Client::try_default())
+        .map_err(api("connecting to the API server"))?;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &plan.namespace);
+
+    // Our Job: the run's record and the owner of its pods.
+    let (job, owner) = rt.block_on(own_job(&client, &plan))?;
+    let run = match (&plan.run_id, &owner) {
+        (Some(id), _) => id.clone(),
+        (None, Some(o)) => run_id_from_uid(&o.uid),
+        (None, None) => run_id_from_uid(&std::process::id().to_string()),
+    };
+    let annotations = job
+        .as_ref()
+        .and_then(|j| j.metadata.annotations.clone())
+        .unwrap_or_default();
+    if let Some(status) = annotations.get(ANNOTATION_STATUS)
+        && is_final(status)
+    {
+        eprintln!("kiln: run {run} already ended ({status}); nothing to do");
+        return Ok((outcome_of(status), Figures::default()));
+    }
+    let writer = owner.as_ref().map(|o| StatusWriter {
+        jobs: jobs.clone(),
+        name: o.name.clone(),
+    });
+    if let Some(w) = &writer {
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL_RUN.to_string(), label_value(&run));
+        let mut a = BTreeMap::new();
+        a.insert(ANNOTATION_RUN.to_string(), run.clone());
+        a.insert(ANNOTATION_STATUS.to_string(), "running".to_string());
+        if !annotations.contains_key(ANNOTATION_STARTED) {
+            a.insert(ANNOTATION_STARTED.to_string(), now());
+        }
+        rt.block_on(w.patch(json!({"metadata": {"labels": labels, "annotations": a}})));
+    }
+
+    let pipeline = Pipeline::parse(&plan.pipeline, &plan.file)?;
+    let names: Vec<String> = pipeline
+        .steps()
+        .iter()
+        .map(|s| s.name.value.clone())
+        .collect();
+    let steps = kube_steps(&pipeline, &plan, &run, &names)?;
+    let specs: Vec<StepSpec> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let retry = pipeline.effective(n).map(|e| e.retry).ok();
+            StepSpec {
+                name: n.clone(),
+                upstream: steps[i].upstream.clone(),
+                retry: retry.map_or_else(RetryPolicy::default, |r| RetryPolicy {
+                    max_retries: r.max_retries,
+                    delay: Duration::from_secs_f64(r.delay_seconds.max(0.0)),
+                    backoff: r.backoff,
+                }),
+            }
+        })
+        .collect();
+    let config = run_config(&pipeline);
+
+    // What the cluster holds of this run already.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &plan.namespace);
+    let existing = rt
+        .block_on(
+            pods.list(&ListParams::default().labels(&format!("{LABEL_RUN}={}", label_value(&run)))),
+        )
+        .map_err(api("listing the run's pods"))?;
+    let adopted: Vec<Adopted> = existing
+        .items
+        .iter()
+        .filter_map(|p| {
+            let (r, step, attempt) = attempt_of(p)?;
+            let step = names.iter().position(|n| *n == step)?;
+            (r == run).then(|| Adopted {
+                step,
+                attempt,
+                pod: p.metadata.name.clone().unwrap_or_default(),
+                state: state_of(p),
+            })
+        })
+        .collect();
+    let observed: Vec<Observed> = adopted
+        .iter()
+        .map(|a| Observed {
+            step: a.step,
+            attempt: a.attempt,
+            state: match &a.state {
+                PodState::Pending => ObservedState::Pending,
+                PodState::Running => ObservedState::Running,
+                PodState::Succeeded => ObservedState::Succeeded,
+                PodState::Failed { exit_code, reason } => ObservedState::Failed {
+                    exit_code: *exit_code,
+                    reason: reason.clone(),
+                    at: None,
+                },
+                PodState::Stuck { reason } => ObservedState::Failed {
+                    exit_code: None,
+                    reason: reason.clone(),
+                    at: None,
+                },
+            },
+        })
+        .collect();
+    let mut scheduler = Scheduler::resume(specs, config, &observed)?;
+    let reused = adopted
+        .iter()
+        .filter(|a| a.state == PodState::Succeeded)
+        .count();
+    eprintln!(
+        "kiln: orchestrating run {run} of {} ({} steps) in namespace {}{}",
+        pipeline.name(),
+        names.len(),
+        plan.namespace,
+        if adopted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; resumed from {} pods found: {reused} of {} steps already succeeded",
+                adopted.len(),
+                names.len()
+            )
+        }
+    );
+
+    let (sender, inputs) = driver::channel();
+    let settings = pipeline.kubernetes();
+    let lines: Arc<dyn StepLines> =
+        Arc::new(crate::local::console::Lines::new(names.clone(), false));
+    let mut backend = KubeBackend::new(
+        rt.handle().clone(),
+        client.clone(),
+        KubeRun {
+            namespace: plan.namespace.clone(),
+            pipeline: pipeline.name().to_string(),
+            run: run.clone(),
+            owner: owner.clone(),
+            stream_logs: settings.stream_step_logs.unwrap_or(true),
+        },
+        steps,
+        &adopted,
+        sender.clone(),
+        lines,
+    );
+    let stop_watch = owner
+        .as_ref()
+        .map(|o| rt.spawn(watch_stop(jobs.clone(), o.name.clone(), sender.clone())));
+
+    let mut console = crate::local::console::Console::new(names.clone(), false);
+    let mut record = JobRecord {
+        names: names.clone(),
+        steps: names
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    StepSummary {
+                        status: "pending".into(),
+                        ..StepSummary::default()
+                    },
+                )
+            })
+            .collect(),
+        writer: writer.clone(),
+        rt: rt.handle().clone(),
+    };
+    // Steps that ended before a restart keep their record.
+    if let Some(prior) = annotations
+        .get(ANNOTATION_STEPS)
+        .and_then(|s| serde_json::from_str::<Steps>(s).ok())
+    {
+        for (name, summary) in prior {
+            if let Some(s) = record.steps.get_mut(&name) {
+                *s = summary;
+            }
+        }
+    }
+    let mut observers = Pair(&mut console, &mut record);
+    let outcome = driver::drive(
+        &mut scheduler,
+        &mut backend,
+        &mut observers,
+        &sender,
+        &inputs,
+    )?;
+    backend.flush_logs(Duration::from_secs(5));
+    if let Some(w) = stop_watch {
+        w.abort();
+    }
+    eprintln!();
+    eprint!("{}", console.summary());
+    let figures = Figures {
+        overheads: backend.overheads(),
+    };
+    drop(backend);
+    if let Some(w) = &writer {
+        let mut a = BTreeMap::new();
+        a.insert(
+            ANNOTATION_STATUS.to_string(),
+            status_word(outcome).to_string(),
+        );
+        a.insert(
+            ANNOTATION_STEPS.to_string(),
+            serde_json::to_string(&record.steps).unwrap_or_default(),
+        );
+        a.insert(ANNOTATION_FINISHED.to_string(), now());
+        rt.block_on(w.patch(json!({"metadata": {"annotations": a}})));
+    }
+    Ok((outcome, figures))
+}
+
+/// The orchestrator's own pod's Job (`None` when run by hand outside one).
+async fn own_job(
+    client: &kube::Client,
+    plan: &RunPlan,
+) -> Result<(Option<Job>, Option<Owner>), OrchestrateError> {
+    let Some(name) = std::env::var(POD_NAME_ENV)
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+    else {
+        return Ok((None, None));
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &plan.namespace);
+    let Some(pod) = pods
+        .get_opt(&name)
+        .await
+        .map_err(api(format!("reading this pod ({name})")))?
+    else {
+        return Ok((None, None));
+    };
+    let Some(owner) = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == "Job")
+    else {
+        return Ok((None, None));
+    };
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &plan.namespace);
+    let job = jobs
+        .get(&owner.name)
+        .await
+        .map_err(api(format!("reading this pod's Job {}", owner.name)))?;
+    let owner = Owner {
+        api_version: "batch/v1".into(),
+        kind: "Job".into(),
+        name: owner.name.clone(),
+        uid: owner.uid.clone(),
+    };
+    Ok((Some(job), Some(owner)))
+}
+
+/// Each step's pod ingredients: its pinned image, command, environment
+/// and effective settings.
+fn kube_steps(
+    pipeline: &Pipeline,
+    plan: &RunPlan,
+    run: &str,
+    names: &[String],
+) -> Result<Vec<KubeStep>, OrchestrateError> {
+    pipeline
+        .steps()
+        .iter()
+        .map(|s| {
+            let name = s.name.value.clone();
+            let image = plan
+                .images
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| OrchestrateError::NoImage(name.clone()))?;
+            let mut command = s.command.value.argv();
+            command.extend(s.args.iter().cloned());
+            let mut env = vec![
+                ("KILN_RUN_ID".to_string(), run.to_string()),
+                ("KILN_PIPELINE".to_string(), pipeline.name().to_string()),
+                ("KILN_STEP".to_string(), name.clone()),
+                ("KILN_RUN_DIR".to_string(), RUN_DIR.to_string()),
+            ];
+            env.extend(s.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Ok(KubeStep {
+                settings: pipeline.effective(&name)?.kubernetes,
+                upstream: s
+                    .upstream
+                    .iter()
+                    .filter_map(|u| names.iter().position(|n| *n == u.value))
+                    .collect(),
+                name,
+                image,
+                command,
+                env,
+            })
+        })
+        .collect()
+}
+
+/// The run-wide limits from the Kubernetes settings.
+fn run_config(pipeline: &Pipeline) -> RunConfig {
+    let s = pipeline.kubernetes();
+    RunConfig {
+        max_parallelism: s
+            .max_parallelism
+            .as_ref()
+            .and_then(|p| usize::try_from(p.value).ok())
+            .and_then(std::num::NonZeroUsize::new),
+        startup_period: s
+            .parallel_step_startup_waiting_period
+            .as_ref()
+            .map_or(Duration::ZERO, |p| {
+                Duration::from_secs_f64(p.value.max(0.0))
+            }),
+        fail_fast: pipeline.model().fail_fast,
+        timeout: None,
+    }
+}
+
+/// `kiln runs stop` writes its wish on the Job; the orchestrator obeys.
+async fn watch_stop(jobs: Api<Job>, name: String, sender: std::sync::mpsc::Sender<Input>) {
+    use futures_util::StreamExt as _;
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher(jobs, config).boxed();
+    let mut asked: Option<bool> = None;
+    while let Some(event) = stream.next().await {
+        let job = match event {
+            Ok(watcher::Event::Apply(j) | watcher::Event::InitApply(j)) => j,
+            Ok(_) => continue,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let wish = job
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_STOP))
+            .map(|v| v == "force");
+        if let Some(force) = wish
+            && asked != Some(true)
+            && asked != Some(force)
+        {
+            asked = Some(force);
+            if sender.send(Input::Stop { force }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Writes the run's state onto the Job.
+#[derive(Clone)]
+struct StatusWriter {
+    jobs: Api<Job>,
+    name: String,
+}
+
+impl StatusWriter {
+    /// A merge patch, retried through a restarting API server; a record
+    /// that cannot be written is said, not fatal.
+    async fn patch(&self, patch: serde_json::Value) {
+        let mut delay = Duration::from_millis(200);
+        for _ in 0..30 {
+            match self
+                .jobs
+                .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return,
+                Err(kube::Error::Api(e)) if e.code < 500 && e.code != 429 => {
+                    eprintln!(
+                        "kiln: recording the run on Job {}: {}",
+                        self.name, e.message
+                    );
+                    return;
+                }
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        eprintln!("kiln: recording the run on Job {}: gave up", self.name);
+    }
+}
+
+/// Keeps the steps' states on the Job as they end.
+struct JobRecord {
+    names: Vec<String>,
+    steps: Steps,
+    writer: Option<StatusWriter>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Observer for JobRecord {
+    fn report(&mut self, report: &Report) {
+        let name = |i: &usize| self.names[*i].clone();
+        let changed = match report {
+            Report::AttemptStarted { step, attempt, .. } => {
+                let s = self.steps.entry(name(step)).or_default();
+                s.status = "running".into();
+                s.attempts = *attempt;
+                false
+            }
+            Report::AttemptEnded {
+                step,
+                exit_code,
+                outcome,
+                ..
+            } => {
+                let s = self.steps.entry(name(step)).or_default();
+                s.exit_code = *exit_code;
+                if *outcome == AttemptOutcome::Failed {
+                    s.status = "retrying".into();
+                }
+                false
+            }
+            Report::RetryScheduled { .. } => false,
+            Report::StepEnded { step, end, reason } => {
+                let s = self.steps.entry(name(step)).or_default();
+                s.status = match end {
+                    Terminal::Succeeded => "succeeded",
+                    Terminal::Failed => "failed",
+                    Terminal::Skipped => "skipped",
+                    Terminal::Cancelled => "cancelled",
+                }
+                .into();
+                s.reason.clone_from(reason);
+                true
+            }
+            Report::Finished { .. } => false,
+        };
+        if changed && let Some(w) = &self.writer {
+            let text = serde_json::to_string(&self.steps).unwrap_or_default();
+            let w = w.clone();
+            self.rt.spawn(async move {
+                w.patch(json!({"metadata": {"annotations": {ANNOTATION_STEPS: text}}}))
+                    .await;
+            });
+        }
+    }
+}
+
+struct Pair<'a>(&'a mut crate::local::console::Console, &'a mut JobRecord);
+
+impl Observer for Pair<'_> {
+    fn report(&mut self, report: &Report) {
+        self.0.report(report);
+        self.1.report(report);
+    }
+}
+
+/// The records' word for how a run ended.
+pub fn status_word(outcome: RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::Failed => "failed",
+        RunOutcome::Stopped { .. } => "stopped",
+        RunOutcome::TimedOut => "timed-out",
+    }
+}
+
+/// The outcome a final status word stands for.
+pub fn outcome_of(status: &str) -> RunOutcome {
+    match status {
+        "succeeded" => RunOutcome::Succeeded,
+        "stopped" => RunOutcome::Stopped { force: false },
+        "timed-out" => RunOutcome::TimedOut,
+        _ => RunOutcome::Failed,
+    }
+}
+
+fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    kiln_common::time::rfc3339(secs)
+}
+
+/// Median and 95th percentile of `figures` (nearest rank).
+pub fn percentiles(figures: &[Duration]) -> Option<(Duration, Duration)> {
+    if figures.is_empty() {
+        return None;
+    }
+    let mut sorted = figures.to_vec();
+    sorted.sort();
+    let rank = |p: f64| {
+        let r = (p * sorted.len() as f64).ceil() as usize;
+        sorted[r.clamp(1, sorted.len()) - 1]
+    };
+    Some((rank(0.5), rank(0.95)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let ms = |v: u64| Duration::from_millis(v);
+        let figures: Vec<Duration> = (1..=100).rev().map(ms).collect();
+        assert_eq!(percentiles(&figures), Some((ms(50), ms(95))));
+        assert_eq!(percentiles(&[ms(7)]), Some((ms(7), ms(7))));
+        assert_eq!(percentiles(&[]), None);
+    }
+
+    #[test]
+    fn status_words_round_trip() {
+        for o in [
+            RunOutcome::Succeeded,
+            RunOutcome::Failed,
+            RunOutcome::Stopped { force: false },
+            RunOutcome::TimedOut,
+        ] {
+            assert_eq!(outcome_of(status_word(o)), o);
+            assert!(is_final(status_word(o)));
+        }
+        assert!(!is_final("running"));
+    }
+}
