@@ -159,6 +159,18 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     eprintln!("kiln: run {run_id} {status}");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "run": run_id,
+                "job": job_name,
+                "namespace": target.namespace,
+                "status": status,
+                "steps": steps,
+            })
+        );
+    }
     Ok(if status == "succeeded" {
         ExitCode::SUCCESS
     } else {
