@@ -165,6 +165,13 @@ impl KubeBackend {
             state: Mutex::new(state),
             idle: Condvar::new(),
         });
+        // An adopted pod still Pending gets a whole startup timeout anew
+        // (its start time before the restart is not known here).
+        for a in adopted.iter().filter(|a| a.state == PodState::Pending) {
+            if let Some(after) = startup_timeout(&shared.steps[a.step]) {
+                rt.spawn(startup_deadline(shared.clone(), a.step, a.attempt, after));
+            }
+        }
         let watch = rt.spawn(watch_pods(shared.clone()));
         KubeBackend {
             rt,
@@ -289,20 +296,9 @@ impl Backend for KubeBackend {
             );
         }
         self.rt.spawn(create(shared.clone(), step, attempt, pod));
-        let timeout = shared.steps[step]
-            .settings
-            .pod_startup_timeout
-            .as_ref()
-            .map_or(600, |t| t.value);
-        if let Ok(secs) = u64::try_from(timeout)
-            && secs > 0
-        {
-            self.rt.spawn(startup_deadline(
-                shared,
-                step,
-                attempt,
-                Duration::from_secs(secs),
-            ));
+        if let Some(after) = startup_timeout(&shared.steps[step]) {
+            self.rt
+                .spawn(startup_deadline(shared, step, attempt, after));
         }
         std::path::PathBuf::from(format!("pod/{name}"))
     }
@@ -420,6 +416,19 @@ async fn create(shared: Arc<Shared>, step: usize, attempt: u32, pod: Pod) {
         }
     }
     shared.send(Event::Launched { step, attempt });
+}
+
+/// A step's `pod_startup_timeout` (default 600 s); none when zero.
+fn startup_timeout(step: &KubeStep) -> Option<Duration> {
+    let secs = step
+        .settings
+        .pod_startup_timeout
+        .as_ref()
+        .map_or(600, |t| t.value);
+    u64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
 }
 
 /// `pod_startup_timeout`: an attempt that has not started running by then
