@@ -8,6 +8,12 @@
 //! [`Records`] on the same database. A run still marked `running` whose
 //! lock nobody holds lost its kiln, and readers record it as
 //! [`RunStatus::Interrupted`].
+//!
+//! A Kubernetes run is recorded the same way, plus where it lives
+//! ([`ClusterRun`]); the cluster has its truth, and readers copy what it
+//! says into the records ([`Records::record_observed`]) before showing
+//! them. Its lock plays no part once it is submitted: the kiln that
+//! submitted it may exit while it runs.
 
 mod error;
 mod lock;
@@ -25,8 +31,8 @@ use std::path::PathBuf;
 pub use error::RecordsError;
 pub use lock::RunLock;
 pub use model::{
-    AttemptDetail, AttemptStatus, NewRun, NewStep, RunDetail, RunId, RunStatus, RunSummary,
-    StepDetail, StepStatus,
+    AttemptDetail, AttemptStatus, Backend, ClusterRun, NewRun, NewStep, ObservedAttempt,
+    ObservedRun, ObservedStep, RunDetail, RunId, RunStatus, RunSummary, StepDetail, StepStatus,
 };
 pub use store::{INTERRUPTED_REASON, Records};
 pub(crate) use time::serialize_opt_time;

@@ -148,6 +148,84 @@ status_enum! {
     }
 }
 
+status_enum! {
+    /// Where a run's steps run.
+    Backend {
+        /// On this machine, in kiln's sandbox; the kiln that runs it holds
+        /// its [`RunLock`](super::RunLock).
+        Local = "local",
+        /// On a Kubernetes cluster, driven by an orchestrator Job; the
+        /// cluster has the truth and [`ClusterRun`] says where.
+        Kubernetes = "kubernetes",
+    }
+}
+
+/// Where a Kubernetes run lives, recorded by the client that submits it
+/// ([`Records::set_cluster_run`]) so later commands can ask the cluster.
+///
+/// [`Records::set_cluster_run`]: super::Records::set_cluster_run
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterRun {
+    /// The kubeconfig context; `None` for the current one (or in-cluster).
+    pub context: Option<String>,
+    /// The namespace of the run's Job and pods.
+    pub namespace: String,
+    /// The orchestrator Job's name (`kiln-<pipeline>-<run id>`).
+    pub job: String,
+}
+
+/// What the cluster said about a Kubernetes run, for
+/// [`Records::record_observed`]: the run's, its steps' and its attempts'
+/// state as last seen. Parts the cluster did not say are `None` and leave
+/// the records as they are.
+///
+/// [`Records::record_observed`]: super::Records::record_observed
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedRun {
+    /// The run's status; `None` while the orchestrator has not written one.
+    pub status: Option<RunStatus>,
+    /// When it ended, for a final status, when the cluster says.
+    pub ended: Option<SystemTime>,
+    /// Why it ended as it did, given to steps and attempts a final run
+    /// left unfinished (they become `cancelled`).
+    pub reason: Option<String>,
+    /// The steps the cluster knows about; others are left as they are.
+    pub steps: Vec<ObservedStep>,
+}
+
+/// One step of an [`ObservedRun`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedStep {
+    /// The step's name.
+    pub name: String,
+    /// Its status; `None` when the orchestrator has not said yet.
+    pub status: Option<StepStatus>,
+    /// Why it ended as it did.
+    pub reason: Option<String>,
+    /// The attempts whose pods still exist; recorded attempts whose pods
+    /// are gone are kept as they were.
+    pub attempts: Vec<ObservedAttempt>,
+}
+
+/// One attempt of an [`ObservedStep`], from its pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedAttempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// How it stands.
+    pub status: AttemptStatus,
+    /// When its pod was created.
+    pub started: SystemTime,
+    /// When its container ended.
+    pub ended: Option<SystemTime>,
+    /// The container's exit code.
+    pub exit_code: Option<i32>,
+    /// Why it ended as it did, or why it has not started.
+    pub reason: Option<String>,
+    /// Where its output is: `pod/<name>` for a pod.
+    pub log_path: PathBuf,
+}
+
 /// One line of `kiln runs list`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunSummary {
@@ -168,6 +246,8 @@ pub struct RunSummary {
     pub steps_total: usize,
     /// How many of them succeeded or were reused.
     pub steps_succeeded: usize,
+    /// Where it runs.
+    pub backend: Backend,
 }
 
 /// Everything recorded about one run, for `kiln runs show` and `kiln logs`.
@@ -193,8 +273,13 @@ pub struct RunDetail {
     pub ended: Option<SystemTime>,
     /// The run this one retries.
     pub retry_of: Option<RunId>,
-    /// The pid of the kiln that ran it, for `kiln runs stop`.
+    /// The pid of the kiln that ran it (for a Kubernetes run, the kiln
+    /// that submitted it), for `kiln runs stop`.
     pub pid: u32,
+    /// Where it runs.
+    pub backend: Backend,
+    /// Where a Kubernetes run lives; `None` for a local one.
+    pub cluster: Option<ClusterRun>,
     /// The steps, in the order the run listed them.
     pub steps: Vec<StepDetail>,
 }

@@ -10,12 +10,12 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::RecordsError;
 
 /// The schema version this kiln writes.
-pub(crate) const VERSION: i64 = 1;
+pub(crate) const VERSION: i64 = 2;
 
 /// Times are nanoseconds since the epoch; paths are the raw bytes of the
 /// `OsStr`, so non-UTF-8 paths survive; `position` keeps the steps in the
 /// order the runner gave them.
-const SCHEMA_V1: &str = "
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE runs (
     id         TEXT PRIMARY KEY NOT NULL,
     pipeline   TEXT NOT NULL,
@@ -54,6 +54,21 @@ CREATE TABLE attempts (
     log_path   BLOB NOT NULL,
     PRIMARY KEY (run_id, step, number),
     FOREIGN KEY (run_id, step) REFERENCES steps (run_id, name) ON DELETE CASCADE
+);
+";
+
+/// Version 2: where a Kubernetes run lives (its kubeconfig context, or
+/// `NULL` for the current one; its namespace; its orchestrator Job), so
+/// `kiln runs` and `kiln logs` can ask the cluster. A run with a row here is
+/// a Kubernetes run; one without is local. A table of its own rather than
+/// columns of `runs`: version 1's rows stay as they are, and local runs
+/// carry no empty cluster columns.
+const SCHEMA_V2: &str = "
+CREATE TABLE cluster_runs (
+    run_id     TEXT PRIMARY KEY NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    context    TEXT,
+    namespace  TEXT NOT NULL,
+    job        TEXT NOT NULL
 );
 ";
 
@@ -100,7 +115,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), RecordsError> {
     if found < 1 {
         tx.execute_batch(SCHEMA_V1).map_err(sql)?;
     }
-    // Later versions: `if found < 2 { ... }`, each step in order.
+    if found < 2 {
+        tx.execute_batch(SCHEMA_V2).map_err(sql)?;
+    }
+    // Later versions: `if found < 3 { ... }`, each step in order.
     tx.pragma_update(None, "user_version", VERSION)
         .map_err(sql)?;
     tx.commit().map_err(sql)

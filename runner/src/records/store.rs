@@ -12,8 +12,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::lock::{self, Holder};
 use super::model::{
-    AttemptDetail, AttemptStatus, NewRun, RunDetail, RunId, RunStatus, RunSummary, StepDetail,
-    StepStatus,
+    AttemptDetail, AttemptStatus, Backend, ClusterRun, NewRun, ObservedRun, RunDetail, RunId,
+    RunStatus, RunSummary, StepDetail, StepStatus,
 };
 use super::time::{from_nanos, to_nanos};
 use super::{RecordsError, schema};
@@ -253,7 +253,8 @@ impl Records {
                 "SELECT r.id, r.pipeline, r.status, r.started, r.ended,
                    (SELECT count(*) FROM steps s WHERE s.run_id = r.id),
                    (SELECT count(*) FROM steps s WHERE s.run_id = r.id
-                      AND s.status IN ('succeeded', 'reused'))
+                      AND s.status IN ('succeeded', 'reused')),
+                   EXISTS (SELECT 1 FROM cluster_runs c WHERE c.run_id = r.id)
                  FROM runs r ORDER BY r.started DESC, r.rowid DESC",
             )
             .map_err(self.sql())?;
@@ -267,12 +268,13 @@ impl Records {
                     row.get::<_, Option<i64>>(4)?,
                     row.get::<_, i64>(5)?,
                     row.get::<_, i64>(6)?,
+                    row.get::<_, bool>(7)?,
                 ))
             })
             .map_err(self.sql())?;
         let mut runs = Vec::new();
         for row in rows {
-            let (id, pipeline, status, started, ended, total, succeeded) =
+            let (id, pipeline, status, started, ended, total, succeeded, in_cluster) =
                 row.map_err(self.sql())?;
             runs.push(RunSummary {
                 id,
@@ -282,6 +284,7 @@ impl Records {
                 ended: ended.map(from_nanos),
                 steps_total: usize::try_from(total).unwrap_or(0),
                 steps_succeeded: usize::try_from(succeeded).unwrap_or(0),
+                backend: backend(in_cluster),
             });
         }
         Ok(runs)
@@ -324,6 +327,7 @@ impl Records {
                     },
                 )
                 .map_err(self.sql())?;
+        let cluster = self.cluster_run(&id)?;
         let mut attempts = self.attempts(&id)?;
         let steps = self
             .steps(&id)?
@@ -344,8 +348,140 @@ impl Records {
             ended: ended.map(from_nanos),
             retry_of,
             pid,
+            backend: backend(cluster.is_some()),
+            cluster,
             steps,
         })
+    }
+
+    /// Records where Kubernetes run `run` lives (its id as
+    /// [`Self::create_run`] returned it); from now on it is a Kubernetes
+    /// run, which readers refresh from the cluster instead of judging by
+    /// its lock. Setting it again replaces it.
+    pub fn set_cluster_run(&self, run: &str, where_: &ClusterRun) -> Result<(), RecordsError> {
+        let tx = self.write()?;
+        self.known_run(&tx, run)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO cluster_runs (run_id, context, namespace, job)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![run, where_.context, where_.namespace, where_.job],
+        )
+        .map_err(self.sql())?;
+        tx.commit().map_err(self.sql())
+    }
+
+    /// Where Kubernetes run `run` (a full id) lives; `None` for a local
+    /// run or an unknown id.
+    pub fn cluster_run(&self, run: &str) -> Result<Option<ClusterRun>, RecordsError> {
+        self.conn
+            .query_row(
+                "SELECT context, namespace, job FROM cluster_runs WHERE run_id = ?1",
+                [run],
+                |r| {
+                    Ok(ClusterRun {
+                        context: r.get(0)?,
+                        namespace: r.get(1)?,
+                        job: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.sql())
+    }
+
+    /// Copies what the cluster said about run `run` (a full id) into its
+    /// records, in one transaction: the run's status and end, each known
+    /// step's status and reason, and the attempts seen (replacing their
+    /// rows; attempts no longer seen stay as recorded). Steps the run does
+    /// not have are ignored: the cluster is not allowed to add steps. A
+    /// final status leaves no step or attempt unfinished: those left are
+    /// `cancelled`, with `observed.reason`.
+    ///
+    /// The same observation recorded twice changes nothing the second
+    /// time: every value written comes from `observed` (or is kept).
+    pub fn record_observed(&self, run: &str, observed: &ObservedRun) -> Result<(), RecordsError> {
+        let tx = self.write()?;
+        self.known_run(&tx, run)?;
+        let known: Vec<String> = {
+            let mut stmt = tx
+                .prepare("SELECT name FROM steps WHERE run_id = ?1")
+                .map_err(self.sql())?;
+            stmt.query_map([run], |r| r.get(0))
+                .map_err(self.sql())?
+                .collect::<Result<_, _>>()
+                .map_err(self.sql())?
+        };
+        for step in observed.steps.iter().filter(|s| known.contains(&s.name)) {
+            if let Some(status) = step.status {
+                tx.execute(
+                    "UPDATE steps SET status = ?3, reason = ?4, next_attempt = NULL,
+                       next_attempt_at = NULL
+                     WHERE run_id = ?1 AND name = ?2",
+                    params![run, step.name, status.as_str(), step.reason],
+                )
+                .map_err(self.sql())?;
+            }
+            for a in &step.attempts {
+                check_attempt(&step.name, a.number)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO attempts
+                     (run_id, step, number, status, started, ended, exit_code, reason, log_path)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        run,
+                        step.name,
+                        a.number,
+                        a.status.as_str(),
+                        to_nanos(a.started),
+                        a.ended.map(to_nanos),
+                        a.exit_code,
+                        a.reason,
+                        a.log_path.as_os_str().as_bytes(),
+                    ],
+                )
+                .map_err(self.sql())?;
+            }
+        }
+        if let Some(status) = observed.status {
+            tx.execute(
+                "UPDATE runs SET status = ?2, ended = coalesce(?3, ended) WHERE id = ?1",
+                params![run, status.as_str(), observed.ended.map(to_nanos)],
+            )
+            .map_err(self.sql())?;
+            if status != RunStatus::Running {
+                let reason = observed
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("the run ended ({status})"));
+                cancel_unfinished(&tx, run, &reason).map_err(self.sql())?;
+            }
+        }
+        tx.commit().map_err(self.sql())
+    }
+
+    /// Kubernetes run `run`'s orchestrator Job is gone (deleted, or its
+    /// namespace was). A run recorded as `running` then never ends by
+    /// itself, and is marked `interrupted` with `reason` (its unfinished
+    /// steps `cancelled`) unless the kiln that submits it is still alive:
+    /// that one may not have created the Job yet. Any other status is the
+    /// last one seen and stays. Returns the status now recorded.
+    pub fn cluster_job_gone(&self, run: &str, reason: &str) -> Result<RunStatus, RecordsError> {
+        let (status, pid): (String, u32) = self
+            .conn
+            .query_row("SELECT status, pid FROM runs WHERE id = ?1", [run], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(self.sql())?
+            .ok_or_else(|| RecordsError::UnknownRun {
+                given: run.to_owned(),
+            })?;
+        let status: RunStatus = parse(&status, "run status")?;
+        if status != RunStatus::Running || self.submitter_alive(run, pid)? {
+            return Ok(status);
+        }
+        self.mark_interrupted(run, reason)?;
+        Ok(RunStatus::Interrupted)
     }
 
     /// The run's steps in creation order, without attempts.
@@ -460,12 +596,18 @@ impl Records {
         }
     }
 
-    /// Marks `running` runs (all, or just `only`) whose kiln is gone as
-    /// `interrupted`, and their unfinished steps and attempts `cancelled`.
+    /// Marks `running` local runs (all, or just `only`) whose kiln is gone
+    /// as `interrupted`, and their unfinished steps and attempts
+    /// `cancelled`. Kubernetes runs are not judged here: their kiln may
+    /// exit while the cluster runs them ([`Self::record_observed`] and
+    /// [`Self::cluster_job_gone`] judge them).
     fn reap(&self, only: Option<&str>) -> Result<(), RecordsError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, pid FROM runs WHERE status = ?1 AND (?2 IS NULL OR id = ?2)")
+            .prepare(
+                "SELECT id, pid FROM runs WHERE status = ?1 AND (?2 IS NULL OR id = ?2)
+                   AND id NOT IN (SELECT run_id FROM cluster_runs)",
+            )
             .map_err(self.sql())?;
         let running = stmt
             .query_map(params![RunStatus::Running.as_str(), only], |r| {
@@ -475,19 +617,26 @@ impl Records {
             .collect::<Result<Vec<_>, _>>()
             .map_err(self.sql())?;
         for (id, pid) in running {
-            let gone = match lock::probe(&self.data_dir, &id)? {
-                Holder::Alive => false,
-                Holder::Gone => true,
-                Holder::NoLock => !pid_alive(pid),
-            };
-            if gone {
-                self.mark_interrupted(&id)?;
+            if !self.submitter_alive(&id, pid)? {
+                self.mark_interrupted(&id, INTERRUPTED_REASON)?;
             }
         }
         Ok(())
     }
 
-    fn mark_interrupted(&self, run: &str) -> Result<(), RecordsError> {
+    /// Whether the kiln that runs (or submits) `run` lives: its lock is
+    /// held, or, before it took the lock, its pid exists.
+    fn submitter_alive(&self, run: &str, pid: u32) -> Result<bool, RecordsError> {
+        Ok(match lock::probe(&self.data_dir, run)? {
+            Holder::Alive => true,
+            Holder::Gone => false,
+            Holder::NoLock => pid_alive(pid),
+        })
+    }
+
+    /// A `running` run becomes `interrupted`, its unfinished steps and
+    /// attempts `cancelled` with `reason`.
+    fn mark_interrupted(&self, run: &str, reason: &str) -> Result<(), RecordsError> {
         let tx = self.write()?;
         let changed = tx
             .execute(
@@ -500,27 +649,21 @@ impl Records {
             )
             .map_err(self.sql())?;
         if changed == 1 {
-            tx.execute(
-                "UPDATE steps SET status = ?2, reason = ?3, next_attempt = NULL,
-                   next_attempt_at = NULL
-                 WHERE run_id = ?1 AND status IN ('pending', 'running', 'retrying')",
-                params![run, StepStatus::Cancelled.as_str(), INTERRUPTED_REASON],
-            )
-            .map_err(self.sql())?;
-            tx.execute(
-                "UPDATE attempts SET status = ?2, reason = ?3 WHERE run_id = ?1 AND status = ?4",
-                params![
-                    run,
-                    AttemptStatus::Cancelled.as_str(),
-                    INTERRUPTED_REASON,
-                    AttemptStatus::Running.as_str()
-                ],
-            )
-            .map_err(self.sql())?;
+            cancel_unfinished(&tx, run, reason).map_err(self.sql())?;
         }
         tx.commit().map_err(self.sql())?;
         lock::remove(&self.data_dir, run);
         Ok(())
+    }
+
+    /// `UnknownRun` unless `run` is a recorded run id.
+    fn known_run(&self, conn: &Connection, run: &str) -> Result<(), RecordsError> {
+        conn.query_row("SELECT 1 FROM runs WHERE id = ?1", [run], |_| Ok(()))
+            .optional()
+            .map_err(self.sql())?
+            .ok_or_else(|| RecordsError::UnknownRun {
+                given: run.to_owned(),
+            })
     }
 
     /// Updates one step's row with `set` (which uses `?1` run, `?2` step
@@ -571,6 +714,35 @@ impl Records {
             path: self.db.clone(),
             source,
         }
+    }
+}
+
+/// The run's steps still pending, running or retrying, and its attempts
+/// still running, become `cancelled` with `reason`: what a run that ended
+/// without finishing them leaves.
+fn cancel_unfinished(conn: &Connection, run: &str, reason: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE steps SET status = ?2, reason = ?3, next_attempt = NULL, next_attempt_at = NULL
+         WHERE run_id = ?1 AND status IN ('pending', 'running', 'retrying')",
+        params![run, StepStatus::Cancelled.as_str(), reason],
+    )?;
+    conn.execute(
+        "UPDATE attempts SET status = ?2, reason = ?3 WHERE run_id = ?1 AND status = ?4",
+        params![
+            run,
+            AttemptStatus::Cancelled.as_str(),
+            reason,
+            AttemptStatus::Running.as_str()
+        ],
+    )?;
+    Ok(())
+}
+
+fn backend(in_cluster: bool) -> Backend {
+    if in_cluster {
+        Backend::Kubernetes
+    } else {
+        Backend::Local
     }
 }
 

@@ -80,8 +80,12 @@ fn a_created_run_reads_back() {
             ended: None,
             steps_total: 3,
             steps_succeeded: 0,
+            backend: Backend::Local,
         }]
     );
+    assert_eq!(detail.backend, Backend::Local);
+    assert_eq!(detail.cluster, None);
+    assert_eq!(records.cluster_run(&id).unwrap(), None);
 }
 
 #[test]
@@ -369,10 +373,9 @@ fn before_the_lock_is_taken_the_pid_decides() {
     let ours = records
         .create_run(&new_run("p", at(0), std::process::id()))
         .unwrap();
-    let mut child = std::process::Command::new("true").spawn().unwrap();
-    let dead_pid = child.id();
-    child.wait().unwrap();
-    let dead = records.create_run(&new_run("p", at(1), dead_pid)).unwrap();
+    let dead = records
+        .create_run(&new_run("p", at(1), dead_pid()))
+        .unwrap();
 
     assert_eq!(records.run(&ours).unwrap().status, RunStatus::Running);
     assert_eq!(records.run(&dead).unwrap().status, RunStatus::Interrupted);
@@ -468,9 +471,11 @@ fn statuses_print_and_serialize_in_snake_case() {
         ended: None,
         steps_total: 2,
         steps_succeeded: 1,
+        backend: Backend::Kubernetes,
     };
     let json = serde_json::to_value(&summary).unwrap();
     assert_eq!(json["status"], "timed_out");
+    assert_eq!(json["backend"], "kubernetes");
     assert_eq!(json["started"], "2023-11-14T22:13:20.250Z");
     assert_eq!(json["ended"], serde_json::Value::Null);
 }
@@ -487,4 +492,290 @@ fn default_data_dir_follows_xdg() {
         Some(PathBuf::from("/home/u/.local/share/kiln"))
     );
     assert_eq!(data_dir_from(None, None), None);
+}
+
+/// A pid no process has: a child that already exited and was reaped.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+fn cluster(job: &str) -> ClusterRun {
+    ClusterRun {
+        context: Some("kiln-test".into()),
+        namespace: "ml".into(),
+        job: job.into(),
+    }
+}
+
+/// A Kubernetes run whose submitting kiln has exited, as after
+/// `kiln run --on kubernetes --detach`.
+fn detached_run(records: &Records) -> RunId {
+    let id = records
+        .create_run(&new_run("p", at(0), dead_pid()))
+        .unwrap();
+    records
+        .set_cluster_run(&id, &cluster(&format!("kiln-p-{id}")))
+        .unwrap();
+    id
+}
+
+#[test]
+fn a_version_1_database_migrates_and_keeps_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    {
+        // What kiln with schema version 1 wrote: one finished run.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(super::schema::SCHEMA_V1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (id, pipeline, file, run_dir, log_dir, status, started, ended, pid)
+               VALUES ('0badf00d', 'old', CAST('/p/kiln.yaml' AS BLOB), CAST('/r' AS BLOB),
+                       CAST('/l' AS BLOB), 'failed', 1000, 2000, 7);
+             INSERT INTO steps (run_id, position, name, upstream, status, reason)
+               VALUES ('0badf00d', 0, 'load', '[]', 'failed', 'exit code 3');
+             INSERT INTO attempts (run_id, step, number, status, started, ended, exit_code,
+                                   log_path)
+               VALUES ('0badf00d', 'load', 1, 'failed', 1000, 2000, 3, CAST('load/1.log' AS BLOB));
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+
+    let records = Records::open(dir.path()).unwrap();
+    let version: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let old = records.run("0badf00d").unwrap();
+    assert_eq!(old.pipeline, "old");
+    assert_eq!(old.status, RunStatus::Failed);
+    assert_eq!(old.backend, Backend::Local, "runs from before are local");
+    assert_eq!(old.steps[0].reason.as_deref(), Some("exit code 3"));
+    assert_eq!(old.steps[0].attempts[0].exit_code, Some(3));
+    assert_eq!(
+        old.steps[0].attempts[0].log_path,
+        PathBuf::from("load/1.log")
+    );
+
+    // The new table is there and usable at once; reopening migrates nothing.
+    records.set_cluster_run("0badf00d", &cluster("j")).unwrap();
+    drop(records);
+    let records = Records::open(dir.path()).unwrap();
+    assert_eq!(records.cluster_run("0badf00d").unwrap(), Some(cluster("j")));
+    assert_eq!(records.list_runs().unwrap().len(), 1);
+}
+
+#[test]
+fn a_cluster_run_remembers_where_it_lives() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = Records::open(dir.path()).unwrap();
+    let id = detached_run(&records);
+    let local = records.create_run(&new_run("p", at(1), 1)).unwrap();
+    records
+        .finish_run(&local, RunStatus::Succeeded, at(2))
+        .unwrap();
+
+    let job = format!("kiln-p-{id}");
+    assert_eq!(records.cluster_run(&id).unwrap(), Some(cluster(&job)));
+    let detail = records.run(&id).unwrap();
+    assert_eq!(detail.backend, Backend::Kubernetes);
+    assert_eq!(detail.cluster, Some(cluster(&job)));
+    let backends: Vec<_> = records
+        .list_runs()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.backend))
+        .collect();
+    assert_eq!(
+        backends,
+        [(local, Backend::Local), (id.clone(), Backend::Kubernetes)]
+    );
+
+    // Set again: replaced, and the context may be the current one.
+    let elsewhere = ClusterRun {
+        context: None,
+        namespace: "other".into(),
+        job: "j2".into(),
+    };
+    records.set_cluster_run(&id, &elsewhere).unwrap();
+    assert_eq!(records.cluster_run(&id).unwrap(), Some(elsewhere.clone()));
+    let json = serde_json::to_value(records.run(&id).unwrap()).unwrap();
+    assert_eq!(json["backend"], "kubernetes");
+    assert_eq!(json["cluster"]["namespace"], "other");
+    assert_eq!(json["cluster"]["context"], serde_json::Value::Null);
+
+    assert!(matches!(
+        records.set_cluster_run("ffffffff", &elsewhere),
+        Err(RecordsError::UnknownRun { given }) if given == "ffffffff"
+    ));
+    assert_eq!(records.cluster_run("ffffffff").unwrap(), None);
+}
+
+#[test]
+fn a_cluster_run_is_not_interrupted_when_its_kiln_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = Records::open(dir.path()).unwrap();
+    let id = detached_run(&records);
+    assert_eq!(records.list_runs().unwrap()[0].status, RunStatus::Running);
+    assert_eq!(records.run(&id).unwrap().status, RunStatus::Running);
+}
+
+fn observed_attempt(number: u32, status: AttemptStatus, end: Option<u64>) -> ObservedAttempt {
+    ObservedAttempt {
+        number,
+        status,
+        started: at(10 * u64::from(number)),
+        ended: end.map(at),
+        exit_code: end.map(|_| i32::from(status != AttemptStatus::Succeeded)),
+        reason: None,
+        log_path: format!("pod/p-load-a{number}").into(),
+    }
+}
+
+/// Records `observed` twice, checks the second time changed nothing, and
+/// returns the run as recorded.
+fn record_twice(records: &Records, run: &str, observed: &ObservedRun) -> RunDetail {
+    records.record_observed(run, observed).unwrap();
+    let once = records.run(run).unwrap();
+    records.record_observed(run, observed).unwrap();
+    assert_eq!(
+        records.run(run).unwrap(),
+        once,
+        "recording again changed the run"
+    );
+    once
+}
+
+#[test]
+fn what_the_cluster_says_is_recorded_and_recording_it_again_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = Records::open(dir.path()).unwrap();
+    let id = detached_run(&records);
+    let observed = ObservedRun {
+        status: Some(RunStatus::Running),
+        ended: None,
+        reason: None,
+        steps: vec![
+            ObservedStep {
+                name: "load".into(),
+                status: Some(StepStatus::Running),
+                reason: None,
+                attempts: vec![
+                    observed_attempt(1, AttemptStatus::Failed, Some(15)),
+                    observed_attempt(2, AttemptStatus::Running, None),
+                ],
+            },
+            ObservedStep {
+                name: "no-such-step".into(),
+                status: Some(StepStatus::Failed),
+                reason: None,
+                attempts: vec![observed_attempt(1, AttemptStatus::Failed, Some(1))],
+            },
+        ],
+    };
+    let once = record_twice(&records, &id, &observed);
+
+    assert_eq!(once.status, RunStatus::Running);
+    let load = &once.steps[0];
+    assert_eq!(load.status, StepStatus::Running);
+    assert_eq!(load.attempts.len(), 2);
+    assert_eq!(load.attempts[0].status, AttemptStatus::Failed);
+    assert_eq!(load.attempts[0].started, at(10));
+    assert_eq!(load.attempts[0].ended, Some(at(15)));
+    assert_eq!(load.attempts[0].exit_code, Some(1));
+    assert_eq!(load.attempts[1].log_path, PathBuf::from("pod/p-load-a2"));
+    assert_eq!(
+        once.steps[1].status,
+        StepStatus::Pending,
+        "untold: as it was"
+    );
+    assert_eq!(once.steps.len(), 3, "unknown steps are not added");
+
+    // The run ends; attempt 1's pod is gone by then, and its record stays.
+    let ended = ObservedRun {
+        status: Some(RunStatus::Failed),
+        ended: Some(at(40)),
+        reason: Some("the run failed".into()),
+        steps: vec![ObservedStep {
+            name: "load".into(),
+            status: Some(StepStatus::Failed),
+            reason: Some("exit code 1".into()),
+            attempts: vec![observed_attempt(2, AttemptStatus::Failed, Some(30))],
+        }],
+    };
+    let last = record_twice(&records, &id, &ended);
+    assert_eq!(last.status, RunStatus::Failed);
+    assert_eq!(last.ended, Some(at(40)));
+    let load = &last.steps[0];
+    assert_eq!(
+        (load.status, load.reason.as_deref()),
+        (StepStatus::Failed, Some("exit code 1"))
+    );
+    assert_eq!(load.attempts[0], once.steps[0].attempts[0]);
+    assert_eq!(load.attempts[1].status, AttemptStatus::Failed);
+    // A final run leaves nothing unfinished.
+    for step in &last.steps[1..] {
+        assert_eq!(step.status, StepStatus::Cancelled, "{}", step.name);
+        assert_eq!(step.reason.as_deref(), Some("the run failed"));
+    }
+
+    // Saying nothing changes nothing.
+    records
+        .record_observed(&id, &ObservedRun::default())
+        .unwrap();
+    assert_eq!(records.run(&id).unwrap(), last);
+    assert!(matches!(
+        records.record_observed("ffffffff", &ended),
+        Err(RecordsError::UnknownRun { .. })
+    ));
+}
+
+#[test]
+fn a_gone_job_interrupts_a_running_run_once_its_submitter_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = Records::open(dir.path()).unwrap();
+
+    // Still being submitted: the Job may not exist yet.
+    let submitting = records
+        .create_run(&new_run("p", at(0), std::process::id()))
+        .unwrap();
+    records
+        .set_cluster_run(&submitting, &cluster("j1"))
+        .unwrap();
+    assert_eq!(
+        records.cluster_job_gone(&submitting, "gone").unwrap(),
+        RunStatus::Running
+    );
+
+    let detached = detached_run(&records);
+    records
+        .attempt_started(&detached, "load", 1, Path::new("pod/x"), at(1))
+        .unwrap();
+    assert_eq!(
+        records
+            .cluster_job_gone(&detached, "the Job is gone")
+            .unwrap(),
+        RunStatus::Interrupted
+    );
+    let detail = records.run(&detached).unwrap();
+    assert_eq!(detail.status, RunStatus::Interrupted);
+    assert_eq!(detail.steps[0].status, StepStatus::Cancelled);
+    assert_eq!(
+        detail.steps[0].attempts[0].reason.as_deref(),
+        Some("the Job is gone")
+    );
+
+    // A run that ended keeps its last status when its Job is cleaned up.
+    let finished = detached_run(&records);
+    records
+        .finish_run(&finished, RunStatus::Succeeded, at(5))
+        .unwrap();
+    assert_eq!(
+        records.cluster_job_gone(&finished, "gone").unwrap(),
+        RunStatus::Succeeded
+    );
 }
