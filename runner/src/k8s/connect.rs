@@ -62,6 +62,23 @@ pub enum ConnectError {
 /// A client for `target`, checked against the API server: the namespace
 /// exists (a forbidden read is no proof it does not, so that passes).
 pub async fn connect(target: &Target) -> Result<kube::Client, ConnectError> {
+    let client = client(target).await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    match namespaces.get_opt(&target.namespace).await {
+        Ok(Some(_)) => Ok(client),
+        Ok(None) => Err(ConnectError::NoNamespace(target.namespace.clone())),
+        Err(kube::Error::Api(e)) if e.code == 403 => Ok(client),
+        Err(source) => Err(ConnectError::Api {
+            what: format!("checking namespace {:?}", target.namespace),
+            source,
+        }),
+    }
+}
+
+/// A client for `target`'s cluster, without asking the API server
+/// anything: for commands about runs already submitted, whose namespace
+/// may be gone (that only means their Job is).
+pub async fn client(target: &Target) -> Result<kube::Client, ConnectError> {
     let config = if target.incluster {
         kube::Config::incluster()?
     } else {
@@ -80,17 +97,7 @@ pub async fn connect(target: &Target) -> Result<kube::Client, ConnectError> {
                 source,
             })?
     };
-    let client = kube::Client::try_from(config).map_err(ConnectError::Client)?;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    match namespaces.get_opt(&target.namespace).await {
-        Ok(Some(_)) => Ok(client),
-        Ok(None) => Err(ConnectError::NoNamespace(target.namespace.clone())),
-        Err(kube::Error::Api(e)) if e.code == 403 => Ok(client),
-        Err(source) => Err(ConnectError::Api {
-            what: format!("checking namespace {:?}", target.namespace),
-            source,
-        }),
-    }
+    kube::Client::try_from(config).map_err(ConnectError::Client)
 }
 
 /// Creates [`SERVICE_ACCOUNT`] in `namespace` and binds it to

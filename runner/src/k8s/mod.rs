@@ -9,5 +9,7 @@ pub mod observe;
 pub mod orchestrator;
 pub mod plan;
 pub mod pod;
+pub mod records;
+pub mod runs;
 pub mod schedules;
 pub mod status;

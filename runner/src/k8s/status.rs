@@ -11,8 +11,12 @@ use serde::{Deserialize, Serialize};
 pub const ANNOTATION_STATUS: &str = "kiln.dev/status";
 /// Every step's state, as JSON ([`StepSummary`] by step name).
 pub const ANNOTATION_STEPS: &str = "kiln.dev/steps";
-/// Set by `kiln runs stop`: `graceful` or `force`.
+/// Set by `kiln runs stop`: [`STOP_GRACEFUL`] or [`STOP_FORCE`].
 pub const ANNOTATION_STOP: &str = "kiln.dev/stop";
+/// [`ANNOTATION_STOP`]: running steps finish, nothing new starts.
+pub const STOP_GRACEFUL: &str = "graceful";
+/// [`ANNOTATION_STOP`]: running steps are cancelled (their pods deleted).
+pub const STOP_FORCE: &str = "force";
 /// When the orchestrator began and ended (RFC 3339).
 pub const ANNOTATION_STARTED: &str = "kiln.dev/started";
 /// See [`ANNOTATION_STARTED`].
