@@ -2,13 +2,15 @@
 //! library into a temporary XDG_DATA_HOME, read back by the `kiln` binary.
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
-use std::io::{BufRead as _, BufReader, Write as _};
+mod common;
+
+use std::io::Write as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
+use common::{lines_of, wait_for_exit};
 use kiln_runner::records::{
     AttemptStatus, NewRun, NewStep, Records, RunLock, RunStatus, StepStatus,
 };
@@ -133,7 +135,9 @@ fn list_and_show_a_live_run() {
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(
         header,
-        ["RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "STEPS"]
+        [
+            "RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "STEPS", "BACKEND"
+        ]
     );
     let row: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(row[0], run);
@@ -142,12 +146,14 @@ fn list_and_show_a_live_run() {
     assert!(row[4].ends_with('Z'), "UTC start time: {stdout}");
     assert!(row[5].starts_with("1m3"), "about 90 s so far: {stdout}");
     assert_eq!(row[6], "1/2");
+    assert_eq!(row[7], "local");
 
     let out = env.kiln(&["runs", "list", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json[0]["id"], run.as_str());
     assert_eq!(json[0]["status"], "running");
     assert_eq!(json[0]["steps_total"], 2);
+    assert_eq!(json[0]["backend"], "local");
 
     let out = env.kiln(&["runs", "show", &run[..4]]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -157,6 +163,7 @@ fn list_and_show_a_live_run() {
         "{stdout}"
     );
     assert!(stdout.contains("status    running\n"), "{stdout}");
+    assert!(stdout.contains("backend   local\n"), "{stdout}");
     let load: Vec<&str> = stdout
         .lines()
         .find(|l| l.starts_with("load "))
@@ -321,28 +328,6 @@ fn follow_prints_new_lines_and_attempts_until_the_run_ends() {
         .unwrap();
     drop(lock);
 
-    let start = std::time::Instant::now();
-    while follower.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(10) {
-            follower.kill().unwrap();
-            panic!("kiln logs --follow did not exit after the run ended");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(follower.wait().unwrap().success());
+    wait_for_exit(&mut follower, Duration::from_secs(10));
     assert!(lines.recv().is_err(), "nothing more after the end");
-}
-
-/// The lines a child writes, as they come.
-fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }

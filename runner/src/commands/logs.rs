@@ -1,5 +1,7 @@
 //! `kiln logs RUN [STEP] [--follow]`: the output of a run's attempts, from
-//! the log files the runner wrote, in step order, attempt by attempt.
+//! the log files the runner wrote, in step order, attempt by attempt; for a
+//! Kubernetes run, from its pods through the API server (the orchestrator
+//! pod's log for the whole run, the latest attempt's pod for a step).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -7,9 +9,12 @@ use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kiln_runner::records::{RunDetail, RunStatus};
+use anyhow::Context as _;
+use kiln_runner::k8s::connect;
+use kiln_runner::k8s::runs::{ClusterRunError, LogEnd, LogSource, print_logs};
+use kiln_runner::records::{ClusterRun, RunDetail, RunStatus};
 
-use super::runs::{find_run, open_records};
+use super::runs::{find_run, open_records, run_target};
 use crate::cli::LogsArgs;
 
 /// How often `--follow` looks for new lines and new attempts.
@@ -34,6 +39,9 @@ pub fn run(args: &LogsArgs) -> anyhow::Result<ExitCode> {
             }
         },
     };
+    if let Some(at) = &run.cluster {
+        return cluster_logs(&run, at, args);
+    }
     let mut tail = Tail {
         prefixed: args.step.is_none(),
         ..Tail::default()
@@ -58,6 +66,40 @@ pub fn run(args: &LogsArgs) -> anyhow::Result<ExitCode> {
         Err(e) => Err(e.into()),
         Ok(()) => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// The logs of a Kubernetes run, read through the API server.
+fn cluster_logs(run: &RunDetail, at: &ClusterRun, args: &LogsArgs) -> anyhow::Result<ExitCode> {
+    let source = match &args.step {
+        Some(step) => LogSource::Step(step),
+        None => LogSource::Run,
+    };
+    let runtime = super::kube::runtime()?;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let end = runtime.block_on(async {
+        let client = connect::client(&run_target(at))
+            .await
+            .with_context(|| format!("connecting to the cluster of run {}", run.id))?;
+        anyhow::Ok(print_logs(&client, &run.id, at, source, args.follow, &mut out).await)
+    })?;
+    let whose = match &args.step {
+        Some(step) => format!("step {step} of run {}", run.id),
+        None => format!("run {} (its orchestrator)", run.id),
+    };
+    match end {
+        Ok(LogEnd::Printed) => {}
+        Ok(LogEnd::NoPod) => {
+            eprintln!("kiln: {whose} has no pod in the cluster (not started yet, or cleaned up)");
+        }
+        Ok(LogEnd::NotStarted { pod, why }) => {
+            eprintln!("kiln: {whose}: pod {pod} has not started yet: {why}");
+        }
+        // `kiln logs ... | head` is not an error.
+        Err(ClusterRunError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("logs of {whose}"))),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What has been printed so far: per (step index, attempt), the offset
