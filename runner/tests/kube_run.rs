@@ -198,6 +198,19 @@ fn the_quickstart_runs_end_to_end_one_pod_per_step_with_live_logs() {
     );
     // The steps shared files through the mounted run directory.
     assert!(shared.path().join("features.json").is_file());
+    // The run's record, from the cluster: the same commands as a local run.
+    let (id, _) = submitted(&out);
+    let show = k.f.kiln(&["runs", "show", &id, "--json"]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    let run: Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["backend"], "kubernetes", "{run:#}");
+    let steps = run["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4, "{run:#}");
+    assert!(steps.iter().all(|s| s["status"] == "succeeded"), "{run:#}");
+    let logs = k.f.kiln(&["logs", &id, "train"]);
+    assert_eq!(logs.code, 0, "{}", logs.stderr);
+    assert!(logs.stdout.contains("slope"), "{}", logs.stdout);
 }
 
 #[test]
@@ -362,6 +375,52 @@ fn deleting_the_orchestrator_pod_mid_run_resumes_without_re_running_steps() {
     );
     let a = k.job_annotations(&job);
     assert!(a.contains_key("kiln.dev/finished"), "{a:?}");
+}
+
+#[test]
+fn a_detached_run_is_followed_and_stopped_with_the_same_commands_as_a_local_one() {
+    let Some(k) = kube("k8s/chain") else { return };
+    let (id, job) = chain_running(&k);
+    let list = k.f.kiln(&["runs", "list"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let row = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("no {id} in:\n{}", list.stdout));
+    assert!(
+        row.contains("running") && row.contains("kubernetes"),
+        "{row}"
+    );
+    let stop = k.f.kiln(&["runs", "stop", &id, "--force"]);
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
+    // `kiln logs -f` follows the orchestrator until the run is over.
+    let logs = k.f.kiln(&["logs", &id, "-f"]);
+    assert_eq!(logs.code, 0, "{}", logs.stderr);
+    assert!(logs.stdout.contains("middle: started"), "{}", logs.stdout);
+    assert_eq!(final_status(&k, &job), "stopped");
+    let show = k.f.kiln(&["runs", "show", &id, "--json"]);
+    let run: Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(run["status"], "stopped", "{run:#}");
+    let status = |name: &str| {
+        run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("first"), "succeeded", "{run:#}");
+    assert_eq!(status("middle"), "cancelled", "{run:#}");
+    assert_eq!(status("last"), "skipped", "{run:#}");
+    // The cancelled step's pod is gone.
+    wait_for(Duration::from_secs(60), "middle's pod deleted", || {
+        (!k.step_pods("k8s-chain")
+            .iter()
+            .any(|(s, _, _)| s == "middle"))
+        .then_some(())
+    });
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use futures_util::{AsyncBufReadExt as _, StreamExt as _};
@@ -14,9 +14,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kiln_builder::selfimage::{OrchestratorImageOptions, push_orchestrator_image};
 use kiln_common::Pipeline;
 use kiln_runner::k8s::connect::{SERVICE_ACCOUNT, connect, ensure_service_account};
-use kiln_runner::k8s::job::{CronSpec, OrchestratorJob, orchestrator_cronjob, orchestrator_job};
+use kiln_runner::k8s::job::{
+    CronSpec, OrchestratorJob, job_name, orchestrator_cronjob, orchestrator_job,
+};
+use kiln_runner::k8s::orchestrator::RUN_DIR;
 use kiln_runner::k8s::plan::RunPlan;
+use kiln_runner::k8s::records::refresh;
 use kiln_runner::k8s::status::{ANNOTATION_STATUS, ANNOTATION_STEPS, Steps, is_final};
+use kiln_runner::records::{ClusterRun, NewRun, NewStep, Records, RunStatus};
 use kube::api::{Api, LogParams, PostParams};
 use kube::runtime::watcher;
 
@@ -108,7 +113,34 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let run_id = new_run_id();
+    // The run's record: the same ids and commands as a local run; where it
+    // lives comes first, so `kiln runs` can find it from the start.
+    let records = Records::open(&data_dir()?).context("opening the run records")?;
+    let new = NewRun {
+        pipeline: pipeline.name().to_string(),
+        file: std::path::absolute(pipeline.file()).unwrap_or_else(|_| pipeline.file().into()),
+        run_dir: std::path::PathBuf::from(RUN_DIR),
+        log_dir: std::path::PathBuf::new(),
+        steps: pipeline
+            .steps()
+            .iter()
+            .map(|s| NewStep {
+                name: s.name.value.clone(),
+                image: plan.images.get(&s.name.value).cloned(),
+                upstream: s.upstream.iter().map(|u| u.value.clone()).collect(),
+            })
+            .collect(),
+        retry_of: None,
+        started: SystemTime::now(),
+        pid: std::process::id(),
+    };
+    let run_id = records.create_run(&new)?;
+    let at = ClusterRun {
+        context: target.context.clone(),
+        namespace: target.namespace.clone(),
+        job: job_name(pipeline.name(), &run_id),
+    };
+    records.set_cluster_run(&run_id, &at)?;
     plan.run_id = Some(run_id.clone());
     let job = orchestrator_job(&OrchestratorJob {
         pipeline: pipeline.name(),
@@ -119,8 +151,12 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     })?;
     let job_name = job.metadata.name.clone().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(client.clone(), &target.namespace);
-    rt.block_on(jobs.create(&PostParams::default(), &job))
-        .with_context(|| format!("creating the orchestrator Job {job_name}"))?;
+    if let Err(e) = rt.block_on(jobs.create(&PostParams::default(), &job)) {
+        let _ = records.finish_run(&run_id, RunStatus::Failed, SystemTime::now());
+        return Err(
+            anyhow::Error::new(e).context(format!("creating the orchestrator Job {job_name}"))
+        );
+    }
     eprintln!(
         "kiln: run {run_id} of {} submitted: Job {job_name} in namespace {}",
         pipeline.name(),
@@ -144,6 +180,13 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
         .filter(|t| *t > 0)
         .map(Duration::from_secs);
     let status = rt.block_on(follow_run(&client, &target.namespace, &job_name, limit))?;
+    // What the cluster says, into the records (`kiln runs show`).
+    if let Err(e) = rt.block_on(refresh(&client, &records, &run_id, &at)) {
+        eprintln!(
+            "kiln: warning: could not record the run's end: {}",
+            kiln_common::error_chain(&e)
+        );
+    }
     let Some((status, steps)) = status else {
         eprintln!(
             "kiln: run {run_id} is still going after the timeout; follow it with: kiln logs {run_id} -f"
@@ -419,18 +462,4 @@ async fn print_log(client: &kube::Client, namespace: &str, pod: &str) {
         }
         Err(e) => eprintln!("kiln: reading the orchestrator's log ({pod}): {e}"),
     }
-}
-
-/// A run id: 8 hex digits, as the local records make them.
-fn new_run_id() -> String {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    format!("{:08x}", h.finish() & 0xffff_ffff)
 }
