@@ -298,7 +298,12 @@ impl Client {
         )
     }
 
-    fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
+    /// The credentials this client sends to `registry` (`host[:port]`, as
+    /// in a reference; `docker.io` for Docker Hub), `None` for anonymous:
+    /// explicit ones, else the docker config and its helpers, looked up
+    /// once per host. Public so that what kiln hands on (a cluster's image
+    /// pull secret) is exactly what its own pushes used.
+    pub fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
         if let Some(c) = self
             .inner
             .creds
