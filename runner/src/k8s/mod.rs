@@ -1,6 +1,7 @@
 //! The Kubernetes backend: names and manifests (pure), the connection, and
 //! the in-cluster orchestrator that runs a pipeline one pod per step.
 
+pub mod apply;
 pub mod backend;
 pub mod connect;
 pub mod job;

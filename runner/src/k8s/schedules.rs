@@ -9,26 +9,14 @@
 use std::time::SystemTime;
 
 use k8s_openapi::api::batch::v1::CronJob;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use serde::Serialize;
 use serde_json::json;
 
+pub use super::apply::Applied;
+use super::apply::{ApplyError, create_or_replace, is_kiln, status};
 use super::job::{LABEL_ROLE, ROLE_ORCHESTRATOR, cronjob_name};
 use super::pod::{LABEL_MANAGED_BY, LABEL_PIPELINE, MANAGED_BY_KILN};
-
-/// How often [`apply_schedule`] tries again when the CronJob changes or
-/// goes between its read and its write (another `kiln run --schedule`, a
-/// `kubectl edit`).
-const APPLY_ATTEMPTS: usize = 3;
-
-/// What [`apply_schedule`] did, so `kiln run --schedule` can say which.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// There was no such CronJob: it was created.
-    Created,
-    /// kiln's CronJob was there: its spec was replaced.
-    Updated,
-}
 
 /// One schedule as the cluster has it: what `kiln schedules list` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -112,54 +100,31 @@ pub async fn apply_schedule(
         .clone()
         .ok_or(ScheduleError::Unnamed)?;
     let api: Api<CronJob> = Api::namespaced(client.clone(), namespace);
-    let api_error = |what: &str, source| {
-        api_error(
-            format!("{what} CronJob {name} in namespace {namespace}"),
-            source,
-        )
-    };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let last = attempt >= APPLY_ATTEMPTS;
-        match api.create(&PostParams::default(), cronjob).await {
-            Ok(_) => return Ok(Applied::Created),
-            Err(e) if status(&e) == Some(409) => {}
-            Err(e) => return Err(api_error("creating", e)),
-        }
-        let Some(existing) = api
-            .get_opt(&name)
-            .await
-            .map_err(|e| api_error("reading", e))?
-        else {
-            // Deleted since the create found it: create it again.
-            if last {
-                return Err(not_found(&name, namespace));
-            }
-            continue;
-        };
-        ensure_kiln(&existing, namespace)?;
-        let mut replacement = existing;
-        replacement.spec.clone_from(&cronjob.spec);
+    let update = |mut existing: CronJob| {
+        existing.spec.clone_from(&cronjob.spec);
         extend(
-            &mut replacement.metadata.labels,
+            &mut existing.metadata.labels,
             cronjob.metadata.labels.as_ref(),
         );
         extend(
-            &mut replacement.metadata.annotations,
+            &mut existing.metadata.annotations,
             cronjob.metadata.annotations.as_ref(),
         );
-        // The read's resourceVersion goes with the write: a change made in
-        // between makes it a 409, and the whole apply is tried again.
-        match api
-            .replace(&name, &PostParams::default(), &replacement)
-            .await
-        {
-            Ok(_) => return Ok(Applied::Updated),
-            Err(e) if status(&e) == Some(409) && !last => {}
-            Err(e) => return Err(api_error("replacing", e)),
-        }
-    }
+        existing
+    };
+    create_or_replace(&api, &name, cronjob, update)
+        .await
+        .map_err(|e| match e {
+            ApplyError::NotKiln => ScheduleError::NotKiln {
+                name: name.clone(),
+                namespace: namespace.to_string(),
+            },
+            ApplyError::Vanished => not_found(&name, namespace),
+            ApplyError::Api { doing, source } => api_error(
+                format!("{doing} CronJob {name} in namespace {namespace}"),
+                source,
+            ),
+        })
 }
 
 /// kiln's schedules in `namespace` (its CronJobs: labels
@@ -271,13 +236,7 @@ async fn find(api: &Api<CronJob>, namespace: &str, name: &str) -> Result<CronJob
 
 /// Refuses a CronJob without kiln's managed-by label.
 fn ensure_kiln(cronjob: &CronJob, namespace: &str) -> Result<(), ScheduleError> {
-    let ours = cronjob
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(LABEL_MANAGED_BY))
-        .is_some_and(|v| v == MANAGED_BY_KILN);
-    if ours {
+    if is_kiln(&cronjob.metadata) {
         Ok(())
     } else {
         Err(ScheduleError::NotKiln {
@@ -312,14 +271,6 @@ fn gone_or(
     match status(&e) {
         Some(404) => not_found(name, namespace),
         _ => api_error(what(), e),
-    }
-}
-
-/// The HTTP status of an API error (409 conflict, 404 not found).
-fn status(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(response) => Some(response.code),
-        _ => None,
     }
 }
 
