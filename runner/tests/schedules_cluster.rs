@@ -34,6 +34,7 @@ fn cronjob(pipeline: &str, namespace: &str, cron: &str, concurrency: Concurrency
         )]
         .into(),
         namespace: namespace.into(),
+        pull_secrets: Vec::new(),
     };
     let settings = KubernetesSettings::defaults();
     orchestrator_cronjob(

@@ -143,6 +143,9 @@ fn job_template(o: &OrchestratorJob<'_>) -> Result<Value, PodError> {
     let run = o.plan.run_id.as_deref().unwrap_or_default();
     let mut settings = o.settings.clone();
     settings.pod_settings = settings.orchestrator_pod_settings.clone();
+    // The orchestrator's image is in the registry of the steps' images:
+    // its pod needs the run's pull secrets as much as theirs.
+    super::pull_secret::attach(&mut settings, &o.plan.pull_secrets);
     settings.privileged = None;
     settings.step_pod_service_account_name = Some(kiln_common::pipeline::spanned(
         o.service_account.to_string(),

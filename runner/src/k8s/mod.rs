@@ -10,6 +10,7 @@ pub mod observe;
 pub mod orchestrator;
 pub mod plan;
 pub mod pod;
+pub mod pull_secret;
 pub mod records;
 pub mod runs;
 pub mod schedules;

@@ -377,8 +377,10 @@ fn kube_steps(
                 ("KILN_RUN_DIR".to_string(), RUN_DIR.to_string()),
             ];
             env.extend(s.environment.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let mut settings = pipeline.effective(&name)?.kubernetes;
+            super::pull_secret::attach(&mut settings, &plan.pull_secrets);
             Ok(KubeStep {
-                settings: pipeline.effective(&name)?.kubernetes,
+                settings,
                 upstream: s
                     .upstream
                     .iter()
@@ -613,6 +615,41 @@ mod tests {
         assert_eq!(percentiles(&figures), Some((ms(50), ms(95))));
         assert_eq!(percentiles(&[ms(7)]), Some((ms(7), ms(7))));
         assert_eq!(percentiles(&[]), None);
+    }
+
+    #[test]
+    fn every_step_gets_the_runs_pull_secrets_beside_its_own() {
+        let text = "name: p\nsteps:\n  - name: a\n    command: [true]\n    settings:\n      kubernetes:\n        pod_settings:\n          image_pull_secrets: [regcred]\n  - name: b\n    command: [true]\n";
+        let pipeline = Pipeline::parse(text, "kiln.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let plan = RunPlan {
+            run_id: Some("r".into()),
+            file: "kiln.yaml".into(),
+            pipeline: text.into(),
+            images: [("a", "r/a@sha256:00"), ("b", "r/b@sha256:00")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            namespace: "kiln".into(),
+            pull_secrets: vec!["kiln-pull-r".into()],
+        };
+        let names = vec!["a".to_string(), "b".to_string()];
+        let steps = kube_steps(&pipeline, &plan, "r", &names).unwrap_or_else(|e| panic!("{e}"));
+        let secrets: Vec<Vec<String>> = steps
+            .iter()
+            .map(|s| {
+                s.settings
+                    .pod_settings
+                    .as_ref()
+                    .and_then(|p| p.image_pull_secrets.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| n.value)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            secrets,
+            [vec!["regcred", "kiln-pull-r"], vec!["kiln-pull-r"]]
+        );
     }
 
     #[test]

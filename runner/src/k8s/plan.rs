@@ -28,6 +28,12 @@ pub struct RunPlan {
     pub images: BTreeMap<String, String>,
     /// The namespace of the run.
     pub namespace: String,
+    /// Image pull secrets kiln made for the run (`--image-pull-secret`),
+    /// added to every step pod's `imagePullSecrets` beside the user's own:
+    /// part of the plan, so a restarted orchestrator and each Job of a
+    /// schedule attach them too. Absent from plans of kilns before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_secrets: Vec<String>,
 }
 
 /// Why a plan cannot be read.
@@ -78,9 +84,20 @@ mod tests {
             pipeline: "name: p\nsteps: []\n".into(),
             images: [("a".to_string(), "r/x@sha256:00".to_string())].into(),
             namespace: "kiln".into(),
+            pull_secrets: vec!["kiln-pull-127-0-0-1-5443".into()],
         };
         let back = RunPlan::from_env_value(Some(&plan.to_env())).unwrap();
         assert_eq!(back, plan);
+    }
+
+    #[test]
+    fn a_plan_without_pull_secrets_still_reads() {
+        let plan = RunPlan::from_env_value(Some(
+            r#"{"file":"kiln.yaml","pipeline":"name: p\n","images":{},"namespace":"kiln"}"#,
+        ))
+        .unwrap();
+        assert!(plan.pull_secrets.is_empty());
+        assert!(!plan.to_env().contains("pull_secrets"), "{}", plan.to_env());
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn plan(run: Option<&str>) -> RunPlan {
         )]
         .into(),
         namespace: "ml".into(),
+        pull_secrets: vec!["kiln-pull-127-0-0-1-5000".into()],
     }
 }
 
@@ -73,6 +74,15 @@ fn the_orchestrator_job_matches_the_golden_manifest() {
         pod.containers[0].security_context, None,
         "privileged is for steps only"
     );
+    // The run's pull secrets: the orchestrator's image is in the same
+    // registry as the steps'.
+    let secrets: Vec<String> = pod
+        .image_pull_secrets
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(secrets, ["kiln-pull-127-0-0-1-5000"]);
 }
 
 #[test]
