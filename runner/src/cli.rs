@@ -162,6 +162,16 @@ pub struct RunArgs {
     /// creates a CronJob; overrides the file's `schedule.cron_expression`.
     #[arg(long, value_name = "CRON")]
     pub schedule: Option<String>,
+    /// Opt-in (`--on kubernetes`): for each registry the run's images and
+    /// the orchestrator image come from, create or update a Secret
+    /// `kiln-pull-REGISTRY` of type kubernetes.io/dockerconfigjson in the
+    /// run's namespace holding the credentials kiln itself uses there
+    /// (--username/--password-stdin, docker config, credential helpers),
+    /// and attach them to the orchestrator and step pods, so the nodes can
+    /// pull from a private registry. A registry kiln has no credentials
+    /// for gets none; pod_settings.image_pull_secrets stay.
+    #[arg(long)]
+    pub image_pull_secret: bool,
 }
 
 /// Which cluster and namespace: command-line overrides of the pipeline

@@ -19,6 +19,7 @@ use kiln_runner::k8s::job::{
 };
 use kiln_runner::k8s::orchestrator::RUN_DIR;
 use kiln_runner::k8s::plan::RunPlan;
+use kiln_runner::k8s::pull_secret;
 use kiln_runner::k8s::records::refresh;
 use kiln_runner::k8s::status::{ANNOTATION_STATUS, ANNOTATION_STEPS, Steps, is_final};
 use kiln_runner::records::{ClusterRun, NewRun, NewStep, Records, RunStatus};
@@ -55,10 +56,12 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
         }
     };
 
-    // Every step's image, pushed and pinned.
-    let images = push_images(&rt, &pipeline, args, json)?;
-    local_checks(&pipeline, &images);
+    // One registry client for every push: --password-stdin is read once,
+    // and --image-pull-secret hands on the credentials those pushes used.
     let registry = registry_client(&args.registry)?;
+    // Every step's image, pushed and pinned.
+    let images = push_images(&rt, &pipeline, args, &registry, json)?;
+    local_checks(&pipeline, &images);
     // The orchestrator image goes beside the first step's image.
     let repository = pipeline
         .steps()
@@ -94,12 +97,27 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|s| s.cron_expression.value.clone())
     });
+    let pull_secrets = if args.image_pull_secret {
+        let references = images
+            .values()
+            .map(String::as_str)
+            .chain([orchestrator.reference.as_str()]);
+        rt.block_on(apply_pull_secrets(
+            &client,
+            &target.namespace,
+            &registry,
+            references,
+        ))?
+    } else {
+        Vec::new()
+    };
     let mut plan = RunPlan {
         run_id: None,
         file,
         pipeline: text,
         images,
         namespace: target.namespace.clone(),
+        pull_secrets,
     };
     if let Some(cron) = schedule {
         return schedule_run(
@@ -228,10 +246,10 @@ fn push_images(
     rt: &tokio::runtime::Runtime,
     pipeline: &Pipeline,
     args: &RunArgs,
+    client: &kiln_common::distribution::Client,
     json: bool,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let plan = kiln_builder::plan::plan(pipeline, None)?;
-    let client = registry_client(&args.registry)?;
     let display = Display::choose(json);
     let cache_dir = match &args.cache_dir {
         Some(dir) => dir.clone(),
@@ -242,13 +260,57 @@ fn push_images(
     let data = data_dir()?;
     let mut images = BTreeMap::new();
     for image in &plan.images {
-        let reference = build_pinned(rt, pipeline, image, &cache_dir, &data, &client, &display)
+        let reference = build_pinned(rt, pipeline, image, &cache_dir, &data, client, &display)
             .map_err(anyhow::Error::msg)?;
         for step in &image.steps {
             images.insert(step.clone(), reference.clone());
         }
     }
     Ok(images)
+}
+
+/// `--image-pull-secret`: for each registry among `references` (pinned
+/// image references) that kiln has credentials for, through the same
+/// client (and so the same lookup) that pushed the images, the pull
+/// secret is applied in `namespace`; returns the Secrets' names. Only
+/// names and registries are printed, never a credential.
+async fn apply_pull_secrets<'a>(
+    client: &kube::Client,
+    namespace: &str,
+    registry: &kiln_common::distribution::Client,
+    references: impl Iterator<Item = &'a str>,
+) -> anyhow::Result<Vec<String>> {
+    let hosts: std::collections::BTreeSet<String> = references
+        .map(|r| kiln_common::distribution::Repository::parse(r).registry)
+        .collect();
+    let mut found = Vec::new();
+    for host in hosts {
+        match registry
+            .credentials(&host)
+            .with_context(|| format!("--image-pull-secret: credentials for registry {host}"))?
+        {
+            Some(c) => found.push((host, c)),
+            None => eprintln!(
+                "kiln: no credentials for registry {host}: its images are pulled without an image pull secret"
+            ),
+        }
+    }
+    let mut names = Vec::new();
+    for secret in pull_secret::pull_secrets(namespace, &found) {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        pull_secret::apply_pull_secret(client, namespace, &secret).await?;
+        let registries: Vec<&str> = found
+            .iter()
+            .filter(|(host, _)| pull_secret::secret_name(host) == name)
+            .map(|(host, _)| host.as_str())
+            .collect();
+        eprintln!(
+            "kiln: image pull secret {name} for {} applied",
+            registries.join(", ")
+        );
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// `local: true` (a cluster on this machine): its nodes pull from the
