@@ -25,6 +25,7 @@ mod downward;
 mod fit;
 pub mod logs;
 mod pod;
+mod pull;
 pub mod quantity;
 mod volumes;
 
@@ -85,6 +86,10 @@ pub struct Config {
     /// free one) and its certificate and key files (PEM); without them no
     /// endpoint is served and `kubectl logs` cannot reach the node.
     pub kubelet: Option<KubeletEndpoint>,
+    /// Extra CA certificates (PEM files) trusted for registries, as a
+    /// node's container runtime is configured for a registry with a
+    /// private CA.
+    pub registry_cas: Vec<PathBuf>,
 }
 
 /// Where and how the kubelet endpoint is served.
@@ -123,7 +128,11 @@ pub(crate) struct Shared {
 }
 
 pub(crate) struct Images {
+    /// Pulls without a pod's pull secret: anonymous (or the agent's own
+    /// docker config, as a kubelet's node-wide one).
     pub(crate) client: Client,
+    /// What a client for a pod's pull secret credentials trusts besides.
+    pub(crate) registry_cas: Vec<PathBuf>,
     pub(crate) store: Store,
     pub(crate) roots: RootCache,
     pub(crate) platform: Platform,
@@ -153,10 +162,14 @@ impl Agent {
         let cache = config.state_dir.join("cache");
         let store = Store::new(&cache).map_err(|e| setup("the image store")(&e))?;
         let roots = RootCache::new(cache.join("roots")).map_err(|e| setup("the root cache")(&e))?;
-        let client =
-            Client::new(ClientOptions::default()).map_err(|e| setup("the registry client")(&e))?;
+        let client = Client::new(ClientOptions {
+            ca_certs: config.registry_cas.clone(),
+            ..ClientOptions::default()
+        })
+        .map_err(|e| setup("the registry client")(&e))?;
         let images = Images {
             client,
+            registry_cas: config.registry_cas.clone(),
             store,
             roots,
             platform: Platform::default(),

@@ -49,6 +49,11 @@ struct Args {
     /// the agent (and its containers) end with the test process.
     #[arg(long)]
     exit_on_stdin_eof: bool,
+    /// A CA certificate (PEM) trusted for registries, beside the system's
+    /// (repeatable): how a node's container runtime is told about a
+    /// registry with a private CA.
+    #[arg(long = "registry-ca", value_name = "PATH")]
+    registry_ca: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +96,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 cert,
                 key,
             }),
+        registry_cas: args.registry_ca,
     };
     let agent = Agent::new(api, config, sandbox)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -10,12 +10,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kiln_common::distribution::{Client, ClientOptions, CredentialSource};
 use kiln_common::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, User};
 use kiln_runner::local::image::{self, ReadyImage};
 use serde_json::{Value, json};
 
+use crate::pull::Keyring;
 use crate::volumes::{self, HostVolume, Source};
-use crate::{ApiError, Shared, downward, log_path, now_rfc3339, strings};
+use crate::{ApiError, Images, Shared, downward, log_path, now_rfc3339, strings};
 
 /// The agent's handle on a pod's worker task.
 pub(crate) struct Worker {
@@ -110,6 +112,19 @@ impl Worker {
     }
 }
 
+/// `reference` pulled through `client` into the agent's image cache.
+async fn ready_with(im: &Images, client: &Client, reference: &str) -> Result<ReadyImage, String> {
+    image::ready(
+        client,
+        &im.store,
+        &im.roots,
+        reference,
+        &im.platform,
+        &im.unpack,
+    )
+    .await
+}
+
 struct PodRun {
     shared: Arc<Shared>,
     /// Shared with the agent's [`Worker`]: whether to stop.
@@ -123,6 +138,8 @@ struct PodRun {
     statuses: Vec<Value>,
     /// The pod's volumes, once ready.
     volumes: HashMap<String, HostVolume>,
+    /// The last warning about the pod's pull secrets, said once.
+    pull_warning: String,
 }
 
 impl PodRun {
@@ -143,6 +160,7 @@ impl PodRun {
             start_time: now_rfc3339(),
             statuses,
             volumes: HashMap::new(),
+            pull_warning: String::new(),
         }
     }
 
@@ -218,19 +236,7 @@ impl PodRun {
             let mut backoff = Duration::from_secs(1);
             let mut reason = "ErrImagePull";
             loop {
-                let ready = {
-                    let im = self.shared.images.lock().await;
-                    image::ready(
-                        &im.client,
-                        &im.store,
-                        &im.roots,
-                        reference,
-                        &im.platform,
-                        &im.unpack,
-                    )
-                    .await
-                };
-                match ready {
+                match self.pull(reference).await {
                     Ok(ready) => {
                         images.push(ready);
                         break;
@@ -340,6 +346,80 @@ impl PodRun {
             }
         }
         self.report(phase).await
+    }
+
+    /// Pulls and unpacks `reference` as the kubelet does: with the
+    /// credentials of the pod's pull secrets that match its registry, the
+    /// most specific first, until one works; without any when none
+    /// matches. The error is the last pull's.
+    async fn pull(&mut self, reference: &str) -> Result<ReadyImage, String> {
+        let candidates = self.pull_keyring().await.lookup(reference);
+        let im = self.shared.images.lock().await;
+        if candidates.is_empty() {
+            return ready_with(&im, &im.client, reference).await;
+        }
+        let mut last = String::new();
+        for credentials in candidates {
+            // A client of its own: explicit credentials are sent to
+            // whichever registry the client talks to, and this one talks
+            // to the image's only.
+            let client = Client::new(ClientOptions {
+                credentials: CredentialSource {
+                    explicit: Some(credentials),
+                    ..CredentialSource::default()
+                },
+                ca_certs: im.registry_cas.clone(),
+                ..ClientOptions::default()
+            })
+            .map_err(|e| format!("cannot pull image {reference}: {e}"))?;
+            match ready_with(&im, &client, reference).await {
+                Ok(image) => return Ok(image),
+                Err(message) => last = message,
+            }
+        }
+        Err(last)
+    }
+
+    /// The pod's pull secrets, read afresh for every pull: one created
+    /// after the pod counts on the next try, as on a kubelet. A missing or
+    /// unusable one is skipped, the pull going on without it, with a
+    /// warning (logged and posted as an event once per new reason).
+    async fn pull_keyring(&mut self) -> Keyring {
+        let mut keyring = Keyring::default();
+        let mut problems = Vec::new();
+        let names: Vec<String> = self.pod["spec"]["imagePullSecrets"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(String::from))
+            .collect();
+        for name in names {
+            let path = format!("/api/v1/namespaces/{}/secrets/{name}", self.ns);
+            match self.shared.api.get(&path).await {
+                Ok(secret) => {
+                    if let Err(e) = keyring.add_secret(&name, &secret) {
+                        problems.push(e.to_string());
+                    }
+                }
+                Err(e) if e.status() == Some(404) => {
+                    problems.push(format!("image pull secret {name} not found"));
+                }
+                Err(e) => problems.push(format!("reading image pull secret {name}: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            let message = format!(
+                "{}; attempting to pull the image may not succeed",
+                problems.join("; ")
+            );
+            if message != self.pull_warning {
+                eprintln!("kiln-node-agent: pod {}/{}: {message}", self.ns, self.name);
+                self.event("Warning", "FailedToRetrieveImagePullSecret", &message)
+                    .await;
+                self.pull_warning = message;
+            }
+        }
+        keyring
     }
 
     fn scratch_dir(&self) -> std::path::PathBuf {

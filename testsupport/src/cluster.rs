@@ -403,9 +403,12 @@ impl NodeAgent {
 impl Cluster {
     /// Starts the node agent `bin` once per test process (tests of the
     /// `kiln-node-agent` package pass `env!("CARGO_BIN_EXE_kiln-node-agent")`)
-    /// as Node `kiln-node`, with its state in `<cluster dir>/node-agent` and
-    /// its log endpoint on a free port, and waits (up to 60 s) until it has
-    /// registered the Node Ready.
+    /// as Node `kiln-node`, with its state in `<cluster dir>/node-agent`,
+    /// its log endpoint on a free port and the bench's CA trusted for
+    /// registries (as a node's runtime is set up for a private registry; it
+    /// still has no credentials: pods need an image pull secret for the TLS
+    /// registry), and waits (up to 60 s) until it has registered the Node
+    /// Ready.
     ///
     /// # Panics
     ///
@@ -435,6 +438,11 @@ impl Cluster {
                 .arg(self.dir.join("pki/apiserver.crt"))
                 .arg("--tls-private-key-file")
                 .arg(self.dir.join("pki/apiserver.key"))
+                .arg("--registry-ca")
+                .arg(crate::Bench::get().ca_cert())
+                // No credentials of its own, whatever this machine's
+                // docker config holds: a directory without config.json.
+                .env("DOCKER_CONFIG", state_dir.join("no-docker-config"))
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
                 .stderr(log_file)
