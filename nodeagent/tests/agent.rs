@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_testsupport::Bench;
 use kiln_testsupport::cluster::{Cluster, NodeAgent};
+use kiln_testsupport::fixture::unique_repo;
+use kiln_testsupport::{Bench, skopeo_copy};
 use serde_json::Value;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_kiln-node-agent");
@@ -164,6 +165,119 @@ fn a_pod_with_a_bad_image_shows_err_image_pull_then_image_pull_back_off() {
         })
     });
     assert_eq!(backoff["status"]["phase"], "Pending", "{backoff}");
+    cluster.delete_namespace(&ns);
+}
+
+/// A copy of the bench's busybox in its TLS registry, which wants a
+/// login: the agent trusts the registry's CA (testsupport passes it) but
+/// has no credentials of its own.
+fn private_busybox() -> String {
+    let bench = Bench::get();
+    let image = format!(
+        "{}:latest",
+        unique_repo(bench.tls_registry(), "agent-private")
+    );
+    let args = [&["--src-tls-verify=false"][..], &bench.tls_dest_args()].concat();
+    skopeo_copy(&busybox(), &image, &args);
+    image
+}
+
+/// Creates Secret `name` of type `kind` whose key `key` holds `config`
+/// (through kubectl's stdin: the password stays off command lines).
+fn create_secret(cluster: &Cluster, ns: &str, name: &str, kind: &str, key: &str, config: &Value) {
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD.encode(config.to_string());
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "type": kind,
+        "data": {key: data},
+    });
+    cluster.kubectl_stdin_ok(&["create", "-f", "-"], &manifest.to_string());
+}
+
+#[test]
+fn a_private_image_is_pulled_with_the_pods_image_pull_secret_and_not_without() {
+    let Some((cluster, agent)) = setup() else {
+        return;
+    };
+    let bench = Bench::get();
+    let ns = cluster.fresh_namespace("agent-private");
+    let image = private_busybox();
+    let spec = |secrets: Value| {
+        serde_json::json!({
+            "containers": [{"name": "main", "image": image, "command": ["sh", "-c", "echo private"]}],
+            "imagePullSecrets": secrets,
+        })
+    };
+    // Without a secret the registry refuses the node, as before.
+    create_pod(cluster, &ns, "without", spec(serde_json::json!([])));
+    let refused = wait_for(agent, Duration::from_secs(60), "ErrImagePull", || {
+        pod(cluster, &ns, "without").filter(|p| {
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull"
+        })
+    });
+    let message = &refused["status"]["containerStatuses"][0]["state"]["waiting"]["message"];
+    assert!(
+        message.as_str().is_some_and(|m| m.contains("401")),
+        "the registry's refusal: {refused}"
+    );
+    // With one: a docker config Secret, a missing one listed first (skipped
+    // with a warning, as a kubelet does), and a legacy dockercfg Secret.
+    let entry = serde_json::json!({"username": bench.username(), "password": bench.password()});
+    create_secret(
+        cluster,
+        &ns,
+        "regcred",
+        "kubernetes.io/dockerconfigjson",
+        ".dockerconfigjson",
+        &serde_json::json!({"auths": {bench.tls_registry(): entry}}),
+    );
+    create_secret(
+        cluster,
+        &ns,
+        "legacy",
+        "kubernetes.io/dockercfg",
+        ".dockercfg",
+        &serde_json::json!({format!("https://{}", bench.tls_registry()): entry}),
+    );
+    create_pod(
+        cluster,
+        &ns,
+        "with",
+        spec(serde_json::json!([{"name": "absent"}, {"name": "regcred"}])),
+    );
+    create_pod(
+        cluster,
+        &ns,
+        "legacy",
+        spec(serde_json::json!([{"name": "legacy"}])),
+    );
+    for name in ["with", "legacy"] {
+        wait_phase(cluster, agent, &ns, name, "Succeeded");
+        assert_eq!(log_of(agent, &ns, name), "private\n");
+    }
+    let events = cluster.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &ns,
+        "--field-selector",
+        "reason=FailedToRetrieveImagePullSecret",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.stdout.contains("image pull secret absent not found"),
+        "{}",
+        events.stdout
+    );
+    let log = std::fs::read_to_string(agent.log()).unwrap_or_default();
+    assert!(
+        !log.contains(bench.password()),
+        "the agent's log holds the password"
+    );
     cluster.delete_namespace(&ns);
 }
 
