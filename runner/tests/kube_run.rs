@@ -1,6 +1,7 @@
 //! `kiln run --on kubernetes` on the test cluster, with real step
 //! containers run by the node agent: the quickstart end to end, a failing
-//! branch, an image the node cannot pull, a pod that cannot be scheduled,
+//! branch, an image the node cannot pull (and pulls with the image pull
+//! secret kiln makes when asked), a pod that cannot be scheduled,
 //! the orchestrator pod deleted mid-run, the API server restarted mid-run,
 //! schedules, and the service account's rights.
 
@@ -253,20 +254,7 @@ fn an_image_the_node_cannot_pull_fails_its_step_within_seconds() {
         return;
     };
     let bench = Bench::get();
-    // `private`'s own target: the TLS registry (point_at moved every
-    // target to the plain one).
-    let private = unique_repo(bench.tls_registry(), "k8s-private");
-    k.f.edit("kiln.yaml", |text| {
-        let at = text.rfind("target_repository:").unwrap();
-        let end = at + text[at..].find('\n').unwrap();
-        format!(
-            "{}target_repository: {private}{}",
-            &text[..at],
-            &text[end..]
-        )
-    });
-    // kiln itself may push to the private registry; the node may not pull.
-    k.f.write_docker_auth(bench.tls_registry(), bench.username(), bench.password());
+    unpullable(&k);
     let started = Instant::now();
     let out = k.run(&["--registry-ca", bench.ca_cert().to_str().unwrap()]);
     let took = started.elapsed();
@@ -283,6 +271,114 @@ fn an_image_the_node_cannot_pull_fails_its_step_within_seconds() {
     let statuses = k.step_statuses(&job);
     assert_eq!(statuses["private"], "failed");
     assert_eq!(statuses["fine"], "succeeded");
+}
+
+/// testdata/k8s/unpullable with `private`'s image in the bench's TLS
+/// registry, kiln given the credentials (docker config) and the CA; the
+/// node has the CA (testsupport passes it), not the credentials.
+fn unpullable(k: &Kube) {
+    let bench = Bench::get();
+    // `private`'s own target: the TLS registry (point_at moved every
+    // target to the plain one).
+    let private = unique_repo(bench.tls_registry(), "k8s-private");
+    k.f.edit("kiln.yaml", |text| {
+        let at = text.rfind("target_repository:").unwrap();
+        let end = at + text[at..].find('\n').unwrap();
+        format!(
+            "{}target_repository: {private}{}",
+            &text[..at],
+            &text[end..]
+        )
+    });
+    // kiln itself may push to the private registry; the node may not pull.
+    k.f.write_docker_auth(bench.tls_registry(), bench.username(), bench.password());
+}
+
+#[test]
+fn with_image_pull_secret_the_node_pulls_from_the_private_registry() {
+    let Some(k) = kube("k8s/unpullable") else {
+        return;
+    };
+    let bench = Bench::get();
+    unpullable(&k);
+    k.f.edit("kiln.yaml", |text| {
+        text.replace("\"echo never\"", "\"echo 'private: ran'\"")
+    });
+    let out = k.run(&[
+        "--registry-ca",
+        bench.ca_cert().to_str().unwrap(),
+        "--image-pull-secret",
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("fine: ran"), "{}", out.stdout);
+    assert!(out.stdout.contains("private: ran"), "{}", out.stdout);
+    let registry = bench.tls_registry();
+    let name = format!("kiln-pull-{}", registry.replace(['.', ':'], "-"));
+    assert!(
+        out.stderr
+            .contains(&format!("image pull secret {name} for {registry} applied")),
+        "{}",
+        out.stderr
+    );
+    // The plain registry needs no login: no secret for it.
+    let secrets = k.json(&["get", "secrets", "-l", "app.kubernetes.io/managed-by=kiln"]);
+    let names: Vec<&str> = secrets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [name.as_str()]);
+    let secret = &secrets["items"][0];
+    assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+    use base64::Engine as _;
+    let config: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][".dockerconfigjson"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let entry = &config["auths"][registry];
+    assert_eq!(entry["username"], bench.username());
+    // Compared, never printed.
+    assert!(
+        entry["password"] == bench.password(),
+        "the Secret does not hold the registry's password"
+    );
+    // Every pod of the run names it: the orchestrator's and the steps'.
+    let (_, job) = submitted(&out);
+    let pods = k.json(&["get", "pods"]);
+    let items = pods["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "the orchestrator and two steps");
+    for pod in items {
+        assert_eq!(
+            pod["spec"]["imagePullSecrets"],
+            serde_json::json!([{"name": name}]),
+            "{}",
+            pod["metadata"]["name"]
+        );
+    }
+    // The password is nowhere but in the Secret.
+    let log = k
+        .cluster
+        .kubectl_ok(&["logs", "-n", &k.ns, &format!("job/{job}")]);
+    for (what, text) in [
+        ("kiln's output", &out.stdout),
+        ("kiln's errors", &out.stderr),
+        ("the orchestrator's log", &log.stdout),
+    ] {
+        assert!(
+            !text.contains(bench.password()),
+            "{what} holds the password"
+        );
+    }
+    // A second run updates kiln's Secret rather than fail on it.
+    let again = k.run(&[
+        "--registry-ca",
+        bench.ca_cert().to_str().unwrap(),
+        "--image-pull-secret",
+    ]);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
 }
 
 #[test]
