@@ -36,6 +36,15 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// Now, as [`rfc3339`]: the form of Kubernetes timestamps and kiln's
+/// annotations.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

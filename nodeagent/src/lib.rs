@@ -32,7 +32,7 @@ mod volumes;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kiln_builder::registry::Platform;
 use kiln_builder::store::Store;
@@ -577,13 +577,7 @@ pub fn service_env(server: &str) -> Result<Vec<(String, String)>, ServerUrlError
     ])
 }
 
-/// Now, as the API server's timestamps (RFC 3339, UTC, whole seconds).
-pub(crate) fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    kiln_common::time::rfc3339(secs)
-}
+pub(crate) use kiln_common::time::now_rfc3339;
 
 /// A JSON array of strings (anything else is empty).
 pub(crate) fn strings(value: &Value) -> Vec<String> {

@@ -484,13 +484,7 @@ impl Client {
     pub async fn get_manifest(&self, repository: &str, reference: &str) -> Result<Manifest> {
         let repo = Repository::parse(repository);
         let url = self.url(&repo, &format!("manifests/{reference}")).await;
-        let accept = [
-            media::OCI_MANIFEST,
-            media::OCI_INDEX,
-            media::DOCKER_MANIFEST,
-            media::DOCKER_MANIFEST_LIST,
-        ]
-        .join(", ");
+        let accept = manifest_accept();
         self.retry(&repo.registry, || async {
             let response = self
                 .send(&repo, "pull", |h| Ok(h.get(&url).header(ACCEPT, &accept)))
@@ -556,13 +550,7 @@ impl Client {
     ) -> Result<Option<String>> {
         let repo = Repository::parse(repository);
         let url = self.url(&repo, &format!("manifests/{reference}")).await;
-        let accept = [
-            media::OCI_MANIFEST,
-            media::OCI_INDEX,
-            media::DOCKER_MANIFEST,
-            media::DOCKER_MANIFEST_LIST,
-        ]
-        .join(", ");
+        let accept = manifest_accept();
         let found = self
             .retry(&repo.registry, || async {
                 let response = self
@@ -1002,6 +990,17 @@ async fn check(response: Response, repo: &Repository, what: &str) -> Result<Resp
             message: format!("{what}: {message}"),
         },
     })
+}
+
+/// The manifest kinds kiln reads, for a manifest request's `Accept`.
+fn manifest_accept() -> String {
+    [
+        media::OCI_MANIFEST,
+        media::OCI_INDEX,
+        media::DOCKER_MANIFEST,
+        media::DOCKER_MANIFEST_LIST,
+    ]
+    .join(", ")
 }
 
 #[cfg(test)]

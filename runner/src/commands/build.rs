@@ -41,12 +41,7 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
             CompressionArg::Zstd => Compression::zstd(),
         },
         output: args.output.parse::<Output>().map_err(anyhow::Error::msg)?,
-        cache_dir: match &args.cache_dir {
-            Some(dir) => dir.clone(),
-            None => kiln_builder::store::default_cache_dir().context(
-                "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-dir",
-            )?,
-        },
+        cache_dir: super::cache_dir(&args.cache_dir)?,
         data_dir: data_dir()?,
         source_date_epoch: source_date_epoch()?,
         concurrency: 4,

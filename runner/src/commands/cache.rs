@@ -11,12 +11,7 @@ use crate::cli::CacheCommand;
 use crate::progress::{human_size, short};
 
 fn open(dir: &Option<PathBuf>) -> anyhow::Result<Store> {
-    let dir = match dir {
-        Some(d) => d.clone(),
-        None => kiln_builder::store::default_cache_dir().context(
-            "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-dir",
-        )?,
-    };
+    let dir = super::cache_dir(dir)?;
     Store::new(&dir).with_context(|| format!("opening the layer cache {}", dir.display()))
 }
 

@@ -60,7 +60,8 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     // and --image-pull-secret hands on the credentials those pushes used.
     let registry = registry_client(&args.registry)?;
     // Every step's image, pushed and pinned.
-    let images = push_images(&rt, &pipeline, args, &registry, json)?;
+    let cache_dir = super::cache_dir(&args.cache_dir)?;
+    let images = push_images(&rt, &pipeline, &cache_dir, &registry, json)?;
     local_checks(&pipeline, &images);
     // The orchestrator image goes beside the first step's image.
     let repository = pipeline
@@ -70,12 +71,6 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
         .and_then(|r| r.split_once('@'))
         .map(|(repo, _)| repo.to_string())
         .context("the pipeline has no step")?;
-    let cache_dir = match &args.cache_dir {
-        Some(dir) => dir.clone(),
-        None => kiln_builder::store::default_cache_dir().context(
-            "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-dir",
-        )?,
-    };
     let orchestrator = rt
         .block_on(push_orchestrator_image(
             &registry,
@@ -245,22 +240,16 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
 fn push_images(
     rt: &tokio::runtime::Runtime,
     pipeline: &Pipeline,
-    args: &RunArgs,
+    cache_dir: &std::path::Path,
     client: &kiln_common::distribution::Client,
     json: bool,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let plan = kiln_builder::plan::plan(pipeline, None)?;
     let display = Display::choose(json);
-    let cache_dir = match &args.cache_dir {
-        Some(dir) => dir.clone(),
-        None => kiln_builder::store::default_cache_dir().context(
-            "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-dir",
-        )?,
-    };
     let data = data_dir()?;
     let mut images = BTreeMap::new();
     for image in &plan.images {
-        let reference = build_pinned(rt, pipeline, image, &cache_dir, &data, client, &display)
+        let reference = build_pinned(rt, pipeline, image, cache_dir, &data, client, &display)
             .map_err(anyhow::Error::msg)?;
         for step in &image.steps {
             images.insert(step.clone(), reference.clone());

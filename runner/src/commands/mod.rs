@@ -37,6 +37,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The layer cache: `--cache-dir`, else `$XDG_CACHE_HOME/kiln`.
+pub fn cache_dir(given: &Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    match given {
+        Some(dir) => Ok(dir.clone()),
+        None => kiln_builder::store::default_cache_dir().context(
+            "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-dir",
+        ),
+    }
+}
+
 /// Loads a pipeline; an invalid one prints its diagnostics (file, line,
 /// column) and yields `None` so the caller exits 1.
 pub fn load_pipeline(path: &std::path::Path) -> anyhow::Result<Option<kiln_common::Pipeline>> {

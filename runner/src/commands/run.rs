@@ -55,12 +55,7 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     let reused = reused_steps(&names, previous.as_ref())?;
 
     let sandbox = Sandbox::new(SandboxConfig::default()).context("the sandbox cannot start")?;
-    let cache_dir = match &args.cache_dir {
-        Some(dir) => dir.clone(),
-        None => kiln_builder::store::default_cache_dir().context(
-            "cannot find a cache directory: set XDG_CACHE_HOME or HOME, or pass --cache-dir",
-        )?,
-    };
+    let cache_dir = super::cache_dir(&args.cache_dir)?;
     let launches = prepare_steps(&pipeline, &names, &reused, &sandbox, &cache_dir, args, json)?;
 
     // The run and where its files go.

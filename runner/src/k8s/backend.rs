@@ -215,8 +215,31 @@ impl Shared {
         let _ = self.inputs.send(Input::Step(event));
     }
 
+    /// A launched attempt, live until its end is reported; `pod` is empty
+    /// when no pod could be made for it.
+    fn register(&self, step: usize, attempt: u32, pod: String) {
+        let mut s = self.lock();
+        s.live += 1;
+        if !pod.is_empty() {
+            s.by_pod.insert(pod.clone(), (step, attempt));
+        }
+        s.attempts.insert(
+            (step, attempt),
+            Attempt {
+                pod,
+                ..Attempt::default()
+            },
+        );
+    }
+
     /// Reports the end of an attempt once; false when it was already.
-    fn end(&self, step: usize, attempt: u32, event: Event) -> bool {
+    fn end(&self, event: Event) -> bool {
+        let (step, attempt) = match &event {
+            Event::Succeeded { step, attempt }
+            | Event::Failed { step, attempt, .. }
+            | Event::Unrecoverable { step, attempt, .. } => (*step, *attempt),
+            _ => return false,
+        };
         {
             let mut s = self.lock();
             let Some(a) = s.attempts.get_mut(&(step, attempt)) else {
@@ -266,35 +289,17 @@ impl Backend for KubeBackend {
         let pod = match shared.manifest(step, attempt) {
             Ok(pod) => pod,
             Err(reason) => {
-                let mut s = shared.lock();
-                s.live += 1;
-                s.attempts.insert((step, attempt), Attempt::default());
-                drop(s);
-                shared.end(
+                shared.register(step, attempt, String::new());
+                shared.end(Event::Unrecoverable {
                     step,
                     attempt,
-                    Event::Unrecoverable {
-                        step,
-                        attempt,
-                        reason,
-                    },
-                );
+                    reason,
+                });
                 return std::path::PathBuf::new();
             }
         };
         let name = pod.metadata.name.clone().unwrap_or_default();
-        {
-            let mut s = shared.lock();
-            s.live += 1;
-            s.by_pod.insert(name.clone(), (step, attempt));
-            s.attempts.insert(
-                (step, attempt),
-                Attempt {
-                    pod: name.clone(),
-                    ..Attempt::default()
-                },
-            );
-        }
+        shared.register(step, attempt, name.clone());
         self.rt.spawn(create(shared.clone(), step, attempt, pod));
         if let Some(after) = startup_timeout(&shared.steps[step]) {
             self.rt
@@ -344,16 +349,12 @@ impl Backend for KubeBackend {
 }
 
 fn cancelled(shared: &Shared, step: usize, attempt: u32) {
-    shared.end(
+    shared.end(Event::Failed {
         step,
         attempt,
-        Event::Failed {
-            step,
-            attempt,
-            exit_code: None,
-            reason: "cancelled".into(),
-        },
-    );
+        exit_code: None,
+        reason: "cancelled".into(),
+    });
 }
 
 /// Creates an attempt's pod, retrying what a restarting API server or a
@@ -368,29 +369,21 @@ async fn create(shared: Arc<Shared>, step: usize, attempt: u32, pod: Pod) {
             Err(kube::Error::Api(e)) if e.code == 409 => break,
             Err(kube::Error::Api(e)) if e.code < 500 && e.code != 429 => {
                 let reason = format!("creating the pod: {} ({})", e.message, e.reason);
-                shared.end(
+                shared.end(Event::Unrecoverable {
                     step,
                     attempt,
-                    Event::Unrecoverable {
-                        step,
-                        attempt,
-                        reason,
-                    },
-                );
+                    reason,
+                });
                 return;
             }
             Err(e) if started.elapsed() > Duration::from_secs(120) => {
                 let reason = format!("creating the pod: {e}");
-                shared.end(
+                shared.end(Event::Failed {
                     step,
                     attempt,
-                    Event::Failed {
-                        step,
-                        attempt,
-                        exit_code: None,
-                        reason,
-                    },
-                );
+                    exit_code: None,
+                    reason,
+                });
                 return;
             }
             Err(e) => {
@@ -531,7 +524,7 @@ fn seen(shared: &Arc<Shared>, pod: &Pod) {
             }
         }
         PodState::Succeeded => {
-            shared.end(step, attempt, Event::Succeeded { step, attempt });
+            shared.end(Event::Succeeded { step, attempt });
         }
         PodState::Failed { exit_code, reason } => {
             let reason = if cancelled {
@@ -539,27 +532,19 @@ fn seen(shared: &Arc<Shared>, pod: &Pod) {
             } else {
                 reason
             };
-            shared.end(
+            shared.end(Event::Failed {
                 step,
                 attempt,
-                Event::Failed {
-                    step,
-                    attempt,
-                    exit_code,
-                    reason,
-                },
-            );
+                exit_code,
+                reason,
+            });
         }
         PodState::Stuck { reason } => {
-            if shared.end(
+            if shared.end(Event::Unrecoverable {
                 step,
                 attempt,
-                Event::Unrecoverable {
-                    step,
-                    attempt,
-                    reason,
-                },
-            ) {
+                reason,
+            }) {
                 let pods = shared.pods.clone();
                 tokio::spawn(async move {
                     let _ = pods.delete(&name, &DeleteParams::default()).await;
@@ -602,7 +587,7 @@ fn gone(shared: &Shared, pod: &Pod) {
             }
         }
     };
-    shared.end(step, attempt, event);
+    shared.end(event);
 }
 
 /// Copies a step pod's log into the orchestrator's, line by line, as it

@@ -121,7 +121,10 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
         a.insert(ANNOTATION_RUN.to_string(), run.clone());
         a.insert(ANNOTATION_STATUS.to_string(), "running".to_string());
         if !annotations.contains_key(ANNOTATION_STARTED) {
-            a.insert(ANNOTATION_STARTED.to_string(), now());
+            a.insert(
+                ANNOTATION_STARTED.to_string(),
+                kiln_common::time::now_rfc3339(),
+            );
         }
         rt.block_on(w.patch(json!({"metadata": {"labels": labels, "annotations": a}})));
     }
@@ -302,7 +305,10 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
             ANNOTATION_STEPS.to_string(),
             serde_json::to_string(&record.steps).unwrap_or_default(),
         );
-        a.insert(ANNOTATION_FINISHED.to_string(), now());
+        a.insert(
+            ANNOTATION_FINISHED.to_string(),
+            kiln_common::time::now_rfc3339(),
+        );
         rt.block_on(w.patch(json!({"metadata": {"annotations": a}})));
     }
     Ok((outcome, figures))
@@ -580,14 +586,6 @@ pub fn outcome_of(status: &str) -> RunOutcome {
         "timed-out" => RunOutcome::TimedOut,
         _ => RunOutcome::Failed,
     }
-}
-
-fn now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    kiln_common::time::rfc3339(secs)
 }
 
 /// Median and 95th percentile of `figures` (nearest rank).
