@@ -71,6 +71,8 @@ pub struct BuildOptions {
     pub concurrency: usize,
     /// Build secrets for commands (`--secret`).
     pub secrets: Vec<crate::exec::Secret>,
+    /// The network commands see (`--network`).
+    pub network: kiln_common::sandbox::Network,
 }
 
 impl Default for BuildOptions {
@@ -86,6 +88,7 @@ impl Default for BuildOptions {
             source_date_epoch: 0,
             concurrency: 4,
             secrets: Vec::new(),
+            network: kiln_common::sandbox::Network::Host,
         }
     }
 }
@@ -422,6 +425,7 @@ async fn build_image<R: Registry>(
             &parent_blobs,
             &env,
             &opts.secrets,
+            opts.network,
             opts.compression,
             opts.source_date_epoch,
             progress,

@@ -11,7 +11,7 @@ use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 
-use kiln_common::sandbox::{BindMount, RunSpec, Sandbox, SandboxConfig, User};
+use kiln_common::sandbox::{RunSpec, Sandbox, SandboxConfig, User};
 use kiln_common::snapshot::{self, Excludes, LayerOptions, Manifest};
 use kiln_common::unpack::{self, LayerBlob, UnpackOptions};
 use serde_json::{Value, json};
@@ -719,11 +719,11 @@ impl Builder<'_> {
         for s in secrets {
             match self.opts.secrets.iter().find(|x| x.id == s.id) {
                 Some(secret) => {
-                    let mut mount = BindMount::secret(&s.id, &secret.source);
-                    if let Some(t) = &s.target {
-                        mount.target = PathBuf::from(t);
-                    }
-                    spec = spec.mount(mount);
+                    let target = match &s.target {
+                        Some(t) => t.clone(),
+                        None => format!("/run/secrets/{}", s.id),
+                    };
+                    spec = spec.secret(target, secret.data.clone());
                 }
                 None if s.required => {
                     return Err(self.dferr(
@@ -737,6 +737,7 @@ impl Builder<'_> {
                 None => {}
             }
         }
+        spec.network = self.opts.network;
         let label = label(step);
         let (code, tail) =
             crate::exec::run_streaming(&sandbox, &spec, self.progress, self.name, &label);

@@ -15,11 +15,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 
 use kiln_common::pipeline::Installer;
-use kiln_common::sandbox::{BindMount, Output, RunSpec, Sandbox, SandboxConfig};
+use kiln_common::sandbox::{BindMount, Network, Output, RunSpec, Sandbox, SandboxConfig};
 use kiln_common::snapshot::{self, Excludes, LayerOptions, Manifest};
 use kiln_common::unpack::{self, LayerBlob, UnpackOptions};
 use sha2::{Digest as _, Sha256};
@@ -42,8 +42,9 @@ const INPUTS: &str = "/run/kiln-inputs";
 pub struct Secret {
     /// The name under /run/secrets.
     pub id: String,
-    /// The file holding it on this machine.
-    pub source: PathBuf,
+    /// Its content, kept in memory: it reaches the sandbox through a pipe
+    /// and a tmpfs, never a file on disk.
+    pub data: Vec<u8>,
 }
 
 impl std::fmt::Debug for Secret {
@@ -405,6 +406,7 @@ pub fn execute(
     parent_layers: &[LayerBlob],
     env: &[(String, String)],
     secrets: &[Secret],
+    network: Network,
     compression: Compression,
     epoch: u64,
     progress: &dyn Progress,
@@ -423,6 +425,7 @@ pub fn execute(
         image_name,
         env,
         secrets,
+        network,
         compression,
         epoch,
         progress,
@@ -432,6 +435,16 @@ pub fn execute(
             layer: failing,
             source: Box::new(source),
         })
+}
+
+/// Chowns a directory kiln made for a run, and what is directly in it, to
+/// the sandbox's root (see [`Sandbox::root_owner`]).
+pub(crate) fn give_to_sandbox_root(dir: &Path, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    for entry in std::fs::read_dir(dir)? {
+        std::os::unix::fs::lchown(entry?.path(), Some(uid), Some(gid))?;
+    }
+    Ok(())
 }
 
 /// An exec layer that failed, and why.
@@ -449,6 +462,7 @@ struct Run<'a> {
     image_name: &'a str,
     env: &'a [(String, String)],
     secrets: &'a [Secret],
+    network: Network,
     compression: Compression,
     epoch: u64,
     progress: &'a dyn Progress,
@@ -467,6 +481,7 @@ impl Run<'_> {
             image_name,
             env,
             secrets,
+            network,
             compression,
             epoch,
             progress,
@@ -510,6 +525,9 @@ impl Run<'_> {
                 std::fs::write(inputs_dir.path().join(name), bytes)
                     .map_err(io("writing layer inputs"))?;
             }
+            // Readable by the sandbox's root, an unprivileged host id.
+            give_to_sandbox_root(inputs_dir.path(), sandbox.root_owner())
+                .map_err(io("handing layer inputs to the sandbox"))?;
             let before = Manifest::capture(&root, &excludes)?;
             let mut spec = RunSpec::new(
                 &root,
@@ -519,8 +537,9 @@ impl Run<'_> {
                 spec = spec.env(k.clone(), v.clone());
             }
             spec = spec.mount(BindMount::read_only(inputs_dir.path(), INPUTS));
+            spec.network = network;
             for s in secrets {
-                spec = spec.mount(BindMount::secret(&s.id, &s.source));
+                spec = spec.secret(format!("/run/secrets/{}", s.id), s.data.clone());
             }
             let (code, tail) = run_streaming(&sandbox, &spec, progress, image_name, &layer.label);
             let code = code?;

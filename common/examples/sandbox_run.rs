@@ -36,6 +36,7 @@ struct Args {
     workdir: Option<String>,
     hostname: Option<String>,
     mounts: Vec<BindMount>,
+    secrets: Vec<(String, Vec<u8>)>,
     ca_always: bool,
     no_ca: bool,
     argv: Vec<String>,
@@ -77,7 +78,8 @@ fn parse() -> Result<Args, String> {
             "--secret" => {
                 let v = val("--secret")?;
                 let (n, s) = v.split_once('=').ok_or("--secret wants NAME=SRC")?;
-                a.mounts.push(BindMount::secret(n, s));
+                let data = std::fs::read(s).map_err(|e| format!("--secret {n}: {s}: {e}"))?;
+                a.secrets.push((n.to_string(), data));
             }
             "--ca-always" => a.ca_always = true,
             "--no-ca" => a.no_ca = true,
@@ -148,6 +150,9 @@ fn run() -> Result<i32, String> {
         spec.hostname = h.clone();
     }
     spec.mounts = args.mounts.clone();
+    for (name, data) in &args.secrets {
+        spec = spec.secret(format!("{}/{name}", sandbox::SECRETS_DIR), data.clone());
+    }
 
     let excludes = Excludes::default();
     let before = match &args.snapshot {
@@ -183,6 +188,8 @@ fn run() -> Result<i32, String> {
 }
 
 fn main() -> ExitCode {
+    // First: this process may be started as the sandbox's init.
+    kiln_common::sandbox::run_init_if_requested();
     match run() {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(e) => {

@@ -9,7 +9,7 @@ mod sandbox_support;
 
 use std::path::Path;
 
-use kiln_common::sandbox::{BindMount, IdMap, Sandbox};
+use kiln_common::sandbox::{IdMap, Sandbox};
 use kiln_common::snapshot::{self, Excludes, LayerOptions, Manifest};
 use kiln_common::unpack::{UnpackOptions, apply_tar};
 use sandbox_support::*;
@@ -116,11 +116,9 @@ fn proc_dev_and_resolver_files_never_appear_even_if_present_in_the_root() {
 #[test]
 fn a_secret_is_read_during_the_run_and_absent_from_the_snapshot() {
     let sb = sandbox();
-    let (t, root) = busybox_root(sb.id_map());
-    let secret = t.path().join("secret");
-    std::fs::write(&secret, "token-123").unwrap();
+    let (_t, root) = busybox_root(sb.id_map());
     let spec =
-        sh(&root, "cat /run/secrets/x > /copied-on-purpose").mount(BindMount::secret("x", &secret));
+        sh(&root, "cat /run/secrets/x > /copied-on-purpose").secret("/run/secrets/x", "token-123");
     let (layer, _) = run_and_snapshot(&sb, &root, spec);
     let entries = tar_entries(&layer);
     assert_eq!(names(&layer), vec!["copied-on-purpose"]);

@@ -57,6 +57,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // First: this process may be started as the sandbox's init.
+    kiln_common::sandbox::run_init_if_requested();
     let args = Args::parse();
     // Containers run as root of a user namespace mapped to the user's
     // subordinate ids, as `kiln run` does; without it the sandbox's own
@@ -80,7 +82,12 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let api = Api::from_kubeconfig(&args.kubeconfig)?;
-    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    // A pod's containers run as the node's root, as a kubelet with runc
+    // starts them: images and volumes expect uid 0 to be host uid 0 here.
+    let sandbox = Sandbox::new(SandboxConfig {
+        host_root: true,
+        ..SandboxConfig::default()
+    })?;
     let config = Config {
         node: args.node_name,
         cpu: args.cpu,

@@ -94,6 +94,19 @@ pub struct BuildArgs {
     /// stored: id=NAME,src=FILE or id=NAME,env=VAR; repeatable.
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// The network RUN and exec-layer commands see: `host` (the default,
+    /// as Buildah's rootless builds) or `none` (loopback only).
+    #[arg(long, value_enum, default_value = "host")]
+    pub network: NetworkArg,
+}
+
+/// `--network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkArg {
+    /// The host's network.
+    Host,
+    /// A network namespace with loopback only.
+    None,
 }
 
 /// How kiln reaches registries; shared by `build` and `run`.

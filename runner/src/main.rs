@@ -12,6 +12,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // First: this process may be started as the sandbox's init.
+    kiln_common::sandbox::run_init_if_requested();
     let cli = cli::Cli::parse();
     if matches!(cli.command, cli::Command::Build(_) | cli::Command::Run(_)) {
         // Unprivileged builds run as root of a user namespace mapped to the

@@ -577,17 +577,16 @@ fn an_unprivileged_user_builds_exec_layers_rootless() {
         .status()
         .unwrap();
     assert!(status.success());
-    let home = work.path();
-    let out = Command::new("runuser")
-        .args(["-u", user, "--", "env"])
-        .arg(format!("HOME={}", home.display()))
-        .arg(format!("XDG_CACHE_HOME={}/cache", home.display()))
-        .arg(format!("XDG_DATA_HOME={}/data", home.display()))
-        .arg(&kiln)
-        .args(["build", "--json", "--step", "load", "--pipeline"])
-        .arg(work.path().join("p/kiln.yaml"))
-        .output()
-        .unwrap();
+    let pipeline = work.path().join("p/kiln.yaml");
+    let args = [
+        std::ffi::OsStr::new("build"),
+        "--json".as_ref(),
+        "--step".as_ref(),
+        "load".as_ref(),
+        "--pipeline".as_ref(),
+        pipeline.as_os_str(),
+    ];
+    let out = kiln_testsupport::kiln_as_user(user, &kiln, work.path(), work.path(), args);
     assert!(
         out.status.success(),
         "rootless build failed:\n{}",

@@ -41,7 +41,7 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -722,6 +722,34 @@ pub fn runc_run(bundle_dir: &Path, args: &[&str]) -> RunOutput {
         );
     }
     out
+}
+
+/// Runs the kiln binary `kiln` as `user` (through `runuser`) in `cwd`,
+/// with `HOME=home`, the XDG cache and data homes `home/cache` and
+/// `home/data`, and none of root's docker config or sandbox overrides: a
+/// rootless kiln as a user would start it.
+///
+/// # Panics
+///
+/// When `runuser` cannot be started.
+pub fn kiln_as_user<I, S>(user: &str, kiln: &Path, home: &Path, cwd: &Path, args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new("runuser")
+        .args(["-u", user, "--", "env"])
+        .arg(format!("HOME={}", home.display()))
+        .arg(format!("XDG_CACHE_HOME={}/cache", home.display()))
+        .arg(format!("XDG_DATA_HOME={}/data", home.display()))
+        .arg(kiln)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("KILN_SANDBOX_FORCE_NO_USERNS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run runuser: {e}"))
 }
 
 /// An unprivileged user with subordinate uid/gid ranges, created when

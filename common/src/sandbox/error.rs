@@ -48,6 +48,19 @@ pub enum Error {
         package: &'static str,
     },
 
+    /// No program to run as the sandbox's init was found.
+    #[error(
+        "kiln's sandbox init was not found: this program does not host it (call \
+         `kiln_common::sandbox::run_init_if_requested()` first in main) and there is no \
+         `kiln-sandbox-init` or `kiln` beside {exe}; fix: set {env} to a kiln binary"
+    )]
+    NoInit {
+        /// This executable.
+        exe: PathBuf,
+        /// The variable that names the init.
+        env: &'static str,
+    },
+
     /// The user namespace could be created but its id mapping failed
     /// (newuidmap/newgidmap refused it).
     #[error("could not set up the sandbox's user namespace: {detail}")]

@@ -4,25 +4,24 @@
 //!
 //! # How
 //!
-//! Host programs do the privileged parts (no `unsafe` in kiln): util-linux
-//! `unshare` creates the namespaces and maps ids through `newuidmap` /
-//! `newgidmap` (`--map-root-user --map-auto`: uid 0 inside = the invoking
-//! user, 1.. = its `/etc/subuid` range; the same path when kiln runs as
-//! root), a short `/bin/sh` script makes the mounts, and `unshare --root`
-//! chroots, changes directory and drops to the spec's uid:gid (the exact
-//! chain is drawn at the top of `sandbox/script.rs`). Each run gets new mount, pid, uts
-//! and ipc namespaces; the network is the host's.
+//! Host programs create the namespaces (no `unsafe` in kiln): util-linux
+//! `unshare` makes user, mount, pid, uts and ipc namespaces (and a network
+//! one for [`Network::None`]) and maps ids through `newuidmap` /
+//! `newgidmap`; its forked child, pid 1 of the new pid namespace, is kiln's
+//! own init (`sandbox/init.rs`), which makes the mounts, `pivot_root`s into
+//! the image root, detaches the host's tree, and starts the command (the
+//! exact chain is drawn at the top of `sandbox/chain.rs`).
 //!
 //! Inside: `/proc` of the new pid namespace; a tmpfs `/dev` with `null`,
 //! `zero`, `full`, `random`, `urandom`, `tty` bound from the host, `/dev/shm`
 //! and (where allowed) `/dev/pts`; the host's `/etc/resolv.conf` and
-//! `/etc/hosts` and CA bundle read-only; the spec's bind mounts. `/sys` is not
-//! mounted.
+//! `/etc/hosts` and CA bundle read-only; the spec's bind mounts; build
+//! secrets in a tmpfs at `/run/secrets`. `/sys` is not mounted.
 //!
 //! # Traces in the root
 //!
 //! Mount points that did not exist in the root (`/proc`, `/dev`,
-//! `/etc/resolv.conf`, `/run/secrets/NAME`, ...) are created for the run and
+//! `/etc/resolv.conf`, `/run/secrets`, ...) are created for the run and
 //! **removed again when it ends** (their parent directory's mtime restored),
 //! so a snapshot of the root sees only what the command did. In addition the
 //! snapshot's default excludes skip `/proc`, `/dev`, `/sys`, `/run/secrets`,
@@ -30,35 +29,63 @@
 //! [`snapshot::Excludes`](crate::snapshot::Excludes)). The working directory
 //! is created when missing and kept, like Docker's `WORKDIR`.
 //!
-//! # Security
+//! # What the sandbox promises
 //!
-//! The boundary is the user namespace: root inside has no privilege over
-//! anything its mapping does not cover. `chroot` alone is escapable by root
-//! inside, so a hostile command run as uid 0 can reach what the *invoking
-//! user* can (when kiln runs as root, that is real root: run kiln
-//! unprivileged for untrusted builds).
+//! - **No handle on the host's files.** Every process of a run, pid 1
+//!   included, lives in the image root after `pivot_root`; the host's tree
+//!   is detached, so `/proc/*/root`, `/proc/*/cwd`, `..` and inherited
+//!   descriptors lead nowhere outside (pid 1 is not dumpable, and
+//!   `CAP_SYS_PTRACE` is gone, so its `/proc` entries are closed too). The
+//!   init marks every descriptor it inherited close-on-exec and starts a
+//!   session of its own, so kiln's terminal is not the run's controlling
+//!   terminal (no `TIOCSTI` into the caller's shell).
+//! - **Root inside is not root outside.** Rootless kiln maps root inside to
+//!   the invoking user and uids 1.. to its subordinate range. kiln running as
+//!   root maps the sandbox's root to the first id of *root's* subordinate
+//!   range (`/etc/subuid`, as for any user), so a process that got out would
+//!   be an unprivileged nobody. [`SandboxConfig::host_root`]
+//!   ([`HOST_ROOT_ENV`]`=1`) restores host root for images that truly need
+//!   it.
+//! - **Least privilege.** `no_new_privs` (setuid binaries and file
+//!   capabilities grant nothing), the capability bounding set of rootless
+//!   Podman and Buildah (`CHOWN DAC_OVERRIDE FOWNER FSETID KILL
+//!   NET_BIND_SERVICE SETFCAP SETGID SETPCAP SETUID SYS_CHROOT`: no
+//!   `SYS_ADMIN`, `SYS_PTRACE`, `NET_ADMIN`, `MKNOD`), and a process limit
+//!   ([`SandboxConfig::pids_limit`], `RLIMIT_NPROC`, 2048 by default; cgroups
+//!   are not used, as a rootless process cannot create them).
+//!
+//! What it does **not** promise: the network is the host's unless a run
+//! asks for [`Network::None`] (RUN steps reach what kiln reaches, the
+//! Kaniko and Buildah default); there is no seccomp filter (the kernel's
+//! whole syscall surface is reachable, as with `--security-opt
+//! seccomp=unconfined`), and no memory or CPU limit; the host's resolver
+//! files and CA bundle are visible, read-only.
 
+mod chain;
 mod error;
 mod idmap;
+mod init;
 mod preflight;
 mod prepare;
 mod process;
 mod reexec;
-mod script;
 mod spec;
 
 use std::process::Command;
 
 pub use error::{Error, Result};
 pub use idmap::{IdMap, IdRange, OVERFLOW_ID};
+pub use init::{INIT_ARG, INIT_ENV, run_init_if_requested};
 pub use preflight::{FORCE_NO_USERNS_ENV, UsernsMode, preflight};
 pub use process::{Killer, Running};
 pub use reexec::reexec_in_user_namespace;
 pub use spec::{
-    BindMount, CaBundleMode, DEFAULT_CA_BUNDLE, Output, OutputLine, Overlay, PROXY_ENV, RunSpec,
-    SandboxConfig, Stream, User, ca_bundle_env,
+    BindMount, CaBundleMode, DEFAULT_CA_BUNDLE, DEFAULT_PIDS_LIMIT, HOST_ROOT_ENV, Network, Output,
+    OutputLine, Overlay, PROXY_ENV, RunSpec, SECRETS_DIR, SandboxConfig, Secret, Stream, User,
+    ca_bundle_env,
 };
 
+use chain::{Chain, UsernsArgs};
 use preflight::{HOST_PATH, find_tool};
 
 /// A checked sandbox: the preflight passed and the id mapping is known.
@@ -66,8 +93,9 @@ use preflight::{HOST_PATH, find_tool};
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     config: SandboxConfig,
-    mode: UsernsMode,
+    userns: UsernsArgs,
     id_map: IdMap,
+    init: std::path::PathBuf,
     setpriv: std::path::PathBuf,
     unshare: std::path::PathBuf,
 }
@@ -80,14 +108,24 @@ impl Sandbox {
         let tool = |tool, package| find_tool(tool).ok_or(Error::MissingTool { tool, package });
         let setpriv = tool("setpriv", "util-linux")?;
         let unshare = tool("unshare", "util-linux")?;
-        let id_map = match mode {
-            UsernsMode::Inherit => IdMap::identity(),
-            _ => probe_id_map(&unshare)?,
+        let init = init::init_program().ok_or_else(|| Error::NoInit {
+            exe: std::env::current_exe().unwrap_or_default(),
+            env: INIT_ENV,
+        })?;
+        let userns = match mode {
+            UsernsMode::Inherit => UsernsArgs::Inherit,
+            _ if rustix::process::geteuid().is_root() && !config.host_root => root_range()?,
+            _ => UsernsArgs::RootIsCaller,
+        };
+        let id_map = match userns {
+            UsernsArgs::Inherit => IdMap::identity(),
+            _ => probe_id_map(&unshare, &userns)?,
         };
         Ok(Sandbox {
             config,
-            mode,
+            userns,
             id_map,
+            init,
             setpriv,
             unshare,
         })
@@ -95,7 +133,17 @@ impl Sandbox {
 
     /// How this sandbox gets its user namespace.
     pub fn mode(&self) -> UsernsMode {
-        self.mode
+        self.userns.mode()
+    }
+
+    /// Host uid and gid of root inside the sandbox, as this process sees
+    /// them: the owner a directory needs for a run's root to write into it
+    /// (a read-write bind mount such as a run directory).
+    pub fn root_owner(&self) -> (u32, u32) {
+        (
+            self.id_map.to_outer_uid(0).unwrap_or(OVERFLOW_ID),
+            self.id_map.to_outer_gid(0).unwrap_or(OVERFLOW_ID),
+        )
     }
 
     /// Sandbox ids ↔ ids on disk as this process sees them: the unpacker
@@ -116,8 +164,17 @@ impl Sandbox {
             .prefix("kiln-sandbox-")
             .tempdir()
             .map_err(|e| Error::io("creating the sandbox's run directory", e))?;
-        let (plan, cleanup) = prepare::prepare(&self.config, self.mode, spec, rundir.path())?;
-        let argv = plan.command(&self.setpriv, &self.unshare);
+        let (plan, cleanup) =
+            prepare::prepare(&self.config, spec, rundir.path(), self.root_owner())?;
+        let chain = Chain {
+            userns: self.userns.clone(),
+            network: spec.network,
+            init: self.init.clone(),
+            plan,
+        };
+        let argv = chain.command(&self.setpriv, &self.unshare);
+        let plan = serde_json::to_vec(&chain.plan)
+            .map_err(|e| Error::io("encoding the run's plan", std::io::Error::other(e)))?;
         let mut cmd = Command::new(&argv[0]);
         // A process group of its own: a terminal's Ctrl-C reaches kiln,
         // which decides what to stop (the kernel still kills the run if
@@ -127,9 +184,10 @@ impl Sandbox {
             .env_clear()
             .env("PATH", HOST_PATH)
             .current_dir("/");
-        // The set-up runs as root of the new namespace, which is the invoking
-        // user: it must be able to write its log into the run directory.
-        Running::start(cmd, output, cleanup, rundir)
+        // The init starts with this process's own host ids (it drops to the
+        // sandbox's root only after the switch): it writes its log into the
+        // private run directory.
+        Running::start(cmd, plan, output, cleanup, rundir)
     }
 
     /// Runs `spec` to the end and returns its exit code.
@@ -138,14 +196,32 @@ impl Sandbox {
     }
 }
 
+/// Root's own subordinate ranges (`/etc/subuid`, `/etc/subgid`), onto which
+/// a root kiln maps its sandboxes.
+fn root_range() -> Result<UsernsArgs> {
+    let range = |kind: &'static str, file: &str| {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        preflight::subordinate_range(&text, "root", 0).ok_or_else(|| Error::NoSubordinateIds {
+            kind,
+            user: "root".into(),
+            uid: 0,
+            file: file.into(),
+            suggested_line: "root:100000:65536".into(),
+            suggested_range: "100000-165535".into(),
+        })
+    };
+    Ok(UsernsArgs::Range {
+        uid: range("uid", "/etc/subuid")?,
+        gid: range("gid", "/etc/subgid")?,
+    })
+}
+
 /// Creates a throw-away user namespace the way every run will, and reads its
 /// uid/gid maps.
-fn probe_id_map(unshare: &std::path::Path) -> Result<IdMap> {
+fn probe_id_map(unshare: &std::path::Path, userns: &UsernsArgs) -> Result<IdMap> {
     let out = Command::new(unshare)
+        .args(userns.args())
         .args([
-            "--user",
-            "--map-root-user",
-            "--map-auto",
             "--",
             "/bin/sh",
             "-c",
@@ -165,7 +241,8 @@ fn probe_id_map(unshare: &std::path::Path) -> Result<IdMap> {
         }
         _ => Err(Error::UserNamespaceSetup {
             detail: format!(
-                "`unshare --user --map-root-user --map-auto` failed ({}): {}",
+                "`unshare {}` failed ({}): {}",
+                userns.args().join(" "),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             ),

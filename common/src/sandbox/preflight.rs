@@ -46,17 +46,7 @@ pub(crate) struct HostFacts {
 }
 
 /// Programs every mode needs, with the Debian package shipping them.
-const BASE_TOOLS: &[(&str, &str)] = &[
-    ("unshare", "util-linux"),
-    ("setpriv", "util-linux"),
-    ("mount", "mount"),
-    ("sh", "dash"),
-    ("env", "coreutils"),
-    ("touch", "coreutils"),
-    ("mkdir", "coreutils"),
-    ("ln", "coreutils"),
-    ("hostname", "hostname"),
-];
+const BASE_TOOLS: &[(&str, &str)] = &[("unshare", "util-linux"), ("setpriv", "util-linux")];
 
 /// Programs needed to create a user namespace with subordinate ids.
 const USERNS_TOOLS: &[(&str, &str)] = &[("newuidmap", "uidmap"), ("newgidmap", "uidmap")];
@@ -187,6 +177,21 @@ pub(crate) fn subordinate_count(text: &str, user: &str, uid: u32) -> u64 {
         .sum()
 }
 
+/// The first subordinate range (`start`, `count`) `/etc/subuid`-style
+/// `text` grants `user` (by name or number).
+pub(crate) fn subordinate_range(text: &str, user: &str, uid: u32) -> Option<(u64, u64)> {
+    let uid = uid.to_string();
+    text.lines().find_map(|l| {
+        let mut it = l.trim().split(':');
+        let (name, start, count) = (it.next()?, it.next()?, it.next()?);
+        if name != user && name != uid {
+            return None;
+        }
+        let (start, count) = (start.trim().parse().ok()?, count.trim().parse().ok()?);
+        (count > 0).then_some((start, count))
+    })
+}
+
 /// The first id above every range in `text` (at least 100000), where a new
 /// range may start without overlapping anyone's.
 fn next_free_start(text: &str) -> u64 {
@@ -236,6 +241,17 @@ mod tests {
             subgid: Some("root:100000:65536\n1001:165536:65536\n".into()),
             ..HostFacts::default()
         }
+    }
+
+    #[test]
+    fn the_subordinate_range_of_a_user_is_found_by_name_or_uid() {
+        let text = "kilntest:165536:65536\n0:100000:65536\nroot:1:0\n";
+        assert_eq!(subordinate_range(text, "root", 0), Some((100000, 65536)));
+        assert_eq!(
+            subordinate_range(text, "kilntest", 1001),
+            Some((165536, 65536))
+        );
+        assert_eq!(subordinate_range(text, "nobody", 65534), None);
     }
 
     #[test]

@@ -1,26 +1,39 @@
-//! Prepares one run: resolves every mount target inside the root (never
-//! following a symlink out of it), decides which mount points must be
-//! created, and remembers them so they are removed again once the command has
+//! Prepares one run on the host side, before any namespace exists: resolves
+//! every mount target inside the root (never following a symlink out of
+//! it), creates the missing mount points and working directory owned by the
+//! sandbox's root (under an overlay, in its private upper directory), and
+//! remembers what it created so it is removed again once the command has
 //! ended — the root then looks as before, apart from what the command did.
+//! The result is the [`InitPlan`] the init carries out.
 
 use std::collections::HashSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use super::chain::{SETUP_LOG, SETUP_OK};
 use super::error::{Error, Result};
-use super::preflight::UsernsMode;
-use super::script::{Bind, Create, Plan};
-use super::spec::{CaBundleMode, PROXY_ENV, RunSpec, SandboxConfig};
+use super::init::{InitPlan, PathBufBytes};
+use super::spec::{CaBundleMode, PROXY_ENV, RunSpec, SECRETS_DIR, SandboxConfig};
 use crate::unpack::resolve_in_root;
 
 /// Host files bound read-only when `host_network_files` is on.
 const NETWORK_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts"];
 
-/// What to undo after the run: mount points the set-up created, and the
+/// A mount point (or working directory) created for a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Created {
+    /// Host path.
+    path: PathBuf,
+    /// Directory (else an empty file).
+    dir: bool,
+}
+
+/// What to undo after the run: mount points created for it, and the
 /// modification times of the directories they were created in.
 #[derive(Debug, Default)]
 pub(crate) struct Cleanup {
-    created: Vec<Create>,
+    created: Vec<Created>,
     parent_mtimes: Vec<(PathBuf, SystemTime)>,
 }
 
@@ -47,15 +60,18 @@ impl Cleanup {
 
 struct Planner<'a> {
     root: &'a Path,
-    create: Vec<Create>,
-    removable: Vec<Create>,
+    /// Where new entries are made: the root, or the overlay's upper dir.
+    write_root: &'a Path,
+    /// Host uid/gid of the sandbox's root, owner of what is created.
+    owner: (u32, u32),
+    removable: Vec<Created>,
     seen: HashSet<PathBuf>,
     parent_mtimes: Vec<(PathBuf, SystemTime)>,
 }
 
 impl Planner<'_> {
-    /// The host path of mount target `target` (inside the root), planning
-    /// its creation when missing. `None` when missing and `create` is false.
+    /// The host path of mount target `target` (inside the root), creating
+    /// it when missing. `None` when missing and `create` is false.
     fn target(
         &mut self,
         target: &Path,
@@ -85,42 +101,68 @@ impl Planner<'_> {
         }
         let comps: Vec<_> = r.relative.components().collect();
         let first_missing = comps.len() - r.missing;
-        let parent: PathBuf = self
-            .root
-            .join(comps[..first_missing].iter().collect::<PathBuf>());
+        let existing: PathBuf = comps[..first_missing].iter().collect();
+        let parent = self.root.join(&existing);
         if removable
             && !self.parent_mtimes.iter().any(|(p, _)| *p == parent)
             && let Ok(m) = std::fs::metadata(&parent).and_then(|m| m.modified())
         {
             self.parent_mtimes.push((parent.clone(), m));
         }
-        let mut path = parent;
+        if self.write_root != self.root {
+            self.copy_up(&existing).map_err(|e| fail(e.to_string()))?;
+        }
+        let mut rel = existing;
         for (i, c) in comps.iter().enumerate().skip(first_missing) {
-            path.push(c);
+            rel.push(c);
             let is_dir = i + 1 < comps.len() || dir;
-            if self.seen.insert(path.clone()) {
-                let c = Create {
-                    path: path.clone(),
-                    dir: is_dir,
-                };
-                if removable {
-                    self.removable.push(c.clone());
-                }
-                self.create.push(c);
+            let path = self.write_root.join(&rel);
+            if !self.seen.insert(path.clone()) {
+                continue;
+            }
+            if is_dir {
+                std::fs::create_dir(&path)
+            } else {
+                std::fs::File::create(&path).map(drop)
+            }
+            .and_then(|()| std::os::unix::fs::lchown(&path, Some(self.owner.0), Some(self.owner.1)))
+            .map_err(|e| fail(format!("creating {}: {e}", path.display())))?;
+            if removable {
+                self.removable.push(Created { path, dir: is_dir });
             }
         }
         Ok(Some(r.host_path))
     }
+
+    /// Under an overlay, makes the existing directories `rel` leads through
+    /// in the upper directory with the lower ones' owner and mode (what the
+    /// kernel's copy-up would do), so new mount points can be made there.
+    fn copy_up(&self, rel: &Path) -> std::io::Result<()> {
+        let mut cur = PathBuf::new();
+        for c in rel.components() {
+            cur.push(c);
+            let upper = self.write_root.join(&cur);
+            if upper.exists() {
+                continue;
+            }
+            let lower = std::fs::metadata(self.root.join(&cur))?;
+            std::fs::create_dir(&upper)?;
+            std::os::unix::fs::lchown(&upper, Some(lower.uid()), Some(lower.gid()))?;
+            std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(lower.mode()))?;
+        }
+        Ok(())
+    }
 }
 
-/// Resolves the spec against the root and the configuration; returns the
-/// plan for the host command and what to clean up afterwards.
+/// Resolves the spec against the root and the configuration, creates the
+/// mount points, and returns the init's plan and what to clean up
+/// afterwards. `owner` is the host uid/gid of the sandbox's root.
 pub(crate) fn prepare(
     config: &SandboxConfig,
-    mode: UsernsMode,
     spec: &RunSpec,
     rundir: &Path,
-) -> Result<(Plan, Cleanup)> {
+    owner: (u32, u32),
+) -> Result<(InitPlan, Cleanup)> {
     spec.validate()?;
     let root = spec
         .root
@@ -132,31 +174,51 @@ pub(crate) fn prepare(
             reason: format!("{} is not a directory", root.display()),
         });
     }
+    let upper = spec.overlay.as_ref().map(|o| o.upper.clone());
+    if let Some(upper) = &upper {
+        // The merged root takes the upper directory's owner and mode.
+        let lower = std::fs::metadata(&root)
+            .map_err(|e| Error::io(format!("root directory {}", root.display()), e))?;
+        std::os::unix::fs::lchown(upper, Some(lower.uid()), Some(lower.gid()))
+            .and_then(|()| {
+                std::fs::set_permissions(upper, std::fs::Permissions::from_mode(lower.mode()))
+            })
+            .map_err(|e| Error::io(format!("overlay directory {}", upper.display()), e))?;
+    }
+    if let Some(o) = &spec.overlay {
+        // The overlay is mounted by the sandbox's root, which must be able
+        // to write its work directory.
+        std::os::unix::fs::lchown(&o.work, Some(owner.0), Some(owner.1))
+            .map_err(|e| Error::io(format!("overlay directory {}", o.work.display()), e))?;
+    }
     let mut p = Planner {
         root: &root,
-        create: Vec::new(),
+        write_root: upper.as_deref().unwrap_or(&root),
+        owner,
         removable: Vec::new(),
         seen: HashSet::new(),
         parent_mtimes: Vec::new(),
     };
-    let proc = p
-        .target(Path::new("/proc"), true, true, true)?
-        .unwrap_or_default();
-    let dev = p
-        .target(Path::new("/dev"), true, true, true)?
-        .unwrap_or_default();
+    p.target(Path::new("/proc"), true, true, true)?;
+    p.target(Path::new("/dev"), true, true, true)?;
 
     let mut binds = Vec::new();
+    // Targets are given as the init sees them once the root is `/`, their
+    // symlinks already resolved inside the root.
+    let inside = |host: &Path| Path::new("/").join(host.strip_prefix(&root).unwrap_or(host));
+    let mut bind = |source: PathBuf, target: PathBuf, read_only: bool| {
+        binds.push((
+            PathBufBytes(source),
+            PathBufBytes(inside(&target)),
+            read_only,
+        ));
+    };
     if config.host_network_files {
         for f in NETWORK_FILES {
             if Path::new(f).is_file()
                 && let Some(t) = p.target(Path::new(f), false, true, true)?
             {
-                binds.push(Bind {
-                    source: f.into(),
-                    target: t,
-                    read_only: true,
-                });
+                bind(f.into(), t, true);
             }
         }
     }
@@ -165,22 +227,30 @@ pub(crate) fn prepare(
     {
         let create = config.ca_bundle_mode == CaBundleMode::Always;
         if let Some(t) = p.target(ca, false, create, true)? {
-            binds.push(Bind {
-                source: ca.clone(),
-                target: t,
-                read_only: true,
-            });
+            bind(ca.clone(), t, true);
         }
     }
     for m in &spec.mounts {
         let meta = std::fs::metadata(&m.source)
             .map_err(|e| Error::io(format!("bind mount source {}", m.source.display()), e))?;
         if let Some(t) = p.target(&m.target, meta.is_dir(), true, true)? {
-            binds.push(Bind {
-                source: m.source.clone(),
-                target: t,
-                read_only: m.read_only,
-            });
+            bind(m.source.clone(), t, m.read_only);
+        }
+    }
+    let mut secrets = Vec::new();
+    if !spec.secrets.is_empty() {
+        p.target(Path::new(SECRETS_DIR), true, true, true)?;
+        for s in &spec.secrets {
+            let mut s = s.clone();
+            if !Path::new(&s.target).starts_with(SECRETS_DIR) {
+                // Bound from the tmpfs onto a mount point in the root: the
+                // path the init uses after the switch, symlinks resolved.
+                let host = p
+                    .target(Path::new(&s.target), false, true, true)?
+                    .unwrap_or_default();
+                s.target = inside(&host).to_string_lossy().into_owned();
+            }
+            secrets.push(s);
         }
     }
     // The working directory is created like Docker's WORKDIR and kept.
@@ -197,38 +267,33 @@ pub(crate) fn prepare(
             }
         }
     }
-    let removable_set: HashSet<PathBuf> = p.removable.iter().map(|c| c.path.clone()).collect();
     // Under an overlay the mount points are made in the private upper
     // directory, which the caller discards: nothing to undo in the root.
     let cleanup = if spec.overlay.is_some() {
         Cleanup::default()
     } else {
         Cleanup {
-            created: p
-                .create
-                .iter()
-                .filter(|c| removable_set.contains(&c.path))
-                .cloned()
-                .collect(),
+            created: p.removable,
             parent_mtimes: p.parent_mtimes,
         }
     };
-    let plan = Plan {
-        mode,
+    let plan = InitPlan {
         root: root.clone(),
         overlay: spec
             .overlay
             .as_ref()
-            .map(|o| (o.upper.clone(), o.work.clone())),
-        rundir: rundir.to_path_buf(),
-        create: p.create,
-        dev,
-        proc,
+            .map(|o| (PathBufBytes(o.upper.clone()), PathBufBytes(o.work.clone()))),
+        log: rundir.join(SETUP_LOG),
+        ok: rundir.join(SETUP_OK),
         binds,
+        secrets,
         hostname: spec.hostname.clone(),
+        network: spec.network,
+        pids_limit: config.pids_limit,
         env,
         workdir: spec.workdir.clone(),
-        user: spec.user,
+        uid: spec.user.uid,
+        gid: spec.user.gid,
         argv: spec.argv.clone(),
     };
     Ok((plan, cleanup))

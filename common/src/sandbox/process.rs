@@ -8,9 +8,9 @@ use std::process::{ChildStderr, ChildStdout, Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
+use super::chain::{SETUP_LOG, SETUP_OK};
 use super::error::{Error, Result};
 use super::prepare::Cleanup;
-use super::script::{SETUP_LOG, SETUP_OK};
 use super::spec::{Output, OutputLine, Stream};
 
 /// A command running in the sandbox. Dropping it kills every process of the
@@ -61,6 +61,7 @@ impl Running {
     /// the parent.
     pub(crate) fn start(
         mut cmd: Command,
+        plan: Vec<u8>,
         output: Output,
         cleanup: Cleanup,
         rundir: tempfile::TempDir,
@@ -79,12 +80,13 @@ impl Running {
             cmd.stdout(std::process::Stdio::piped());
             cmd.stderr(std::process::Stdio::piped());
         }
-        cmd.stdin(std::process::Stdio::null());
+        // The init reads its plan from stdin; the command gets /dev/null.
+        cmd.stdin(std::process::Stdio::piped());
         let (started_tx, started_rx) = mpsc::channel::<Started>();
         let (status_tx, status_rx) = mpsc::channel();
         let supervisor = std::thread::Builder::new()
             .name("kiln-sandbox".into())
-            .spawn(move || supervise(cmd, started_tx, status_tx))
+            .spawn(move || supervise(cmd, plan, started_tx, status_tx))
             .map_err(|e| Error::io("starting the sandbox supervisor thread", e))?;
         let (pid, pidfd, stdout, stderr) = match started_rx.recv() {
             Ok(Ok(s)) => s,
@@ -186,7 +188,7 @@ impl Running {
             (None, None) => 255,
         };
         if let Some(dir) = &self.rundir
-            && !dir.path().join(SETUP_OK).exists()
+            && std::fs::metadata(dir.path().join(SETUP_OK)).map_or(true, |m| m.len() == 0)
         {
             let log = std::fs::read_to_string(dir.path().join(SETUP_LOG)).unwrap_or_default();
             let log = if log.trim().is_empty() {
@@ -247,6 +249,7 @@ type Started = std::io::Result<(u32, OwnedFd, Option<ChildStdout>, Option<ChildS
 
 fn supervise(
     mut cmd: Command,
+    plan: Vec<u8>,
     started: Sender<Started>,
     status: Sender<std::io::Result<ExitStatus>>,
 ) {
@@ -271,6 +274,10 @@ fn supervise(
             return;
         }
     };
+    if let Some(mut stdin) = child.stdin.take() {
+        // An init that died early closes the pipe; its status tells why.
+        let _ = std::io::Write::write_all(&mut stdin, &plan);
+    }
     let out = child.stdout.take();
     let err = child.stderr.take();
     if started.send(Ok((child.id(), pidfd, out, err))).is_err() {

@@ -46,6 +46,44 @@ pub struct RunSpec {
     /// every write goes to this private upper directory: many runs share
     /// one unpacked image and none of them changes it.
     pub overlay: Option<Overlay>,
+    /// Build secrets (mode 0400, root), kept in a tmpfs at `/run/secrets`:
+    /// they never touch a disk and never enter a snapshot.
+    pub secrets: Vec<Secret>,
+    /// The network the command sees.
+    pub network: Network,
+}
+
+/// A build secret's content, handed to the sandbox in memory. Its `Debug`
+/// shows where it goes, never what it holds.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Secret {
+    /// Absolute path inside the root (`/run/secrets/NAME` by default; any
+    /// other path gets a file bound from the secrets tmpfs).
+    pub target: String,
+    /// The content.
+    pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({}, {} bytes)", self.target, self.data.len())
+    }
+}
+
+/// Where build secrets live inside the root.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
+/// The network a run sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum Network {
+    /// The host's (like Buildah's default `--network host` for rootless
+    /// builds): the command reaches what kiln reaches.
+    #[default]
+    Host,
+    /// A network namespace of its own with only loopback (Buildah's
+    /// `--network none`).
+    None,
 }
 
 /// The private, writable side of an overlay over the root.
@@ -75,7 +113,19 @@ impl RunSpec {
             hostname: "kiln".into(),
             mounts: Vec::new(),
             overlay: None,
+            secrets: Vec::new(),
+            network: Network::Host,
         }
+    }
+
+    /// Adds a build secret at `target` (an absolute path; BuildKit's
+    /// default is `/run/secrets/ID`), in memory only.
+    pub fn secret(mut self, target: impl Into<String>, data: impl Into<Vec<u8>>) -> Self {
+        self.secrets.push(Secret {
+            target: target.into(),
+            data: data.into(),
+        });
+        self
     }
 
     /// Sets (or replaces) one environment variable.
@@ -154,6 +204,26 @@ impl RunSpec {
                         ),
                     });
                 }
+            }
+        }
+        for sec in &self.secrets {
+            let t = Path::new(&sec.target);
+            let plain = t.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            });
+            if !t.is_absolute()
+                || !plain
+                || sec.target.contains('\0')
+                || t == Path::new(SECRETS_DIR)
+                || t == Path::new("/")
+            {
+                return Err(Error::InvalidSpec {
+                    field: "secrets",
+                    reason: format!("`{}` is not an absolute file path", sec.target),
+                });
             }
         }
         for m in &self.mounts {
@@ -246,16 +316,6 @@ pub struct BindMount {
 }
 
 impl BindMount {
-    /// A read-only mount of a build secret at `/run/secrets/NAME` (BuildKit's
-    /// convention); never part of a snapshot.
-    pub fn secret(name: &str, source: impl Into<PathBuf>) -> Self {
-        BindMount {
-            source: source.into(),
-            target: Path::new("/run/secrets").join(name),
-            read_only: true,
-        }
-    }
-
     /// A read-only mount.
     pub fn read_only(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
         BindMount {
@@ -288,6 +348,9 @@ pub enum CaBundleMode {
     Always,
 }
 
+/// Podman's default process limit per container.
+pub const DEFAULT_PIDS_LIMIT: u64 = 2048;
+
 /// How the sandbox treats every run.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -300,7 +363,20 @@ pub struct SandboxConfig {
     pub pass_proxy_env: bool,
     /// Bind the host's `/etc/resolv.conf` and `/etc/hosts` (read-only).
     pub host_network_files: bool,
+    /// The most processes (threads included) the run's user may have
+    /// (`RLIMIT_NPROC`, which a user namespace may lower); `None` for the
+    /// host's limit. Podman's default is 2048.
+    pub pids_limit: Option<u64>,
+    /// When kiln runs as root: make root inside the sandbox host root (the
+    /// old, unsafe mapping) instead of the first id of root's subordinate
+    /// range. For images that truly need it; off by default, and
+    /// [`HOST_ROOT_ENV`]`=1` turns it on.
+    pub host_root: bool,
 }
+
+/// Set to `1` to run sandboxes of a root kiln as host root (see
+/// [`SandboxConfig::host_root`]).
+pub const HOST_ROOT_ENV: &str = "KILN_SANDBOX_HOST_ROOT";
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -309,6 +385,8 @@ impl Default for SandboxConfig {
             ca_bundle_mode: CaBundleMode::IfPresent,
             pass_proxy_env: true,
             host_network_files: true,
+            pids_limit: Some(DEFAULT_PIDS_LIMIT),
+            host_root: std::env::var_os(HOST_ROOT_ENV).is_some_and(|v| v == "1"),
         }
     }
 }

@@ -119,24 +119,48 @@ pub fn sh(root: &Path, script: &str) -> RunSpec {
 /// Host pids of processes whose root directory is `root` (chrooted into
 /// it) or whose command line mentions it.
 pub fn processes_in(root: &Path) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
+    // The sandbox's init names its root in its arguments; every process
+    // of the run descends from it.
     let needle = root.to_string_lossy().into_owned();
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default();
-        let proc_root = std::fs::read_link(format!("/proc/{pid}/root")).ok();
-        if proc_root.as_deref() == Some(root) || cmdline.contains(&needle) {
-            out.push((pid, cmdline));
+    let mut all = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let after = s.rsplit_once(')')?.1.to_string();
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                .unwrap_or(0);
+            all.push((pid, ppid, cmdline));
         }
     }
-    out
+    let mut ours: std::collections::HashSet<u32> = all
+        .iter()
+        .filter(|(_, _, c)| c.contains(&needle))
+        .map(|(p, _, _)| *p)
+        .collect();
+    loop {
+        let before = ours.len();
+        for (p, pp, _) in &all {
+            if ours.contains(pp) {
+                ours.insert(*p);
+            }
+        }
+        if ours.len() == before {
+            break;
+        }
+    }
+    all.into_iter()
+        .filter(|(p, _, _)| ours.contains(p))
+        .map(|(p, _, c)| (p, c))
+        .collect()
 }
 
 /// Polls `cond` for up to `secs` seconds.

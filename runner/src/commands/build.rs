@@ -12,7 +12,7 @@ use kiln_builder::layer::Compression;
 use kiln_common::distribution::{Client, ClientOptions, CredentialSource, Credentials};
 
 use super::load_pipeline;
-use crate::cli::{BuildArgs, CompressionArg, FormatArg, RegistryArgs};
+use crate::cli::{BuildArgs, CompressionArg, FormatArg, NetworkArg, RegistryArgs};
 use crate::progress::{Display, human_size, short};
 
 /// Builds; exit 1 when the build fails, 2 for Dockerfile builds (not yet).
@@ -45,7 +45,11 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
         data_dir: data_dir()?,
         source_date_epoch: source_date_epoch()?,
         concurrency: 4,
-        secrets: secrets.iter().map(|s| s.secret.clone()).collect(),
+        secrets: secrets.clone(),
+        network: match args.network {
+            NetworkArg::Host => kiln_common::sandbox::Network::Host,
+            NetworkArg::None => kiln_common::sandbox::Network::None,
+        },
     };
     let client = registry_client(&args.registry)?;
     let display = Display::choose(json);
@@ -136,15 +140,10 @@ pub fn registry_client(args: &RegistryArgs) -> anyhow::Result<Client> {
     Ok(Client::new(options)?)
 }
 
-/// A build secret and, for `env=VAR`, the private temporary file holding
-/// its value (deleted when the build ends).
-struct SecretArg {
-    secret: kiln_builder::exec::Secret,
-    _file: Option<tempfile::NamedTempFile>,
-}
-
-/// `id=NAME,src=FILE` or `id=NAME,env=VAR` (BuildKit's syntax).
-fn parse_secret(text: &str) -> anyhow::Result<SecretArg> {
+/// `id=NAME,src=FILE` or `id=NAME,env=VAR` (BuildKit's syntax). The value
+/// is read into memory now; it reaches the sandbox through a pipe and a
+/// tmpfs, never through a file of kiln's.
+fn parse_secret(text: &str) -> anyhow::Result<kiln_builder::exec::Secret> {
     let mut id = None;
     let mut src = None;
     let mut env = None;
@@ -164,25 +163,17 @@ fn parse_secret(text: &str) -> anyhow::Result<SecretArg> {
             if !src.is_file() {
                 bail!("--secret id={id}: {} is not a readable file", src.display());
             }
-            Ok(SecretArg {
-                secret: kiln_builder::exec::Secret { id, source: src },
-                _file: None,
-            })
+            let data = std::fs::read(&src)
+                .with_context(|| format!("--secret id={id}: reading {}", src.display()))?;
+            Ok(kiln_builder::exec::Secret { id, data })
         }
         (None, Some(var)) => {
             let value = std::env::var_os(&var).with_context(|| {
                 format!("--secret id={id}: environment variable {var} is not set")
             })?;
-            let mut file =
-                tempfile::NamedTempFile::new().context("creating a file for the secret")?;
-            std::io::Write::write_all(&mut file, value.as_encoded_bytes())
-                .context("writing the secret")?;
-            Ok(SecretArg {
-                secret: kiln_builder::exec::Secret {
-                    id,
-                    source: file.path().to_path_buf(),
-                },
-                _file: Some(file),
+            Ok(kiln_builder::exec::Secret {
+                id,
+                data: value.into_encoded_bytes(),
             })
         }
         _ => bail!("--secret {text:?}: give exactly one of src=FILE or env=VAR"),
