@@ -489,7 +489,7 @@ impl Run<'_> {
         let sandbox = Sandbox::new(SandboxConfig::default())?;
         let unpack_opts = UnpackOptions::mapped(sandbox.id_map().clone());
         let work_parent = store.root().join("work");
-        std::fs::create_dir_all(&work_parent)
+        kiln_common::private_dir::create_private_dir(&work_parent)
             .map_err(io(format!("creating {}", work_parent.display())))?;
         let work = tempfile::Builder::new()
             .prefix("root-")

@@ -7,6 +7,7 @@ pub mod dag;
 pub mod distribution;
 pub mod k8s;
 pub mod pipeline;
+pub mod private_dir;
 pub mod reference;
 pub mod sandbox;
 pub mod snapshot;

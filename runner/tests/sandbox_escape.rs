@@ -310,6 +310,27 @@ fn a_kiln_run_step_reaches_nothing_of_the_host() {
         .collect();
     let facts = judge(&report, &host);
     assert_ne!(facts.uid_map[1], 0, "uid 0 inside is host root:\n{report}");
+
+    // The unpacked roots (setuid binaries, 1777 /tmp), the layer store, the
+    // records and the run's own directory are private to kiln's user.
+    let cache = f.cache_home().join("kiln");
+    let data = f.data_home().join("kiln");
+    let run_root = std::fs::read_dir(data.join("runs"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    for dir in [
+        cache.join("roots"),
+        cache.join("blobs"),
+        cache.join("index"),
+        data.clone(),
+        run_root,
+    ] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {

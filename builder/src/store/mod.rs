@@ -29,6 +29,7 @@ pub use error::{Result, StoreError};
 pub use index::{CacheEntry, Check, PrunePolicy, PruneReport};
 
 use error::IoContext as _;
+use kiln_common::private_dir::create_private_dir;
 
 /// Prefix of temp files inside store directories; never a valid blob or key.
 const TMP_PREFIX: &str = ".tmp-";
@@ -45,8 +46,17 @@ impl Store {
     /// CI can point kiln anywhere.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let store = Self { root: root.into() };
-        for dir in [store.blobs_dir(), store.index_dir()] {
-            fs::create_dir_all(&dir).at("creating", dir)?;
+        if !store.root.exists() {
+            create_private_dir(&store.root).at("creating", store.root.clone())?;
+        }
+        // What kiln keeps in the store is private to its owner whatever
+        // the root's own mode (a `--cache-dir` may be anywhere).
+        for dir in [
+            store.root.join("blobs"),
+            store.blobs_dir(),
+            store.index_dir(),
+        ] {
+            create_private_dir(&dir).at("creating", dir)?;
         }
         Ok(store)
     }

@@ -91,7 +91,8 @@ impl RootCache {
     /// A cache in `dir` (created if missing).
     pub fn new(dir: impl Into<PathBuf>) -> Result<RootCache> {
         let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating root cache", &dir, e))?;
+        crate::private_dir::create_private_dir(&dir)
+            .map_err(|e| Error::io("creating root cache", &dir, e))?;
         Ok(RootCache { dir })
     }
 

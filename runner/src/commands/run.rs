@@ -86,6 +86,10 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
         logs: run_root.join("logs"),
         scratch: run_root.join("scratch"),
     };
+    // A run's logs and scratch roots are its owner's only; the steps reach
+    // the run directory through kiln's bind mount, not through the path.
+    kiln_common::private_dir::create_private_dir(&run_root)
+        .with_context(|| format!("creating {}", run_root.display()))?;
     for dir in [&paths.files, &paths.logs, &paths.scratch] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

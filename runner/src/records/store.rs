@@ -35,9 +35,11 @@ impl Records {
     /// Opens the records in `data_dir`, creating the directory, `runs.db`
     /// and its schema as needed.
     pub fn open(data_dir: &Path) -> Result<Records, RecordsError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| RecordsError::Io {
-            path: data_dir.to_path_buf(),
-            source,
+        kiln_common::private_dir::create_private_dir(data_dir).map_err(|source| {
+            RecordsError::Io {
+                path: data_dir.to_path_buf(),
+                source,
+            }
         })?;
         let db = data_dir.join("runs.db");
         let conn = schema::open(&db)?;

@@ -1,0 +1,55 @@
+//! Directories only their owner may enter: kiln's cache and data hold
+//! unpacked image roots (setuid binaries, world-writable `/tmp`s) and run
+//! records, which no other local user may reach.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
+/// Creates `dir` (and missing parents) with mode 0700, and makes an
+/// existing `dir` 0700 too (an older kiln created it 0755). Only `dir`
+/// itself is changed when it exists: a parent kiln did not create is not
+/// kiln's to change.
+///
+/// # Errors
+///
+/// When a directory cannot be created or its mode set.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn new_and_existing_directories_end_up_0700_and_a_foreign_parent_is_left_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let parent = t.path().join("shared");
+        std::fs::create_dir(&parent).unwrap();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nested = parent.join("a/b");
+        create_private_dir(&nested).unwrap();
+        assert_eq!(mode(&parent.join("a")), 0o700);
+        assert_eq!(mode(&nested), 0o700);
+        assert_eq!(mode(&parent), 0o755, "an existing parent is not kiln's");
+        let old = parent.join("old");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        create_private_dir(&old).unwrap();
+        assert_eq!(mode(&old), 0o700);
+    }
+}
