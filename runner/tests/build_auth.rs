@@ -180,3 +180,45 @@ fn password_stdin_right_and_wrong() {
     );
     assert!(!all.contains(bench.password()));
 }
+
+#[test]
+fn password_stdin_goes_to_the_push_registry_only_never_to_the_parents() {
+    let bench = Bench::get();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The parent's registry wants its own robot's token.
+    let proxy = rt.block_on(kiln_testsupport::proxy::Proxy::start(bench.registry()));
+    proxy.require_bearer("parent-robot", "parent-pass-7d1e", "unused-refresh");
+    let f = Fixture::copy(KILN, "codeonly");
+    let repo = unique_repo(bench.tls_registry(), "scoped-creds");
+    f.point_at(&proxy.registry(), &repo);
+    f.write_docker_auth(&proxy.registry(), "parent-robot", "parent-pass-7d1e");
+    let out = f.kiln_with(
+        &[
+            "build",
+            "--step",
+            "produce",
+            "--registry-ca",
+            &ca(),
+            "--username",
+            bench.username(),
+            "--password-stdin",
+        ],
+        Some(bench.password()),
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    // Every token the parent's registry was asked for came with its own
+    // robot's credentials: the target's password never went there.
+    let tokens = proxy.token_requests();
+    assert!(
+        !tokens.is_empty() && tokens.iter().all(|t| t.granted),
+        "{tokens:#?}"
+    );
+    assert_eq!(
+        tag_on_tls_registry(&format!("{repo}:codeonly-pipeline")).code,
+        0
+    );
+}

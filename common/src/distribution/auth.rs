@@ -47,8 +47,13 @@ impl Credentials {
 /// Where credentials come from, in order: explicit, then docker config.
 #[derive(Clone, Default)]
 pub struct CredentialSource {
-    /// `--username` + `--password-stdin`: used for every registry.
+    /// `--username` + `--password-stdin`.
     pub explicit: Option<Credentials>,
+    /// The registries (`host[:port]`) [`explicit`](Self::explicit) goes to:
+    /// kiln's push targets, so a parent image's registry never sees the
+    /// password meant for the target. `None`: every registry, for a client
+    /// that talks to one registry only.
+    pub explicit_registries: Option<Vec<String>>,
     /// The docker config file (default: `$DOCKER_CONFIG/config.json`, else
     /// `~/.docker/config.json`).
     pub docker_config: Option<PathBuf>,
@@ -60,6 +65,7 @@ impl std::fmt::Debug for CredentialSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CredentialSource")
             .field("explicit", &self.explicit)
+            .field("explicit_registries", &self.explicit_registries)
             .field("docker_config", &self.docker_config)
             .finish()
     }
@@ -119,7 +125,11 @@ impl CredentialSource {
     /// Credentials for `registry` (`host[:port]`), or `None` for anonymous.
     pub fn lookup(&self, registry: &str) -> Result<Option<Credentials>> {
         if let Some(c) = &self.explicit {
-            return Ok(Some(c.clone()));
+            let wanted = normalize_host(registry);
+            let scoped = self.explicit_registries.as_ref();
+            if scoped.is_none_or(|list| list.iter().any(|r| normalize_host(r) == wanted)) {
+                return Ok(Some(c.clone()));
+            }
         }
         let Some(path) = self.config_path() else {
             return Ok(None);
@@ -378,6 +388,28 @@ mod tests {
             secret: "y".into(),
         });
         assert_eq!(s.lookup("r.example").unwrap().unwrap().username, "x");
+    }
+
+    #[test]
+    fn explicit_credentials_go_only_to_the_registries_they_are_for() {
+        let (_d, mut s) = source_with(r#"{"auths":{"parent.example":{"auth":"YTpi"}}}"#);
+        s.explicit = Some(Credentials {
+            username: "pusher".into(),
+            secret: "for-the-target-only".into(),
+        });
+        s.explicit_registries = Some(vec!["push.example:5443".into(), "docker.io".into()]);
+        assert_eq!(
+            s.lookup("push.example:5443").unwrap().unwrap().username,
+            "pusher"
+        );
+        assert_eq!(
+            s.lookup("registry-1.docker.io").unwrap().unwrap().username,
+            "pusher"
+        );
+        // The parent's registry gets its own credentials, or none.
+        assert_eq!(s.lookup("parent.example").unwrap().unwrap().username, "a");
+        assert!(s.lookup("push.example").unwrap().is_none());
+        assert!(s.lookup("elsewhere.example").unwrap().is_none());
     }
 
     #[test]

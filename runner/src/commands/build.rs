@@ -51,7 +51,10 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
             NetworkArg::None => kiln_common::sandbox::Network::None,
         },
     };
-    let client = registry_client(&args.registry)?;
+    let client = registry_client(
+        &args.registry,
+        push_registries(pipeline.as_ref(), &args.tags),
+    )?;
     let display = Display::choose(json);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -108,9 +111,35 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The registries kiln pushes to: the only ones `--username` and
+/// `--password-stdin` are sent to. A parent image's registry gets its own
+/// credentials from the docker config, or none.
+pub fn push_registries(pipeline: Option<&kiln_common::Pipeline>, tags: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(p) = pipeline {
+        for step in p.steps() {
+            if let Ok(s) = p.effective(&step.name.value)
+                && let Some(repo) = &s.docker.target_repository
+                && let Ok(r) = kiln_common::reference::parse(&repo.value)
+            {
+                out.push(r.registry().to_string());
+            }
+        }
+    }
+    out.extend(
+        tags.iter()
+            .filter_map(|t| kiln_common::reference::parse(t).ok())
+            .map(|r| r.registry().to_string()),
+    );
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Registry client from the flags: explicit credentials (password read from
-/// stdin, never from argv), insecure registries, extra CAs.
-pub fn registry_client(args: &RegistryArgs) -> anyhow::Result<Client> {
+/// stdin, never from argv) for the push registries only, insecure
+/// registries, extra CAs.
+pub fn registry_client(args: &RegistryArgs, push_to: Vec<String>) -> anyhow::Result<Client> {
     let explicit = match &args.username {
         Some(username) if args.password_stdin => {
             let mut secret = String::new();
@@ -131,6 +160,7 @@ pub fn registry_client(args: &RegistryArgs) -> anyhow::Result<Client> {
     let options = ClientOptions {
         credentials: CredentialSource {
             explicit,
+            explicit_registries: Some(push_to),
             ..CredentialSource::default()
         },
         insecure_registries: args.insecure_registries.clone(),

@@ -26,7 +26,7 @@ use kiln_runner::records::{ClusterRun, NewRun, NewStep, Records, RunStatus};
 use kube::api::{Api, LogParams, PostParams};
 use kube::runtime::watcher;
 
-use super::build::{data_dir, registry_client};
+use super::build::{data_dir, push_registries, registry_client};
 use super::kube::{runtime, target};
 use super::load_pipeline;
 use super::run::build_pinned;
@@ -58,7 +58,7 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
 
     // One registry client for every push: --password-stdin is read once,
     // and --image-pull-secret hands on the credentials those pushes used.
-    let registry = registry_client(&args.registry)?;
+    let registry = registry_client(&args.registry, push_registries(Some(&pipeline), &[]))?;
     // Every step's image, pushed and pinned.
     let cache_dir = super::cache_dir(&args.cache_dir)?;
     let images = push_images(&rt, &pipeline, &cache_dir, &registry, json)?;

@@ -26,7 +26,7 @@ use kiln_runner::scheduler::{
     Observed, ObservedState, RetryPolicy, RunConfig, RunOutcome, Scheduler, StepSpec, Terminal,
 };
 
-use super::build::{data_dir, registry_client};
+use super::build::{data_dir, push_registries, registry_client};
 use super::load_pipeline;
 use crate::cli::{Backend, RunArgs};
 use crate::progress::Display;
@@ -261,7 +261,7 @@ fn prepare_steps(
     let plan = kiln_builder::plan::plan(pipeline, None)?;
     let store = Store::new(cache_dir)?;
     let roots = RootCache::new(cache_dir.join("roots"))?;
-    let client = registry_client(&args.registry)?;
+    let client = registry_client(&args.registry, push_registries(Some(pipeline), &[]))?;
     let display = Display::choose(json);
     let platform = Platform::default();
     let unpack = UnpackOptions::mapped(sandbox.id_map().clone());
