@@ -93,7 +93,7 @@ fn dev_proc_and_network_files_are_there() {
         &sh(
             &root,
             "echo x > /dev/null && head -c 4 /dev/urandom | wc -c && head -c 3 /dev/zero | wc -c \
-             && test -c /dev/tty && test -d /dev/shm && touch /dev/shm/x && cat /proc/self/status | grep -c ^Pid \
+             && ! test -e /dev/tty && test -d /dev/shm && touch /dev/shm/x && cat /proc/self/status | grep -c ^Pid \
              && cat /etc/resolv.conf && cat /etc/hosts | wc -l",
         ),
     );

@@ -145,9 +145,6 @@ const SETUP_FAILED: i32 = 125;
 
 fn init_main() -> i32 {
     close_on_exec_inherited();
-    // A session of its own: kiln's terminal is never the run's controlling
-    // terminal, so no TIOCSTI can type into the shell that started kiln.
-    let _ = rustix::process::setsid();
     let mut text = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut text) {
         eprintln!("kiln-sandbox: reading the run's plan: {e}");

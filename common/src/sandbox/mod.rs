@@ -36,9 +36,10 @@
 //!   is detached, so `/proc/*/root`, `/proc/*/cwd`, `..` and inherited
 //!   descriptors lead nowhere outside (pid 1 is not dumpable, and
 //!   `CAP_SYS_PTRACE` is gone, so its `/proc` entries are closed too). The
-//!   init marks every descriptor it inherited close-on-exec and starts a
-//!   session of its own, so kiln's terminal is not the run's controlling
-//!   terminal (no `TIOCSTI` into the caller's shell).
+//!   init marks every descriptor it inherited close-on-exec, and there is
+//!   no `/dev/tty`: the run stays in kiln's process group (a graceful stop
+//!   signals the group), and kiln's terminal must not be reachable from it
+//!   (no `TIOCSTI` into the caller's shell).
 //! - **Root inside is not root outside.** Rootless kiln maps root inside to
 //!   the invoking user and uids 1.. to its subordinate range. kiln running as
 //!   root maps the sandbox's root to the first id of *root's* subordinate
