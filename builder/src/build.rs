@@ -320,7 +320,7 @@ async fn build_image<R: Registry>(
             };
             let file = pipeline.base_dir().join(&dockerfile.value);
             let context = match &image.settings.build_context_root {
-                Some(root) => pipeline.base_dir().join(root),
+                Some(root) => pipeline.base_dir().join(&root.value),
                 None => file
                     .parent()
                     .map_or_else(|| pipeline.base_dir().to_path_buf(), Path::to_path_buf),

@@ -297,7 +297,7 @@ fn layers(s: &ImageSettings) -> Vec<LayerSlot> {
     {
         groups.push((
             RequirementGroup::ExtraFiles,
-            RequirementSource::Files(files.iter().map(PathBuf::from).collect()),
+            RequirementSource::Files(files.iter().map(|f| PathBuf::from(&f.value)).collect()),
         ));
     }
     if let Some(integrations) = s.required_integrations.as_ref().filter(|i| !i.is_empty()) {

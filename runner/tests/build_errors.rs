@@ -183,3 +183,51 @@ fn an_error_says_each_cause_once() {
         out.stderr
     );
 }
+
+#[test]
+fn kiln_yaml_paths_stay_in_the_project_symlinks_included() {
+    // A host directory with something that must not leave the machine.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("id_ed25519"), "HOST-PRIVATE-KEY-7f3a").unwrap();
+    std::fs::write(host.path().join("passwd"), "root:x:0:0:HOST-PASSWD-9c1e").unwrap();
+    let cases: [(&str, String, Option<&str>); 4] = [
+        // (setting, value, a symlink in the project the value goes through)
+        ("requirements", "../../../../etc/passwd".into(), None),
+        ("source_root", host.path().display().to_string(), None),
+        ("source_root", "code-link".into(), Some("code-link")),
+        ("requirements", "reqs/passwd".into(), Some("reqs")),
+    ];
+    for (key, value, link) in cases {
+        let (f, _) = codeonly(&format!("paths-{key}"));
+        if let Some(link) = link {
+            std::os::unix::fs::symlink(host.path(), f.root().join(link)).unwrap();
+        }
+        f.edit("kiln.yaml", |t| {
+            t.replacen(
+                "    environment:\n",
+                &format!("    {key}: {value}\n    environment:\n"),
+                1,
+            )
+        });
+        let (line, column) = position_of_value(&f, key);
+        for cmd in [&["validate"][..], &["build"][..]] {
+            let out = f.kiln(cmd);
+            assert_failed_cleanly(&out, 1);
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert!(
+                all.contains(&format!("kiln.yaml:{line}:{column}: {key}: ")),
+                "{cmd:?} {key}: {value}: no located error:\n{all}"
+            );
+            assert!(
+                all.contains("outside the project") || all.contains("is absolute"),
+                "{all}"
+            );
+            assert!(
+                !all.contains("HOST-PRIVATE-KEY")
+                    && !all.contains("HOST-PASSWD")
+                    && !all.contains("root:x:"),
+                "host content printed:\n{all}"
+            );
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 mod error;
 mod model;
+pub mod paths;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -148,7 +149,42 @@ impl Pipeline {
             file: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&source, path)
+        let pipeline = Self::parse(&source, path)?;
+        let diagnostics = pipeline.paths_on_disk();
+        if !diagnostics.is_empty() {
+            return Err(PipelineError::Invalid {
+                file: path.to_path_buf(),
+                diagnostics,
+            });
+        }
+        Ok(pipeline)
+    }
+
+    /// The paths of every settings level resolved on disk, symlinks
+    /// followed: one diagnostic per path that lands outside the project.
+    fn paths_on_disk(&self) -> Vec<Diagnostic> {
+        let m = &self.model;
+        let mut paths = Vec::new();
+        for s in std::iter::once(&m.settings).chain(m.steps.value.iter().map(|s| &s.settings)) {
+            if let Some(d) = &s.docker {
+                paths.extend(d.project_paths());
+            }
+            if let Some(l) = &s.local {
+                paths.extend(l.project_paths());
+            }
+        }
+        if let Some(l) = &m.orchestrator.local {
+            paths.extend(l.project_paths());
+        }
+        let mut out: Vec<Diagnostic> = paths
+            .into_iter()
+            .filter_map(|(key, at, value)| {
+                let e = paths::check_on_disk(self.base_dir(), value).err()?;
+                Some(Diagnostic::at(at, format!("{key}: {e}")))
+            })
+            .collect();
+        out.sort_by_key(|d| (d.line, d.column));
+        out
     }
 
     /// The file this pipeline came from.

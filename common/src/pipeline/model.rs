@@ -282,7 +282,7 @@ settings_struct! {
         /// A Dockerfile built first; its image becomes the parent.
         dockerfile: Spanned<String>,
         /// Build context of `dockerfile`, relative to the pipeline file.
-        build_context_root: String,
+        build_context_root: Spanned<String>,
         /// `ARG` values for `dockerfile`.
         build_args: BTreeMap<String, String>,
         /// Debian packages, installed in one layer.
@@ -294,7 +294,7 @@ settings_struct! {
         /// Requirements of the stack's components (second requirement layer).
         stack_requirements: Vec<String>,
         /// Extra requirement files (third requirement layer).
-        extra_requirements_files: Vec<String>,
+        extra_requirements_files: Vec<Spanned<String>>,
         /// Integration names whose requirements are installed (fourth layer).
         required_integrations: Vec<String>,
         /// pyproject.toml whose dependencies are exported (fifth layer).
@@ -454,6 +454,44 @@ impl KubernetesSettings {
     ];
 }
 
+impl ImageSettings {
+    /// Every path these settings name (key, where, value): each must stay
+    /// inside the project directory.
+    pub fn project_paths(&self) -> Vec<(&'static str, serde_saphyr::Location, &str)> {
+        let mut out = Vec::new();
+        for (key, v) in [
+            ("dockerfile", &self.dockerfile),
+            ("build_context_root", &self.build_context_root),
+            ("pyproject_path", &self.pyproject_path),
+            ("dockerignore", &self.dockerignore),
+            ("source_root", &self.source_root),
+        ] {
+            if let Some(v) = v {
+                out.push((key, v.referenced, v.value.as_str()));
+            }
+        }
+        for f in self.extra_requirements_files.iter().flatten() {
+            out.push(("extra_requirements_files", f.referenced, f.value.as_str()));
+        }
+        if let Some(r) = &self.requirements
+            && let Requirements::File(f) = &r.value
+        {
+            out.push(("requirements", r.referenced, f.as_str()));
+        }
+        out
+    }
+}
+
+impl LocalSettings {
+    /// The paths these settings name, as [`ImageSettings::project_paths`].
+    pub fn project_paths(&self) -> Vec<(&'static str, serde_saphyr::Location, &str)> {
+        self.run_directory
+            .iter()
+            .map(|d| ("run_directory", d.referenced, d.value.as_str()))
+            .collect()
+    }
+}
+
 settings_struct! {
     /// Settings of the local orchestrator (the embedded default).
     pub struct LocalSettings {
@@ -461,6 +499,6 @@ settings_struct! {
         max_parallelism: Spanned<i64>,
         /// Directory shared by the steps of a run, under which each run gets
         /// its own folder. Default: kiln's data dir.
-        run_directory: String,
+        run_directory: Spanned<String>,
     }
 }

@@ -182,6 +182,12 @@ impl Checker {
     }
 
     fn image(&mut self, d: &ImageSettings) {
+        for (key, at, value) in d.project_paths() {
+            self.check(
+                at,
+                super::paths::check_relative(value).map_err(|e| format!("{key}: {e}")),
+            );
+        }
         if let Some(p) = &d.parent_image {
             self.check(p.referenced, reference::parse(&p.value).map(|_| ()));
         }
@@ -441,6 +447,12 @@ impl Checker {
     }
 
     fn local(&mut self, l: &LocalSettings) {
+        for (key, at, value) in l.project_paths() {
+            self.check(
+                at,
+                super::paths::check_relative(value).map_err(|e| format!("local.{key}: {e}")),
+            );
+        }
         if let Some(p) = &l.max_parallelism {
             self.at_least("local.max_parallelism", p, 1);
         }

@@ -354,7 +354,7 @@ fn run_base(pipeline: &Pipeline, data: &std::path::Path) -> PathBuf {
                 .as_ref()
                 .and_then(|l| l.run_directory.clone())
         })
-        .map(|d| pipeline.base_dir().join(d))
+        .map(|d| pipeline.base_dir().join(d.value))
         .unwrap_or_else(|| data.join("runs"))
 }
 
