@@ -242,6 +242,9 @@ pub async fn build<R: Registry>(
         });
     }
     let store = Store::new(&opts.cache_dir)?;
+    // Scratch roots of builds that were killed: swept now. One that cannot
+    // be removed stays visible in `kiln cache ls`.
+    let _ = store.remove_leftovers();
     let file =
         std::path::absolute(pipeline.file()).unwrap_or_else(|_| pipeline.file().to_path_buf());
     let record_path = record::record_path(&opts.data_dir, pipeline.name(), &file);

@@ -137,6 +137,9 @@ pub async fn build_dockerfile<R: Registry>(
     });
 
     let store = Store::new(&opts.cache_dir)?;
+    // Scratch roots of builds that were killed: swept now. One that cannot
+    // be removed stays visible in `kiln cache ls`.
+    let _ = store.remove_leftovers();
     let ignore = match std::fs::read_to_string(req.context.join(".dockerignore")) {
         Ok(text) => Some(DockerIgnore::parse(&text).map_err(|e| {
             fail(format!(
@@ -159,13 +162,7 @@ pub async fn build_dockerfile<R: Registry>(
         done: HashMap::new(),
         roots: HashMap::new(),
         reports: Vec::new(),
-        work: tempfile::Builder::new()
-            .prefix("dockerfile-")
-            .tempdir_in(store.root())
-            .map_err(|source| BuildError::Output {
-                path: store.root().to_path_buf(),
-                source,
-            })?,
+        work: store.scratch("dockerfile-")?,
     };
     for &i in &graph.order {
         let built = b.stage(i, registry, &resolved).await?;
@@ -274,7 +271,7 @@ struct Builder<'a> {
     /// Unpacked roots of stages, by stage index, in sync with their layers.
     roots: HashMap<usize, PathBuf>,
     reports: Vec<LayerReport>,
-    work: tempfile::TempDir,
+    work: crate::store::Scratch,
 }
 
 fn scratch() -> ResolvedImage {

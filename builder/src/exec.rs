@@ -488,13 +488,7 @@ impl Run<'_> {
         } = *self;
         let sandbox = Sandbox::new(SandboxConfig::default())?;
         let unpack_opts = UnpackOptions::mapped(sandbox.id_map().clone());
-        let work_parent = store.root().join("work");
-        kiln_common::private_dir::create_private_dir(&work_parent)
-            .map_err(io(format!("creating {}", work_parent.display())))?;
-        let work = tempfile::Builder::new()
-            .prefix("root-")
-            .tempdir_in(&work_parent)
-            .map_err(io("creating a scratch root"))?;
+        let work = store.scratch("root-")?;
         let root = work.path().join("rootfs");
         std::fs::create_dir_all(&root).map_err(io("creating a scratch root"))?;
         for blob in parent_layers {
@@ -517,10 +511,7 @@ impl Run<'_> {
             for w in &layer.warnings {
                 progress.event(Event::Warning { message: w.clone() });
             }
-            let inputs_dir = tempfile::Builder::new()
-                .prefix("inputs-")
-                .tempdir_in(&work_parent)
-                .map_err(io("creating the inputs dir"))?;
+            let inputs_dir = store.scratch("inputs-")?;
             for (name, bytes) in &layer.files {
                 std::fs::write(inputs_dir.path().join(name), bytes)
                     .map_err(io("writing layer inputs"))?;

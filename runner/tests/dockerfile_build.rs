@@ -269,3 +269,83 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// The pid of the slow fixture's `sleep 3137`, if it runs.
+fn slow_sleep() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        (cmdline == b"sleep\x003137\x00").then_some(pid)
+    })
+}
+
+fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+/// Directories in the cache's scratch area.
+fn scratch_dirs(f: &Fixture) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(f.cache_home().join("kiln/work"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_killed_builds_scratch_root_is_listed_and_removed_by_prune_and_by_the_next_build() {
+    let (f, tag) = fixture("slow");
+    for round in ["prune", "next build"] {
+        let mut kiln = std::process::Command::new(KILN)
+            .args(["build", "-f", "Dockerfile", "-t", &tag, "."])
+            .current_dir(f.root())
+            .env("HOME", f.home())
+            .env("XDG_CACHE_HOME", f.cache_home())
+            .env("XDG_DATA_HOME", f.data_home())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_for(60, || slow_sleep().is_some()),
+            "{round}: the RUN never started"
+        );
+        kiln.kill().unwrap();
+        kiln.wait().unwrap();
+        assert!(
+            wait_for(10, || slow_sleep().is_none()),
+            "{round}: the RUN outlived kiln"
+        );
+        let left = scratch_dirs(&f);
+        assert!(
+            left.iter().any(|p| p.is_dir()),
+            "{round}: SIGKILL left no scratch root? {left:?}"
+        );
+        if round == "prune" {
+            let out = f.kiln(&["cache", "ls"]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            assert!(
+                out.stdout.contains("scratch roots left by killed builds"),
+                "{}",
+                out.stdout
+            );
+            let out = f.kiln(&["cache", "prune"]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            assert!(out.stdout.contains("scratch roots"), "{}", out.stdout);
+        } else {
+            f.edit("Dockerfile", |t| t.replace("sleep 3137", "true"));
+            build(&f, &tag, &[]);
+        }
+        assert_eq!(
+            scratch_dirs(&f),
+            Vec::<std::path::PathBuf>::new(),
+            "{round}: leftovers remain"
+        );
+    }
+}

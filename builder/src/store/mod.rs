@@ -7,6 +7,7 @@
 //! ```text
 //! blobs/sha256/<hex>     blob bytes (temp files beside them start with ".tmp-")
 //! index/<key>.json       LayerDescriptor of the layer built for cache key <key>
+//! work/<name>/           a build's scratch root or inputs, locked by work/<name>.lock
 //! ```
 //!
 //! Several kiln processes may share a root: every write goes to a temp file
@@ -17,6 +18,7 @@ mod descriptor;
 mod digest;
 mod error;
 mod index;
+mod scratch;
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -27,6 +29,7 @@ pub use descriptor::LayerDescriptor;
 pub use digest::{Digest, HashingWriter};
 pub use error::{Result, StoreError};
 pub use index::{CacheEntry, Check, PrunePolicy, PruneReport};
+pub use scratch::{Leftover, Scratch};
 
 use error::IoContext as _;
 use kiln_common::private_dir::create_private_dir;

@@ -47,6 +47,17 @@ pub fn run(command: &CacheCommand, json: bool) -> anyhow::Result<ExitCode> {
                 human_size(total),
                 store.root().display()
             );
+            let leftovers = store.leftovers()?;
+            if !leftovers.is_empty() {
+                println!(
+                    "{} scratch roots left by killed builds, {} (kiln cache prune removes them)",
+                    leftovers.len(),
+                    human_size(leftovers.iter().map(|l| l.bytes).sum())
+                );
+                for l in &leftovers {
+                    println!("  {:>9}  {}", human_size(l.bytes), l.path.display());
+                }
+            }
             for e in &entries {
                 let age = SystemTime::now()
                     .duration_since(e.last_used)
@@ -77,11 +88,12 @@ pub fn run(command: &CacheCommand, json: bool) -> anyhow::Result<ExitCode> {
                 PrunePolicy::OlderThan(Duration::from_secs(older_than_days.saturating_mul(86_400)))
             };
             let report = store.prune(policy)?;
+            let (scratch, scratch_bytes) = store.remove_leftovers()?;
             println!(
-                "removed {} entries and {} blobs, freed {}",
+                "removed {} entries, {} blobs and {scratch} scratch roots, freed {}",
                 report.entries_removed,
                 report.blobs_removed,
-                human_size(report.bytes_freed)
+                human_size(report.bytes_freed + scratch_bytes)
             );
         }
     }
