@@ -419,7 +419,14 @@ async fn build_image<R: Registry>(
             }
         }
         let mut env = image::config_env(&parent.config);
-        env.extend(image.settings.environment.clone().unwrap_or_default());
+        env.extend(
+            image
+                .settings
+                .environment
+                .clone()
+                .map(|e| e.value)
+                .unwrap_or_default(),
+        );
         let results = crate::exec::execute(
             store,
             &name,
@@ -558,8 +565,20 @@ async fn build_image<R: Registry>(
         env.push(("VIRTUAL_ENV".into(), crate::exec::VENV.into()));
         env.push(("PATH".into(), format!("{}/bin:{path}", crate::exec::VENV)));
     }
-    env.extend(settings.environment.clone().unwrap_or_default());
-    env.extend(settings.runtime_environment.clone().unwrap_or_default());
+    env.extend(
+        settings
+            .environment
+            .clone()
+            .map(|e| e.value)
+            .unwrap_or_default(),
+    );
+    env.extend(
+        settings
+            .runtime_environment
+            .clone()
+            .map(|e| e.value)
+            .unwrap_or_default(),
+    );
     let mut labels = labels.clone();
     labels.insert("dev.kiln.pipeline".into(), pipeline.name().into());
     labels.insert("dev.kiln.steps".into(), image.steps.join(","));
@@ -573,8 +592,8 @@ async fn build_image<R: Registry>(
     );
     let edits = ConfigEdits {
         env,
-        workdir: settings.workdir.clone(),
-        user: settings.user.clone(),
+        workdir: settings.workdir.clone().map(|w| w.value),
+        user: settings.user.clone().map(|u| u.value),
         labels,
         created: image::rfc3339(opts.source_date_epoch),
     };

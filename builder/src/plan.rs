@@ -246,7 +246,12 @@ fn image_plan(
 /// The layer slots of one image, in ZenML's order.
 fn layers(s: &ImageSettings) -> Vec<LayerSlot> {
     let mut out = Vec::new();
-    let mut packages: Vec<String> = s.apt_packages.clone().unwrap_or_default();
+    let mut packages: Vec<String> = s
+        .apt_packages
+        .iter()
+        .flatten()
+        .map(|p| p.value.clone())
+        .collect();
     packages.sort();
     packages.dedup();
     if !packages.is_empty() {
@@ -349,12 +354,16 @@ fn layers(s: &ImageSettings) -> Vec<LayerSlot> {
             installer_args: installer_args.clone(),
         });
     }
-    let workdir = s.workdir.clone().unwrap_or_else(|| "/app".into());
+    let workdir = s
+        .workdir
+        .as_ref()
+        .map_or_else(|| "/app".to_string(), |w| w.value.clone());
     // The user comes before the code, so the code layer can be owned by it
     // without a chown layer that would copy every file again.
     if let Some(user) = s
         .user
         .as_ref()
+        .map(|u| &u.value)
         .filter(|u| !u.is_empty() && *u != "root" && *u != "0")
     {
         out.push(LayerSlot::User {

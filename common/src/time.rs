@@ -2,6 +2,13 @@
 //! arithmetic: image configs, run records and API timestamps need RFC 3339
 //! strings, and a few lines here spare a date crate.
 
+/// Seconds from a setting as a [`Duration`], never panicking: negative
+/// and NaN are zero, and what does not fit is the longest duration
+/// (`Duration::from_secs_f64` panics on both).
+pub fn duration_from_secs(secs: f64) -> std::time::Duration {
+    std::time::Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(std::time::Duration::MAX)
+}
+
 /// The civil date (year, month 1-12, day 1-31) of `days` since 1970-01-01
 /// (negative before it).
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -47,6 +54,17 @@ pub fn now_rfc3339() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn settings_seconds_never_panic() {
+        use super::duration_from_secs as d;
+        use std::time::Duration;
+        assert_eq!(d(1.5).as_millis(), 1500);
+        assert_eq!(d(-3.0), Duration::ZERO);
+        assert_eq!(d(f64::NAN), Duration::ZERO);
+        assert_eq!(d(1e20), Duration::MAX);
+        assert_eq!(d(f64::INFINITY), Duration::MAX);
+    }
+
     #[test]
     fn dates_and_times() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

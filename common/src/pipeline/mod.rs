@@ -63,7 +63,7 @@ impl ImageSettings {
             parent_image: Some(spanned(DEFAULT_PARENT_IMAGE.to_string())),
             install_stack_requirements: Some(true),
             python_package_installer: Some(Installer::Pip),
-            workdir: Some("/app".into()),
+            workdir: Some(spanned("/app".into())),
             source_root: Some(spanned(".".into())),
             allow_including_files_in_images: Some(true),
             skip_build: Some(false),
@@ -101,16 +101,17 @@ impl Pipeline {
     /// Parses and validates pipeline text; `file` names it in messages.
     pub fn parse(source: &str, file: impl Into<PathBuf>) -> Result<Self> {
         let file = file.into();
-        let model: PipelineFile = serde_saphyr::from_str(source).map_err(|e| {
-            let location = e.location().unwrap_or(Location::UNKNOWN);
-            PipelineError::Invalid {
-                file: file.clone(),
-                diagnostics: vec![Diagnostic::at(
-                    location,
-                    parse_message(&e, source, location),
-                )],
-            }
-        })?;
+        let model: PipelineFile =
+            serde_saphyr::from_str_with_options(source, parse_options(source)).map_err(|e| {
+                let location = e.location().unwrap_or(Location::UNKNOWN);
+                PipelineError::Invalid {
+                    file: file.clone(),
+                    diagnostics: vec![Diagnostic::at(
+                        location,
+                        parse_message(&e, source, location),
+                    )],
+                }
+            })?;
         let diagnostics = validate::validate(&model);
         if !diagnostics.is_empty() {
             return Err(PipelineError::Invalid { file, diagnostics });
@@ -145,9 +146,13 @@ impl Pipeline {
 
     /// Reads and parses a pipeline file.
     pub fn load(path: &Path) -> Result<Self> {
-        let source = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
+        let bytes = std::fs::read(path).map_err(|source| PipelineError::Read {
             file: path.to_path_buf(),
             source,
+        })?;
+        let source = String::from_utf8(bytes).map_err(|e| PipelineError::Invalid {
+            file: path.to_path_buf(),
+            diagnostics: vec![invalid_utf8(e.as_bytes(), e.utf8_error().valid_up_to())],
         })?;
         let pipeline = Self::parse(&source, path)?;
         let diagnostics = pipeline.paths_on_disk();
@@ -240,7 +245,7 @@ impl Pipeline {
             KubernetesSettings::defaults(),
             [
                 m.orchestrator.kubernetes.clone(),
-                m.settings.kubernetes.clone(),
+                m.settings.kubernetes.as_deref().cloned(),
             ],
         )
     }
@@ -256,24 +261,24 @@ impl Pipeline {
             ImageSettings::defaults(),
             [
                 None,
-                m.settings.docker.clone(),
-                step.settings.docker.clone(),
+                m.settings.docker.as_deref().cloned(),
+                step.settings.docker.as_deref().cloned(),
             ],
         );
         let kubernetes = layer(
             KubernetesSettings::defaults(),
             [
                 m.orchestrator.kubernetes.clone(),
-                m.settings.kubernetes.clone(),
-                step.settings.kubernetes.clone(),
+                m.settings.kubernetes.as_deref().cloned(),
+                step.settings.kubernetes.as_deref().cloned(),
             ],
         );
         let local = layer(
             LocalSettings::default(),
             [
                 m.orchestrator.local.clone(),
-                m.settings.local.clone(),
-                step.settings.local.clone(),
+                m.settings.local.as_deref().cloned(),
+                step.settings.local.as_deref().cloned(),
             ],
         );
         let k = &kubernetes;
@@ -325,6 +330,43 @@ fn layer<T: Overlay, const N: usize>(base: T, levels: [Option<T>; N]) -> T {
 
 /// The message of a YAML error without its position prefix (we print our own
 /// `file:line:column:`).
+/// Parser limits for `source`: the defaults stop alias-expansion bombs and
+/// deep nesting; the event, node and byte limits grow with the file itself,
+/// so a large but honest file (830,000 steps, 48 MB) reaches its real error
+/// instead of a budget's.
+fn parse_options(source: &str) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    let n = source.len();
+    budget.max_events = budget.max_events.max(n.saturating_mul(2));
+    budget.max_nodes = budget.max_nodes.max(n);
+    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.max(n);
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// Where the first byte that is not UTF-8 is, as a diagnostic.
+fn invalid_utf8(bytes: &[u8], at: usize) -> Diagnostic {
+    let before = &bytes[..at.min(bytes.len())];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    Diagnostic {
+        line: line as u64,
+        column: column as u64,
+        message: format!(
+            "invalid UTF-8 (byte 0x{:02x} at offset {at}): kiln.yaml must be UTF-8 text",
+            bytes.get(at).copied().unwrap_or(0)
+        ),
+    }
+}
+
 fn parse_message(e: &serde_saphyr::Error, source: &str, at: Location) -> String {
     let text = e.without_snippet().to_string();
     let first = text.lines().next().unwrap_or_default();
@@ -339,6 +381,33 @@ fn parse_message(e: &serde_saphyr::Error, source: &str, at: Location) -> String 
         Some((head, tail)) if tail.contains(", column ") => head,
         _ => message,
     };
+    // The parser's advice to its own users (serde types, its options) is
+    // not for kiln's: say what is wrong with the file instead.
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(", set ").next().unwrap_or(rest).trim();
+        return format!("duplicate key `{key}`: a key may appear only once in a mapping");
+    }
+    if message.starts_with("multiple YAML documents") {
+        return "a second YAML document starts here: kiln.yaml holds exactly one (no `---` between pipelines)".into();
+    }
+    if message.starts_with("cannot deserialize null into") {
+        let (key, _) = key_and_token_at(source, at);
+        return match key {
+            Some(key) => format!("{key}: expected a value, found null (nothing, `~` or `null`)"),
+            None => "expected a value, found null (nothing, `~` or `null`)".into(),
+        };
+    }
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("budget") || lower.contains("alias") && lower.contains("limit") {
+        return "the file is too large or expands too much through YAML aliases (`*name`): kiln refuses it".into();
+    }
+    let message = message
+        .split("; use ")
+        .next()
+        .unwrap_or(message)
+        .split(", set ")
+        .next()
+        .unwrap_or(message);
     // "invalid i64" says what failed, not what was expected.
     let expected = match message {
         "invalid i64" | "invalid u64" | "invalid u32" | "invalid i32" => "a whole number",

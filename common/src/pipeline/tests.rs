@@ -64,7 +64,7 @@ fn step_settings_override_pipeline_which_override_orchestrator() {
     let p = parse(DIAMOND).unwrap();
     let train = p.effective("train").unwrap();
     // step wins over pipeline
-    assert_eq!(train.docker.environment.unwrap()["A"], "step");
+    assert_eq!(train.docker.environment.unwrap().value["A"], "step");
     // step wins over orchestrator config
     assert_eq!(train.kubernetes.pod_startup_timeout.unwrap().value, 30);
     // orchestrator config wins over kiln's defaults
@@ -73,7 +73,7 @@ fn step_settings_override_pipeline_which_override_orchestrator() {
     assert_eq!(train.kubernetes.pod_failure_max_retries.unwrap().value, 5);
     // defaults fill the rest
     assert_eq!(train.kubernetes.synchronous, Some(true));
-    assert_eq!(train.docker.workdir.as_deref(), Some("/app"));
+    assert_eq!(train.docker.workdir.unwrap().value, "/app");
     // pod settings merge field by field, resources too
     let pod = train.kubernetes.pod_settings.unwrap();
     assert_eq!(pod.labels.unwrap().value["team"], "ml");
@@ -86,7 +86,7 @@ fn step_settings_override_pipeline_which_override_orchestrator() {
     assert_eq!(train.retry.backoff, 1.0);
 
     let load = p.effective("load").unwrap();
-    assert_eq!(load.docker.environment.unwrap()["A"], "pipeline");
+    assert_eq!(load.docker.environment.unwrap().value["A"], "pipeline");
     assert_eq!(load.kubernetes.pod_startup_timeout.unwrap().value, 120);
     assert_eq!(load.retry.max_retries, 5);
     assert_eq!(load.retry.delay_seconds, 10.0);

@@ -11,6 +11,15 @@ use super::model::*;
 use crate::{cron, dag, k8s, reference};
 
 /// Collects every problem of a pipeline file, sorted by position.
+/// The longest delay or wait a setting may give, in seconds (a day).
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// The largest backoff factor.
+const MAX_FACTOR: f64 = 100.0;
+
+/// How many names a "expected one of" list shows before "and N more".
+const LIST_AT_MOST: usize = 20;
+
 pub(crate) fn validate(file: &PipelineFile) -> Vec<Diagnostic> {
     let mut c = Checker::default();
     c.name("pipeline name", &file.name);
@@ -91,6 +100,11 @@ impl Checker {
                 index.insert(&step.name.value, i);
             }
             self.command(&step.command);
+            self.environment(
+                step.name.referenced,
+                &format!("step {:?}: environment", step.name.value),
+                &step.environment,
+            );
             self.settings(&step.settings, Level::Step);
             if let Some(retry) = &step.retry {
                 self.at_least("retry.max_retries", &retry.max_retries, 0);
@@ -102,14 +116,51 @@ impl Checker {
                 }
             }
         }
+        // Pod names and Kubernetes labels fold case and turn `_` and `.`
+        // into `-`: two steps that fold alike would share their pods.
+        let mut folded: HashMap<String, &Spanned<String>> = HashMap::new();
+        for step in &steps.value {
+            let key = fold_k8s(&step.name.value);
+            match folded.get(&key) {
+                Some(first) if first.value != step.name.value => {
+                    let message = format!(
+                        "step name {:?} collides with {:?} (line {}) as a Kubernetes name ({key:?}): step names must differ in more than case, '_' and '.'",
+                        step.name.value,
+                        first.value,
+                        first.referenced.line()
+                    );
+                    self.error(step.name.referenced, message);
+                }
+                Some(_) => {}
+                None => {
+                    folded.insert(key, &step.name);
+                }
+            }
+        }
         let known = || {
             let mut names: Vec<&str> = index.keys().copied().collect();
             names.sort_unstable();
-            names.join(", ")
+            let more = names.len().saturating_sub(LIST_AT_MOST);
+            let mut text = names[..names.len().min(LIST_AT_MOST)].join(", ");
+            if more > 0 {
+                text.push_str(&format!(", and {more} more"));
+            }
+            text
         };
         let mut upstream = vec![Vec::new(); steps.value.len()];
         for (i, step) in steps.value.iter().enumerate() {
+            let mut listed: HashMap<&str, u64> = HashMap::new();
             for up in &step.upstream {
+                if let Some(line) = listed.insert(&up.value, up.referenced.line()) {
+                    self.error(
+                        up.referenced,
+                        format!(
+                            "step {:?} lists upstream step {:?} twice (first on line {line})",
+                            step.name.value, up.value
+                        ),
+                    );
+                    continue;
+                }
                 match index.get(up.value.as_str()) {
                     Some(&j) => upstream[i].push(j),
                     None => {
@@ -182,6 +233,23 @@ impl Checker {
     }
 
     fn image(&mut self, d: &ImageSettings) {
+        for p in d.apt_packages.iter().flatten() {
+            self.check(p.referenced, check_apt_package(&p.value));
+        }
+        if let Some(u) = &d.user {
+            self.check(u.referenced, check_user(&u.value));
+        }
+        if let Some(w) = &d.workdir {
+            self.check(w.referenced, check_workdir(&w.value));
+        }
+        for (key, env) in [
+            ("environment", &d.environment),
+            ("runtime_environment", &d.runtime_environment),
+        ] {
+            if let Some(env) = env {
+                self.environment(env.referenced, key, &env.value);
+            }
+        }
         for (key, at, value) in d.project_paths() {
             self.check(
                 at,
@@ -484,12 +552,15 @@ impl Checker {
         }
     }
 
+    /// Whole-number settings: at least `min`, and at most what Kubernetes'
+    /// int32 fields hold (a larger value wrapped to 0 before).
     fn at_least(&mut self, what: &str, v: &Spanned<i64>, min: i64) {
-        if v.value < min {
-            let expected = if min == 0 {
-                "zero or more".to_string()
-            } else {
-                format!("at least {min}")
+        let max = i64::from(i32::MAX);
+        if v.value < min || v.value > max {
+            let expected = match (v.value > max, min) {
+                (true, _) => format!("at most {max}"),
+                (false, 0) => "zero or more".to_string(),
+                (false, min) => format!("at least {min}"),
             };
             self.error(
                 v.referenced,
@@ -498,24 +569,145 @@ impl Checker {
         }
     }
 
+    /// Seconds (delays, waits): finite, at least `min`, at most a day
+    /// (`1e20` passed validation and then panicked `kiln run`).
     fn at_least_f(&mut self, what: &str, v: &Spanned<f64>, min: f64) {
-        if !v.value.is_finite() || v.value < min {
+        if !v.value.is_finite() || v.value < min || v.value > MAX_SECONDS {
             self.error(
                 v.referenced,
                 format!(
-                    "{what}: expected a number of at least {min}, found {}",
+                    "{what}: expected seconds from {min} to {MAX_SECONDS} (a day), found {}",
                     v.value
                 ),
             );
         }
     }
 
+    /// Factors (backoff): finite, above `min`, at most [`MAX_FACTOR`].
     fn above_f(&mut self, what: &str, v: &Spanned<f64>, min: f64) {
-        if !v.value.is_finite() || v.value <= min {
+        if !v.value.is_finite() || v.value <= min || v.value > MAX_FACTOR {
             self.error(
                 v.referenced,
-                format!("{what}: expected a number above {min}, found {}", v.value),
+                format!(
+                    "{what}: expected a number above {min} and at most {MAX_FACTOR}, found {}",
+                    v.value
+                ),
             );
         }
+    }
+
+    /// Environment keys and values a process environment can carry.
+    fn environment(
+        &mut self,
+        at: Location,
+        what: &str,
+        env: &std::collections::BTreeMap<String, String>,
+    ) {
+        for (k, value) in env {
+            let key_ok = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !key_ok {
+                self.error(
+                    at,
+                    format!("{what}: invalid variable name {k:?}: expected letters, digits, '_', '.' or '-', not starting with a digit"),
+                );
+            }
+            if value.contains('\0') {
+                self.error(
+                    at,
+                    format!("{what}: the value of {k:?} contains a NUL byte"),
+                );
+            }
+        }
+    }
+}
+
+/// What Kubernetes makes of a step name in pod names and DNS labels.
+fn fold_k8s(name: &str) -> String {
+    name.to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .trim_matches('-')
+        .to_string()
+}
+
+/// A Debian package name (Policy 5.6.7) with an optional `:arch` and
+/// `=version` or `/release`: anything else would reach apt-get as an
+/// option (`-oAPT::...`) or through a shell.
+fn check_apt_package(spec: &str) -> Result<(), String> {
+    let fail = || {
+        Err(format!(
+            "apt_packages: {spec:?} is not a Debian package: expected NAME[:ARCH][=VERSION|/RELEASE], NAME of lower-case letters, digits, '+', '-' and '.', starting with a letter or digit"
+        ))
+    };
+    let (rest, version) = match spec.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => match spec.split_once('/') {
+            Some((n, r)) => (n, Some(r)),
+            None => (spec, None),
+        },
+    };
+    let (name, arch) = match rest.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (rest, None),
+    };
+    let name_ok = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'));
+    let arch_ok = arch.is_none_or(|a| {
+        !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    });
+    let version_ok = version.is_none_or(|v| {
+        !v.is_empty()
+            && v.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | ':' | '-' | '_')
+            })
+    });
+    if name_ok && arch_ok && version_ok {
+        Ok(())
+    } else {
+        fail()
+    }
+}
+
+/// A user name `useradd` accepts (or a numeric uid).
+fn check_user(user: &str) -> Result<(), String> {
+    let numeric = !user.is_empty() && user.chars().all(|c| c.is_ascii_digit());
+    let name = !user.is_empty()
+        && user.len() <= 32
+        && user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
+    if numeric || name {
+        Ok(())
+    } else {
+        Err(format!(
+            "user: {user:?} is not a user name: expected up to 32 lower-case letters, digits, '_', '-' or '.', starting with a letter or '_' (or a numeric uid)"
+        ))
+    }
+}
+
+/// An absolute directory without `..` in the image.
+fn check_workdir(dir: &str) -> Result<(), String> {
+    let ok = dir.starts_with('/')
+        && !dir.contains('\0')
+        && !dir.contains('\n')
+        && !std::path::Path::new(dir)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "workdir: {dir:?} must be an absolute path in the image without '..' (such as /app)"
+        ))
     }
 }

@@ -392,7 +392,7 @@ fn retry_policy(pipeline: &Pipeline, step: &str) -> RetryPolicy {
     match pipeline.effective(step) {
         Ok(e) if has_own => RetryPolicy {
             max_retries: e.retry.max_retries,
-            delay: Duration::from_secs_f64(e.retry.delay_seconds.max(0.0)),
+            delay: kiln_common::time::duration_from_secs(e.retry.delay_seconds),
             backoff: e.retry.backoff,
         },
         _ => RetryPolicy::default(),

@@ -146,7 +146,7 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
                 upstream: steps[i].upstream.clone(),
                 retry: retry.map_or_else(RetryPolicy::default, |r| RetryPolicy {
                     max_retries: r.max_retries,
-                    delay: Duration::from_secs_f64(r.delay_seconds.max(0.0)),
+                    delay: kiln_common::time::duration_from_secs(r.delay_seconds),
                     backoff: r.backoff,
                 }),
             }
@@ -414,7 +414,7 @@ fn run_config(pipeline: &Pipeline) -> RunConfig {
             .parallel_step_startup_waiting_period
             .as_ref()
             .map_or(Duration::ZERO, |p| {
-                Duration::from_secs_f64(p.value.max(0.0))
+                kiln_common::time::duration_from_secs(p.value)
             }),
         fail_fast: pipeline.model().fail_fast,
         timeout: None,
