@@ -778,42 +778,8 @@ fn write_add<W: io::Write>(
             std::fs::File::open(&a.source).map_err(|e| format!("{}: {e}", a.source.display()))?;
         let reader =
             unpack::decompress(file, None).map_err(|e| format!("{}: {e}", a.source.display()))?;
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(|e| e.to_string())? {
-            let mut entry = entry.map_err(|e| e.to_string())?;
-            let path = entry.path().map_err(|e| e.to_string())?.into_owned();
-            if path.is_absolute()
-                || path
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
-                return Err(format!(
-                    "{}: entry {} leaves the destination",
-                    a.source.display(),
-                    path.display()
-                ));
-            }
-            let name = if prefix.is_empty() {
-                path.to_string_lossy().into_owned()
-            } else {
-                format!("{prefix}/{}", path.to_string_lossy())
-            };
-            let mut header = entry.header().clone();
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).map_err(|e| e.to_string())?;
-            if header.entry_type().is_symlink() || header.entry_type().is_hard_link() {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| e.to_string())?
-                    .unwrap_or_default()
-                    .into_owned();
-                out.append_link(&mut header, &name, target)
-                    .map_err(|e| e.to_string())?;
-            } else {
-                out.append_data(&mut header, &name, &data[..])
-                    .map_err(|e| e.to_string())?;
-            }
-        }
+        crate::add::append_archive(&a.source, reader, prefix, &mut out)
+            .map_err(|e| e.to_string())?;
     }
     out.into_inner().map(|_| ()).map_err(|e| e.to_string())
 }

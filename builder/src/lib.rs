@@ -1,6 +1,7 @@
 //! kiln-builder: turns a pipeline's image settings into layered OCI images,
 //! daemonless: plan, layers, cache, image, push.
 
+pub mod add;
 pub mod build;
 mod code;
 pub mod copy;

@@ -349,3 +349,90 @@ fn a_killed_builds_scratch_root_is_listed_and_removed_by_prune_and_by_the_next_b
         );
     }
 }
+
+/// A project with `Dockerfile` (`ADD <archive> /added/` on busybox) and the
+/// archive `make` builds in its directory.
+fn add_project(archive: &str, make: &str) -> (Fixture, String) {
+    let bench = Bench::get();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {}/base/busybox:latest\nADD {archive} /added/\n",
+            bench.registry()
+        ),
+    )
+    .unwrap();
+    let status = std::process::Command::new("sh")
+        .args(["-c", make])
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{make}");
+    std::fs::remove_file(dir.path().join("big")).ok();
+    let f = Fixture::copy_from(KILN, dir.path());
+    let tag = format!("{}:v1", unique_repo(bench.registry(), "add"));
+    (f, tag)
+}
+
+const PY_TAR: &str = "python3 -c 'import sys, tarfile, io
+t = tarfile.open(sys.argv[1], \"w\")
+for spec in sys.argv[2:]:
+    name, kind, arg = spec.split(\":\", 2)
+    i = tarfile.TarInfo(name)
+    if kind == \"f\":
+        i.size = len(arg); t.addfile(i, io.BytesIO(arg.encode()))
+    elif kind == \"h\":
+        i.type = tarfile.LNKTYPE; i.linkname = arg; t.addfile(i)
+    elif kind == \"c\":
+        i.type = tarfile.CHRTYPE; i.devmajor = 1; i.devminor = 3; t.addfile(i)
+t.close()' ";
+
+#[test]
+fn add_streams_gnu_sparse_files_and_refuses_what_unpacking_a_layer_refuses() {
+    // A GNU sparse file comes out whole: 64 MiB of hole, then its data.
+    let (f, tag) = add_project(
+        "sparse.tar",
+        "truncate -s 64M big && echo tail >> big && tar --sparse --format=gnu -cf sparse.tar big",
+    );
+    build(&f, &tag, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = unpack_pushed(&tag, dir.path()).join("rootfs");
+    let big = std::fs::read(rootfs.join("added/big")).unwrap();
+    assert_eq!(big.len(), 64 * 1024 * 1024 + 5);
+    assert!(big.ends_with(b"tail\n") && big[..1024].iter().all(|&b| b == 0));
+
+    // Device nodes are skipped as when unpacking; the rest is added, and a
+    // hard link is re-rooted with its target.
+    let (f, tag) = add_project("dev.tar", &format!("{PY_TAR} dev.tar null:c: a:f:A b:h:a"));
+    build(&f, &tag, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = unpack_pushed(&tag, dir.path()).join("rootfs");
+    assert!(!rootfs.join("added/null").exists());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("added/b")).unwrap(),
+        "A"
+    );
+
+    for (make, says) in [
+        (
+            "truncate -s 8M big && echo x >> big && tar --sparse --format=posix -cf bad.tar big"
+                .to_string(),
+            "PAX sparse",
+        ),
+        (format!("{PY_TAR} bad.tar x:h:../../../../tmp/x"), "'..'"),
+        (format!("{PY_TAR} bad.tar x:h:/tmp/x"), "absolute"),
+        (
+            format!("{PY_TAR} bad.tar x:h:etc/passwd"),
+            "not a file the archive holds",
+        ),
+        (format!("{PY_TAR} bad.tar d/.wh.x:f:"), "whiteout"),
+    ] {
+        let (f, tag) = add_project("bad.tar", &make);
+        let out = f.kiln(&["build", "-f", "Dockerfile", "-t", &tag, "."]);
+        assert_eq!(out.code, 1, "{make}: {}\n{}", out.stdout, out.stderr);
+        assert!(out.stderr.contains(says), "{make}: {}", out.stderr);
+        assert!(out.stderr.contains("bad.tar"), "{}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+}
