@@ -101,6 +101,7 @@ fn opts(on_unsafe: OnUnsafe) -> UnpackOptions {
     UnpackOptions {
         ownership: Ownership::Ignore,
         on_unsafe,
+        max_bytes: kiln_common::unpack::DEFAULT_MAX_BYTES,
     }
 }
 
@@ -387,4 +388,105 @@ fn devices_and_fifos_are_skipped_and_counted() {
     let r = apply_tar(&b.root, &tar[..], &opts(OnUnsafe::Fail)).unwrap();
     assert_eq!(r.devices_skipped, 3);
     assert_eq!(std::fs::read_dir(&b.root).unwrap().count(), 0);
+}
+
+/// A tar made by GNU tar in a scratch directory: `script` creates the file
+/// `big` and archives it as `out.tar`.
+fn gnu_tar(script: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script}");
+    std::fs::read(dir.path().join("out.tar")).unwrap()
+}
+
+/// Bytes the file really occupies on disk.
+fn allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().blocks() * 512
+}
+
+#[test]
+fn sparse_files_unpack_with_their_holes_in_gnu_and_pax_formats() {
+    for format in ["gnu", "posix"] {
+        let b = bench();
+        let tar = gnu_tar(&format!(
+            "mkdir d && truncate -s 1G d/big && echo tail >> d/big && tar --sparse --format={format} -cf out.tar d"
+        ));
+        assert!(tar.len() < 1 << 20, "{format}: the archive is sparse");
+        let r = apply_tar(&b.root, &tar[..], &opts(OnUnsafe::Fail)).unwrap();
+        assert!(r.skipped.is_empty(), "{format}: {:?}", r.skipped);
+        let big = b.root.join("d/big");
+        let meta = std::fs::metadata(&big).unwrap();
+        assert_eq!(meta.len(), (1 << 30) + 5, "{format}");
+        assert!(
+            allocated(&big) < 1 << 20,
+            "{format}: {} bytes on disk",
+            allocated(&big)
+        );
+        let mut f = std::fs::File::open(&big).unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(1 << 30)).unwrap();
+        let mut tail = String::new();
+        std::io::Read::read_to_string(&mut f, &mut tail).unwrap();
+        assert_eq!(tail, "tail\n", "{format}");
+        // PAX sparse is not mistaken for a directory GNUSparseFile.N.
+        let names: Vec<_> = std::fs::read_dir(b.root.join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("big")], "{format}");
+        assert!(!b.root.join("GNUSparseFile.0").exists());
+    }
+}
+
+#[test]
+fn a_layer_that_expands_past_the_cap_is_refused_and_zeros_cost_no_disk() {
+    // 256 MiB of zeros (a few hundred KB compressed): holes, no data.
+    let b = bench();
+    let tar = layer(|t| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(256 << 20);
+        h.set_mode(0o644);
+        t.append_data(
+            &mut h,
+            "zeros",
+            std::io::Read::take(std::io::repeat(0), 256 << 20),
+        )
+        .unwrap();
+    });
+    let mut small_cap = opts(OnUnsafe::Fail);
+    small_cap.max_bytes = 1 << 20;
+    apply_tar(&b.root, &tar[..], &small_cap).unwrap();
+    assert_eq!(
+        std::fs::metadata(b.root.join("zeros")).unwrap().len(),
+        256 << 20
+    );
+    assert!(allocated(&b.root.join("zeros")) < 1 << 20);
+
+    // 2 MiB of data against a 1 MiB cap: refused, naming the variable.
+    let b = bench();
+    let tar = layer(|t| {
+        for name in ["a", "b"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(1 << 20);
+            h.set_mode(0o644);
+            t.append_data(
+                &mut h,
+                name,
+                std::io::Read::take(std::io::repeat(7), 1 << 20),
+            )
+            .unwrap();
+        }
+    });
+    let err = apply_tar(&b.root, &tar[..], &small_cap).unwrap_err();
+    assert!(
+        matches!(err, Error::TooLarge { limit } if limit == 1 << 20),
+        "{err}"
+    );
+    assert!(err.to_string().contains("KILN_MAX_LAYER_BYTES"), "{err}");
 }

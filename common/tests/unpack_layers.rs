@@ -48,6 +48,7 @@ fn ignore() -> UnpackOptions {
     UnpackOptions {
         ownership: Ownership::Ignore,
         on_unsafe: OnUnsafe::Fail,
+        max_bytes: kiln_common::unpack::DEFAULT_MAX_BYTES,
     }
 }
 

@@ -47,6 +47,14 @@ pub enum OnUnsafe {
     Skip,
 }
 
+/// Environment variable overriding [`DEFAULT_MAX_BYTES`] (bytes).
+pub const MAX_BYTES_ENV: &str = "KILN_MAX_LAYER_BYTES";
+
+/// The most file data one layer may write by default: 64 GiB, above any
+/// real image's layer (CUDA's are a few GiB), far below what a 10 KB layer
+/// of compressed zeros expanded to.
+pub const DEFAULT_MAX_BYTES: u64 = 64 << 30;
+
 /// How layers are applied.
 #[derive(Debug, Clone)]
 pub struct UnpackOptions {
@@ -54,16 +62,28 @@ pub struct UnpackOptions {
     pub ownership: Ownership,
     /// Hostile entries.
     pub on_unsafe: OnUnsafe,
+    /// The most file data (not counting holes) one layer may write.
+    pub max_bytes: u64,
 }
 
 impl UnpackOptions {
-    /// Owners mapped through `ids`, hostile entries refused.
+    /// Owners mapped through `ids`, hostile entries refused, the cap from
+    /// [`MAX_BYTES_ENV`] or [`DEFAULT_MAX_BYTES`].
     pub fn mapped(ids: IdMap) -> Self {
         UnpackOptions {
             ownership: Ownership::Map(ids),
             on_unsafe: OnUnsafe::Fail,
+            max_bytes: max_bytes_from_env(),
         }
     }
+}
+
+/// [`MAX_BYTES_ENV`] when it holds a number, else [`DEFAULT_MAX_BYTES`].
+pub fn max_bytes_from_env() -> u64 {
+    std::env::var(MAX_BYTES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_BYTES)
 }
 
 /// Applies the uncompressed layer tar `tar` onto `root` (an existing
@@ -97,6 +117,7 @@ pub fn apply_tar<R: Read>(root: &Path, tar: R, opts: &UnpackOptions) -> Result<L
         written: HashSet::new(),
         ancestors: HashSet::new(),
         dirs: Vec::new(),
+        bytes: 0,
     };
     for entry in archive.entries().map_err(|source| Error::Tar { source })? {
         let mut entry = entry.map_err(|source| Error::Tar { source })?;
@@ -144,6 +165,161 @@ fn clean_name(raw: &[u8]) -> std::result::Result<PathBuf, SkipReason> {
     Ok(out)
 }
 
+/// A PAX sparse file (GNU format 1.0): its real name and size.
+struct PaxSparse {
+    name: Vec<u8>,
+    real_size: u64,
+}
+
+/// The entry's PAX sparse description, if it has one; GNU's older 0.x
+/// formats (the map in PAX records) are refused.
+fn pax_sparse<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+) -> std::result::Result<Option<PaxSparse>, SkipReason> {
+    let Ok(Some(pax)) = entry.pax_extensions() else {
+        return Ok(None);
+    };
+    let (mut major, mut minor, mut name, mut size) = (None, None, None, None);
+    for ext in pax.flatten() {
+        let Ok(key) = ext.key() else { continue };
+        let value = ext.value_bytes().to_vec();
+        match key {
+            "GNU.sparse.major" => major = Some(value),
+            "GNU.sparse.minor" => minor = Some(value),
+            "GNU.sparse.name" => name = Some(value),
+            "GNU.sparse.realsize" | "GNU.sparse.size" => size = Some(value),
+            "GNU.sparse.map" | "GNU.sparse.numblocks" | "GNU.sparse.offset" => {
+                major.get_or_insert(b"0".to_vec());
+            }
+            _ => {}
+        }
+    }
+    let Some(major) = major else {
+        return Ok(None);
+    };
+    let version = format!(
+        "{}.{}",
+        String::from_utf8_lossy(&major),
+        String::from_utf8_lossy(minor.as_deref().unwrap_or(b"0"))
+    );
+    let real_size = size
+        .and_then(|s| String::from_utf8(s).ok())
+        .and_then(|s| s.trim().parse().ok());
+    match (version.as_str(), name, real_size) {
+        ("1.0", Some(name), Some(real_size)) => Ok(Some(PaxSparse { name, real_size })),
+        _ => Err(SkipReason::UnsupportedSparse(version)),
+    }
+}
+
+/// Copies `from` into `file`, leaving holes where whole blocks are zero (a
+/// GNU sparse entry reads as its full size with the holes as zeros):
+/// returns the bytes really written.
+fn copy_with_holes<R: Read>(from: &mut R, file: &mut std::fs::File) -> Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut pos, mut written) = (0u64, 0u64);
+    loop {
+        let n = read_full(from, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|&b| b == 0) {
+            file.seek(SeekFrom::Current(n as i64))
+                .map_err(|e| Error::io("seeking in", "a layer file", e))?;
+        } else {
+            file.write_all(&buf[..n])
+                .map_err(|e| Error::io("writing", "a layer file", e))?;
+            written += n as u64;
+        }
+        pos += n as u64;
+    }
+    file.set_len(pos)
+        .map_err(|e| Error::io("sizing", "a layer file", e))?;
+    Ok(written)
+}
+
+/// Writes a PAX sparse (GNU 1.0) entry: its data starts with the map (the
+/// number of regions, then offset and size of each, one decimal per line,
+/// padded to 512 bytes), followed by the regions' bytes.
+fn write_pax_sparse<R: Read>(
+    from: &mut R,
+    file: &mut std::fs::File,
+    sparse: &PaxSparse,
+    name: &[u8],
+) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let bad = |why: &str| Error::BadSparseMap {
+        path: String::from_utf8_lossy(name).into_owned(),
+        why: why.to_string(),
+    };
+    let mut consumed = 0u64;
+    let mut line = || -> Result<u64> {
+        let mut text = Vec::new();
+        loop {
+            let mut b = [0u8; 1];
+            from.read_exact(&mut b)
+                .map_err(|_| bad("the map ends early"))?;
+            consumed += 1;
+            if b[0] == b'\n' {
+                break;
+            }
+            if text.len() > 20 {
+                return Err(bad("a number is too long"));
+            }
+            text.push(b[0]);
+        }
+        std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| bad("not a decimal number"))
+    };
+    let count = line()?;
+    if count > 1 << 20 {
+        return Err(bad("too many regions"));
+    }
+    let mut regions = Vec::new();
+    for _ in 0..count {
+        let offset = line()?;
+        let size = line()?;
+        regions.push((offset, size));
+    }
+    let pad = (512 - consumed % 512) % 512;
+    io::copy(&mut from.take(pad), &mut io::sink()).map_err(|source| Error::Tar { source })?;
+    let mut written = 0u64;
+    for (offset, size) in regions {
+        if offset
+            .checked_add(size)
+            .is_none_or(|end| end > sparse.real_size)
+        {
+            return Err(bad("a region lies past the file's size"));
+        }
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| Error::io("seeking in", "a layer file", e))?;
+        let n = io::copy(&mut from.take(size), file).map_err(|source| Error::Tar { source })?;
+        if n != size {
+            return Err(bad("the data ends early"));
+        }
+        written += n;
+    }
+    file.set_len(sparse.real_size)
+        .map_err(|e| Error::io("sizing", "a layer file", e))?;
+    Ok(written)
+}
+
+/// Fills `buf` as far as the reader goes.
+fn read_full<R: Read>(from: &mut R, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match from.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => return Err(Error::Tar { source }),
+        }
+    }
+    Ok(n)
+}
+
 struct Layer<'a> {
     root: &'a Path,
     opts: &'a UnpackOptions,
@@ -155,6 +331,8 @@ struct Layer<'a> {
     /// Directories of this layer and their mtimes, set last (writing
     /// children changes a directory's mtime).
     dirs: Vec<(PathBuf, u64)>,
+    /// File data written so far (holes not counted).
+    bytes: u64,
 }
 
 impl Layer<'_> {
@@ -168,10 +346,19 @@ impl Layer<'_> {
     }
 
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry.path_bytes().into_owned();
+        let mut raw = entry.path_bytes().into_owned();
         let kind = entry.header().entry_type();
         if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
             return Ok(());
+        }
+        let sparse = match pax_sparse(entry) {
+            Ok(s) => s,
+            Err(reason) => return self.skip(&raw, reason),
+        };
+        if let Some(s) = &sparse {
+            // GNU tar names the entry GNUSparseFile.N/NAME; the real name
+            // is in the PAX header.
+            raw = s.name.clone();
         }
         let name = match clean_name(&raw) {
             Ok(n) => n,
@@ -242,7 +429,16 @@ impl Layer<'_> {
                     .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
                     .open(&path)
                     .map_err(|e| Error::io("creating file", &path, e))?;
-                io::copy(entry, &mut file).map_err(|source| Error::Tar { source })?;
+                let written = match &sparse {
+                    Some(s) => write_pax_sparse(entry, &mut file, s, &raw)?,
+                    None => copy_with_holes(entry, &mut file)?,
+                };
+                self.bytes = self.bytes.saturating_add(written);
+                if self.bytes > self.opts.max_bytes {
+                    return Err(Error::TooLarge {
+                        limit: self.opts.max_bytes,
+                    });
+                }
                 self.set_owner_mode(&path, entry.header())?;
                 set_mtime_file(&file, entry.header().mtime().unwrap_or(0))
                     .map_err(|e| Error::io("setting mtime of", &path, e))?;

@@ -24,6 +24,8 @@ pub enum SkipReason {
     DeviceOrFifo,
     /// An entry type kiln does not apply (the tar type byte).
     UnsupportedType(u8),
+    /// A PAX sparse file in a format kiln does not read (GNU 0.x).
+    UnsupportedSparse(String),
 }
 
 impl SkipReason {
@@ -48,6 +50,10 @@ impl fmt::Display for SkipReason {
             SkipReason::InvalidWhiteout => f.write_str("invalid whiteout name"),
             SkipReason::DeviceOrFifo => f.write_str("device node or FIFO"),
             SkipReason::UnsupportedType(t) => write!(f, "unsupported entry type {:?}", *t as char),
+            SkipReason::UnsupportedSparse(v) => write!(
+                f,
+                "PAX sparse file of GNU format {v}, which kiln does not read"
+            ),
         }
     }
 }
@@ -111,6 +117,26 @@ pub enum Error {
     NeedsRoot {
         /// Effective uid.
         uid: u32,
+    },
+
+    /// The layer's files hold more data than the cap allows (a small,
+    /// well-compressed layer can expand to fill the disk).
+    #[error(
+        "the layer writes more than {limit} bytes of file data; refusing it (raise the cap with {env})",
+        env = super::apply::MAX_BYTES_ENV
+    )]
+    TooLarge {
+        /// The cap, in bytes.
+        limit: u64,
+    },
+
+    /// A PAX sparse file's map is not what GNU tar writes.
+    #[error("layer entry `{path}`: bad PAX sparse map: {why}")]
+    BadSparseMap {
+        /// The entry's name.
+        path: String,
+        /// What is wrong.
+        why: String,
     },
 
     /// Reading the tar stream failed (corrupt or truncated blob).

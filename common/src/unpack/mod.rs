@@ -34,7 +34,10 @@ mod compression;
 mod error;
 mod scoped;
 
-pub use apply::{OPAQUE_MARKER, OnUnsafe, Ownership, UnpackOptions, WHITEOUT_PREFIX, apply_tar};
+pub use apply::{
+    DEFAULT_MAX_BYTES, MAX_BYTES_ENV, OPAQUE_MARKER, OnUnsafe, Ownership, UnpackOptions,
+    WHITEOUT_PREFIX, apply_tar, max_bytes_from_env,
+};
 pub use cache::{CachedRoot, LayerBlob, RootCache, apply_layer_blob, chain_id};
 pub use compression::{Compression, decompress};
 pub use error::{Error, LayerReport, Result, SkipReason, SkippedEntry};
