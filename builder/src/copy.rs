@@ -345,9 +345,20 @@ pub fn write_tar_open<W: Write>(
         h
     };
     let dest_rel = dest.trim_start_matches('/').trim_end_matches('/');
+    // DEST is a directory unless a file or link is copied to it by name:
+    // then only its parents are (`COPY x /etc/x` has no directory etc/x/).
+    let parts: Vec<&str> = dest_rel.split('/').filter(|p| !p.is_empty()).collect();
+    let dest_is_file = planned
+        .iter()
+        .any(|p| p.dest == dest_rel && p.kind != Kind::Dir);
+    let dirs = if dest_is_file {
+        &parts[..parts.len().saturating_sub(1)]
+    } else {
+        &parts[..]
+    };
     let mut parent = String::new();
     let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for part in dest_rel.split('/').filter(|p| !p.is_empty()) {
+    for part in dirs {
         parent.push_str(part);
         parent.push('/');
         let mut h = header(tar::EntryType::Directory, 0o755, false);
@@ -514,5 +525,25 @@ mod tests {
                 ("opt/app/b.py".to_string(), 1000, 0o640),
             ]
         );
+    }
+
+    #[test]
+    fn a_file_copied_to_a_path_by_name_has_only_its_parents_as_directories() {
+        let (_d, t) = tree();
+        let p = plan(&t, &["src/pkg/b.py".into()], "/etc/x").unwrap();
+        let stamp = Stamp {
+            uid: 0,
+            gid: 0,
+            chmod: None,
+            mtime: 0,
+        };
+        let bytes = write_tar(&p, "/etc/x", &stamp, Vec::new()).unwrap();
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["etc/".to_string(), "etc/x".to_string()]);
     }
 }

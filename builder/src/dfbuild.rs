@@ -413,6 +413,38 @@ impl Builder<'_> {
                                 }
                                 (None, _) => Vec::new(),
                             };
+                            // `COPY file /etc`: into /etc when the image has
+                            // that directory, as Docker does (not over it).
+                            let dest_rel = dest.trim_start_matches('/').trim_end_matches('/');
+                            let planned = match planned.as_slice() {
+                                [one]
+                                    if one.kind != copy::Kind::Dir
+                                        && one.dest == dest_rel
+                                        && !dest_rel.is_empty() =>
+                                {
+                                    let root = match self.roots.get(&index) {
+                                        Some(r) => r.clone(),
+                                        None => self.materialize(index, &built, registry).await?,
+                                    };
+                                    let is_dir =
+                                        unpack::resolve_in_root(&root, Path::new(dest_rel), true)
+                                            .is_ok_and(|r| r.missing == 0 && r.host_path.is_dir());
+                                    if is_dir {
+                                        let name = one
+                                            .source
+                                            .file_name()
+                                            .map(|n| n.to_string_lossy().into_owned())
+                                            .unwrap_or_default();
+                                        vec![Planned {
+                                            dest: format!("{dest_rel}/{name}"),
+                                            ..one.clone()
+                                        }]
+                                    } else {
+                                        planned
+                                    }
+                                }
+                                _ => planned,
+                            };
                             let (uid, gid) = match chown {
                                 Some(spec) => self
                                     .owner(index, spec, &built, registry)

@@ -436,3 +436,94 @@ fn add_streams_gnu_sparse_files_and_refuses_what_unpacking_a_layer_refuses() {
         assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn copy_to_an_existing_directory_goes_into_it_as_docker_does() {
+    let (f, tag) = fixture("copyshape");
+    build(&f, &tag, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = unpack_pushed(&tag, dir.path()).join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("checked")).unwrap(),
+        "ok\n"
+    );
+    assert!(rootfs.join("etc").is_dir() && rootfs.join("etc/passwd").is_file());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/x")).unwrap(),
+        "copied\n"
+    );
+    assert!(rootfs.join("etc/y").is_file() && rootfs.join("newfile").is_file());
+}
+
+/// Buildah (Debian's) builds `dir`'s Dockerfile into `dir/oci` (an OCI
+/// layout, tag `t`), in private storage: the reference result.
+fn buildah_build(dir: &std::path::Path, work: &std::path::Path) {
+    let storage = [
+        "--root".to_string(),
+        work.join("root").display().to_string(),
+        "--runroot".to_string(),
+        work.join("runroot").display().to_string(),
+        "--storage-driver".to_string(),
+        "vfs".to_string(),
+    ];
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("buildah")
+            .args(&storage)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "bud",
+        "--tls-verify=false",
+        "--isolation",
+        "chroot",
+        "-t",
+        "localhost/kiln-reference:t",
+        "-f",
+        "Dockerfile",
+        ".",
+    ]);
+    let dest = format!("oci:{}:t", work.join("oci").display());
+    run(&["push", "localhost/kiln-reference:t", &dest]);
+}
+
+/// (path, kind, content) of the files under the given paths of a root.
+fn shape(rootfs: &std::path::Path, paths: &[&str]) -> Vec<(String, &'static str, String)> {
+    paths
+        .iter()
+        .map(|p| {
+            let full = rootfs.join(p);
+            let meta = std::fs::symlink_metadata(&full);
+            let (kind, content) = match meta {
+                Ok(m) if m.is_dir() => ("dir", String::new()),
+                Ok(m) if m.is_file() => {
+                    ("file", std::fs::read_to_string(&full).unwrap_or_default())
+                }
+                Ok(_) => ("other", String::new()),
+                Err(_) => ("missing", String::new()),
+            };
+            (p.to_string(), kind, content)
+        })
+        .collect()
+}
+
+#[test]
+fn copy_shapes_match_buildahs() {
+    let (f, tag) = fixture("copyshape");
+    build(&f, &tag, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let ours = unpack_pushed(&tag, dir.path()).join("rootfs");
+    let work = tempfile::tempdir().unwrap();
+    buildah_build(&f.root(), work.path());
+    let theirs = work.path().join("bundle");
+    kiln_testsupport::umoci_unpack(&work.path().join("oci"), "t", &theirs);
+    let paths = ["etc", "etc/x", "etc/y", "etc/passwd", "newfile", "checked"];
+    assert_eq!(shape(&ours, &paths), shape(&theirs.join("rootfs"), &paths));
+}
