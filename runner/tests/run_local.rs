@@ -320,4 +320,21 @@ fn ctrl_c_cancels_running_steps_and_sigkill_leaves_an_interrupted_run() {
     assert_eq!(run["status"], "interrupted", "{run:#}");
     let list = f.kiln(&["runs", "list"]);
     assert!(list.stdout.contains("interrupted"), "{}", list.stdout);
+
+    // The killed run's scratch (its step's overlay) is left behind, and
+    // `kiln cache prune` removes it; its logs stay.
+    let run_root = std::path::PathBuf::from(run["run_dir"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let scratch = |root: &std::path::Path| {
+        std::fs::read_dir(root.join("scratch"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert!(scratch(&run_root) > 0, "no scratch after SIGKILL?");
+    let out = f.kiln(&["cache", "prune"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(scratch(&run_root), 0, "{}", out.stdout);
+    assert!(run_root.join("logs").is_dir());
 }

@@ -88,7 +88,14 @@ pub fn run(command: &CacheCommand, json: bool) -> anyhow::Result<ExitCode> {
                 PrunePolicy::OlderThan(Duration::from_secs(older_than_days.saturating_mul(86_400)))
             };
             let report = store.prune(policy)?;
-            let (scratch, scratch_bytes) = store.remove_leftovers()?;
+            let (mut scratch, mut scratch_bytes) = store.remove_leftovers()?;
+            // Runs in kiln's data directory whose kiln was killed.
+            if let Ok(data) = super::build::data_dir() {
+                let (runs, bytes) =
+                    kiln_runner::local::leftovers::sweep_scratch(&data.join("runs"));
+                scratch += runs;
+                scratch_bytes += bytes;
+            }
             println!(
                 "removed {} entries, {} blobs and {scratch} scratch roots, freed {}",
                 report.entries_removed,

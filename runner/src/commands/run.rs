@@ -90,6 +90,11 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     // the run directory through kiln's bind mount, not through the path.
     kiln_common::private_dir::create_private_dir(&run_root)
         .with_context(|| format!("creating {}", run_root.display()))?;
+    // Scratch left by runs whose kiln was killed goes first; this run's
+    // directory is locked for as long as this kiln lives.
+    kiln_runner::local::leftovers::sweep_scratch(&run_base(&pipeline, &data));
+    let _run_lock = kiln_runner::local::leftovers::lock_run_dir(&run_root)
+        .with_context(|| format!("locking {}", run_root.display()))?;
     for dir in [&paths.files, &paths.logs, &paths.scratch] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
