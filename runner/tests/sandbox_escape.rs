@@ -1,8 +1,8 @@
 //! The sandbox is a boundary: `testdata/escape/escape.sh` tries every way
 //! out it knows — `/proc/1/root`, `/proc/self/root`, `/proc/*/{root,cwd}`,
 //! `..` past the root, kiln's open descriptors, mounts, device nodes,
-//! writing through init's root — from a Dockerfile RUN (as root and as an
-//! unprivileged user) and from a `kiln run` step. None may reach a host
+//! writing through init's root — from a Dockerfile RUN and from a `kiln
+//! run` step, each as root and as an unprivileged user. None may reach a host
 //! marker file, and the run's facts (id map, capabilities, no_new_privs,
 //! process limit, network) are the ones the README promises.
 
@@ -341,4 +341,58 @@ fn copy_dir(from: &Path, to: &Path) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+#[test]
+fn a_kiln_run_step_of_an_unprivileged_user_reaches_none_of_its_files() {
+    let user = "kilntest";
+    let (uid, _, _) = ensure_unprivileged_user(user);
+    let bench = Bench::get();
+    let f = Fixture::copy(KILN, "escape");
+    f.point_at(
+        bench.registry(),
+        &unique_repo(bench.registry(), "escape-run-rootless"),
+    );
+    let host = HostFiles::new(Some(uid));
+    let marker = host.marker().display().to_string();
+    let write = host.write().display().to_string();
+    f.edit("kiln.yaml", |t| {
+        t.replace("__MARKER__", &marker)
+            .replace("__WRITE__", &write)
+    });
+    let work = tempfile::Builder::new()
+        .prefix("kiln-escape-run-rootless-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let kiln = work.path().join("kiln");
+    std::fs::copy(KILN, &kiln).unwrap();
+    let project = work.path().join("p");
+    copy_dir(&f.root(), &project);
+    let owner = uid.to_string();
+    for (cmd, arg) in [("chmod", "a+rX"), ("chown", owner.as_str())] {
+        let status = Command::new(cmd)
+            .args(["-R", arg])
+            .arg(work.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{cmd} -R {arg}");
+    }
+    let out = kiln_as_user(user, &kiln, work.path(), &project, ["run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rootless kiln run as {user} failed ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: String = stdout
+        .lines()
+        .filter_map(|l| {
+            let (step, line) = l.split_once(" | ")?;
+            (step.trim() == "probe").then(|| format!("{line}\n"))
+        })
+        .collect();
+    let facts = judge(&report, &host);
+    // Root inside is the user outside, never host root.
+    assert_eq!(facts.uid_map[..2], [0, u64::from(uid)], "{report}");
 }
