@@ -25,6 +25,16 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether `path` was last modified more than `age` ago: how kiln tells a
+/// leftover without a lock file from one whose lock is being made now.
+pub fn modified_before(path: &Path, age: std::time::Duration) -> bool {
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+        .is_some_and(|elapsed| elapsed > age)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,6 +43,17 @@ mod tests {
         std::fs::metadata(p)
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_fresh_file_is_not_modified_before_an_hour_ago() {
+        let t = tempfile::tempdir().unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(!modified_before(t.path(), hour));
+        assert!(!modified_before(
+            &t.path().join("missing"),
+            std::time::Duration::ZERO
+        ));
     }
 
     #[test]

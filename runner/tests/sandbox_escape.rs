@@ -250,23 +250,7 @@ fn a_dockerfile_run_of_an_unprivileged_user_reaches_none_of_its_files() {
     let (f, tag) = fixture();
     // The user's own private file: readable by the user, not by its runs.
     let host = HostFiles::new(Some(uid));
-    let work = tempfile::Builder::new()
-        .prefix("kiln-escape-rootless-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let kiln = work.path().join("kiln");
-    std::fs::copy(KILN, &kiln).unwrap();
-    let project = work.path().join("p");
-    copy_dir(&f.root(), &project);
-    let owner = uid.to_string();
-    for (cmd, arg) in [("chmod", "a+rX"), ("chown", owner.as_str())] {
-        let status = Command::new(cmd)
-            .args(["-R", arg])
-            .arg(work.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "{cmd} -R {arg}");
-    }
+    let (work, kiln, project) = rootless_workspace(uid, &f.root());
     let marker = host.marker().display().to_string();
     let write = host.write().display().to_string();
     let mut args = build_args(&tag, &marker, &write);
@@ -333,6 +317,29 @@ fn a_kiln_run_step_reaches_nothing_of_the_host() {
     }
 }
 
+/// A directory the unprivileged user `uid` owns, holding a copy of kiln
+/// and of the project at `src`: (the directory, kiln, the project).
+fn rootless_workspace(uid: u32, src: &Path) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let work = tempfile::Builder::new()
+        .prefix("kiln-escape-rootless-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let kiln = work.path().join("kiln");
+    std::fs::copy(KILN, &kiln).unwrap();
+    let project = work.path().join("p");
+    copy_dir(src, &project);
+    let owner = uid.to_string();
+    for (cmd, arg) in [("chmod", "a+rX"), ("chown", owner.as_str())] {
+        let status = Command::new(cmd)
+            .args(["-R", arg])
+            .arg(work.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{cmd} -R {arg}");
+    }
+    (work, kiln, project)
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     let status = Command::new("cp")
         .arg("-a")
@@ -360,23 +367,7 @@ fn a_kiln_run_step_of_an_unprivileged_user_reaches_none_of_its_files() {
         t.replace("__MARKER__", &marker)
             .replace("__WRITE__", &write)
     });
-    let work = tempfile::Builder::new()
-        .prefix("kiln-escape-run-rootless-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let kiln = work.path().join("kiln");
-    std::fs::copy(KILN, &kiln).unwrap();
-    let project = work.path().join("p");
-    copy_dir(&f.root(), &project);
-    let owner = uid.to_string();
-    for (cmd, arg) in [("chmod", "a+rX"), ("chown", owner.as_str())] {
-        let status = Command::new(cmd)
-            .args(["-R", arg])
-            .arg(work.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "{cmd} -R {arg}");
-    }
+    let (work, kiln, project) = rootless_workspace(uid, &f.root());
     let out = kiln_as_user(user, &kiln, work.path(), &project, ["run"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use kiln_common::private_dir::create_private_dir;
 
@@ -144,13 +144,7 @@ impl Store {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let old = entry
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|m| SystemTime::now().duration_since(m).ok())
-                        .is_some_and(|age| age > UNLOCKED_GRACE);
-                    if old {
+                    if kiln_common::private_dir::modified_before(&path, UNLOCKED_GRACE) {
                         out.push((path, None));
                     }
                 }

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Name of the lock file in a run's directory.
 const LOCK: &str = ".lock";
@@ -61,13 +61,7 @@ pub fn sweep_scratch(run_base: &Path) -> (usize, u64) {
                 Err(_) => continue,
             },
             Err(_) => {
-                let old = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|m| SystemTime::now().duration_since(m).ok())
-                    .is_some_and(|age| age > UNLOCKED_GRACE);
-                if !old {
+                if !kiln_common::private_dir::modified_before(&dir, UNLOCKED_GRACE) {
                     continue;
                 }
                 match File::open(&dir) {
