@@ -59,6 +59,10 @@ pub fn append_archive<R: Read, W: io::Write>(
         reason,
     };
     let mut report = AddReport::default();
+    // The layer it makes is capped like an unpacked one: a small sparse
+    // archive can stand for terabytes of file data.
+    let cap = kiln_common::unpack::max_bytes_from_env();
+    let mut bytes = 0u64;
     // Names (inside the archive) of the files and symlinks it made so far.
     let mut files: HashSet<PathBuf> = HashSet::new();
     let mut symlinks: HashSet<PathBuf> = HashSet::new();
@@ -151,6 +155,16 @@ pub fn append_archive<R: Read, W: io::Write>(
                     (EntryType::GNUSparse, Some(gnu)) => gnu.real_size().map_err(io_err)?,
                     _ => entry.size(),
                 };
+                bytes = bytes.saturating_add(size);
+                if bytes > cap {
+                    return Err(refuse(
+                        &raw,
+                        format!(
+                            "takes the archive past {cap} bytes of file data, the most one layer may hold ({})",
+                            kiln_common::unpack::MAX_BYTES_ENV
+                        ),
+                    ));
+                }
                 header.set_entry_type(EntryType::Regular);
                 header.set_size(size);
                 out.append_data(&mut header, &in_layer, &mut entry)

@@ -414,6 +414,19 @@ fn add_streams_gnu_sparse_files_and_refuses_what_unpacking_a_layer_refuses() {
         "A"
     );
 
+    // A 1 TiB sparse file in a few KB of archive: past the layer cap.
+    let (f, tag) = add_project(
+        "huge.tar",
+        "truncate -s 1T big && tar --sparse --format=gnu -cf huge.tar big",
+    );
+    let out = f.kiln(&["build", "-f", "Dockerfile", "-t", &tag, "."]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("KILN_MAX_LAYER_BYTES"),
+        "{}",
+        out.stderr
+    );
+
     for (make, says) in [
         (
             "truncate -s 8M big && echo x >> big && tar --sparse --format=posix -cf bad.tar big"
