@@ -35,6 +35,22 @@ pub fn modified_before(path: &Path, age: std::time::Duration) -> bool {
         .is_some_and(|elapsed| elapsed > age)
 }
 
+/// Bytes of the regular files under `dir`, links not followed: what a
+/// leftover scratch directory frees.
+pub fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,6 +59,17 @@ mod tests {
         std::fs::metadata(p)
             .map(|m| m.permissions().mode() & 0o7777)
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn bytes_under_counts_files_in_nested_directories_not_links() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        std::fs::write(t.path().join("a/b/f"), vec![0u8; 300]).unwrap();
+        std::fs::write(t.path().join("g"), vec![0u8; 20]).unwrap();
+        std::os::unix::fs::symlink(t.path().join("g"), t.path().join("l")).unwrap();
+        assert_eq!(bytes_under(t.path()), 320);
+        assert_eq!(bytes_under(&t.path().join("missing")), 0);
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Store {
             .unheld()?
             .into_iter()
             .map(|(path, _lock)| Leftover {
-                bytes: du(&path),
+                bytes: kiln_common::private_dir::bytes_under(&path),
                 path,
             })
             .collect())
@@ -112,7 +112,7 @@ impl Store {
     pub fn remove_leftovers(&self) -> Result<(usize, u64)> {
         let mut freed = (0, 0);
         for (path, lock) in self.unheld()? {
-            let bytes = du(&path);
+            let bytes = kiln_common::private_dir::bytes_under(&path);
             std::fs::remove_dir_all(&path).at("removing", path.clone())?;
             drop(lock);
             let _ = std::fs::remove_file(lock_path(&path));
@@ -160,17 +160,6 @@ fn lock_path(dir: &Path) -> PathBuf {
     let mut name = dir.as_os_str().to_owned();
     name.push(LOCK_SUFFIX);
     PathBuf::from(name)
-}
-
-/// Bytes of the regular files under `dir` (links not followed).
-fn du(dir: &Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
 }
 
 #[cfg(test)]

@@ -181,10 +181,14 @@ impl Pipeline {
         if let Some(l) = &m.orchestrator.local {
             paths.extend(l.project_paths());
         }
+        // An unreadable project directory: the paths' users will say so.
+        let Ok(root) = self.base_dir().canonicalize() else {
+            return Vec::new();
+        };
         let mut out: Vec<Diagnostic> = paths
             .into_iter()
             .filter_map(|(key, at, value)| {
-                let e = paths::check_on_disk(self.base_dir(), value).err()?;
+                let e = paths::check_on_disk(&root, value).err()?;
                 Some(Diagnostic::at(at, format!("{key}: {e}")))
             })
             .collect();

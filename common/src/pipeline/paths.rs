@@ -44,19 +44,16 @@ pub fn check_relative(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Resolves `value` (already [`check_relative`]) against `project` with
-/// every symlink followed, and refuses it when it lands outside. A path that
-/// does not exist yet is judged by its deepest existing ancestor; whether it
-/// must exist is for the code that uses it to say.
+/// Resolves `value` (already [`check_relative`]) against the project
+/// directory `root` (canonical: the caller resolves it once for all paths)
+/// with every symlink followed, and refuses it when it lands outside. A
+/// path that does not exist yet is judged by its deepest existing ancestor;
+/// whether it must exist is for the code that uses it to say.
 ///
 /// # Errors
 ///
 /// What is wrong, in words for the user.
-pub fn check_on_disk(project: &Path, value: &str) -> Result<(), String> {
-    let Ok(root) = project.canonicalize() else {
-        // The project directory itself is unreadable: the use will say so.
-        return Ok(());
-    };
+pub fn check_on_disk(root: &Path, value: &str) -> Result<(), String> {
     let mut probe: PathBuf = root.join(value);
     let resolved = loop {
         match probe.canonicalize() {
@@ -67,7 +64,7 @@ pub fn check_on_disk(project: &Path, value: &str) -> Result<(), String> {
             },
         }
     };
-    if resolved.starts_with(&root) {
+    if resolved.starts_with(root) {
         Ok(())
     } else {
         Err(format!(
@@ -103,7 +100,7 @@ mod tests {
     #[test]
     fn a_symlink_out_of_the_project_is_refused_and_one_inside_is_fine() {
         let t = tempfile::tempdir().unwrap();
-        let project = t.path().join("p");
+        let project = t.path().canonicalize().unwrap().join("p");
         std::fs::create_dir_all(project.join("code")).unwrap();
         let outside = t.path().join("secret");
         std::fs::create_dir(&outside).unwrap();

@@ -70,7 +70,7 @@ pub fn sweep_scratch(run_base: &Path) -> (usize, u64) {
                 }
             }
         };
-        let bytes = du(&scratch);
+        let bytes = kiln_common::private_dir::bytes_under(&scratch);
         let Ok(attempts) = std::fs::read_dir(&scratch) else {
             continue;
         };
@@ -84,21 +84,6 @@ pub fn sweep_scratch(run_base: &Path) -> (usize, u64) {
         }
     }
     freed
-}
-
-/// Bytes of the regular files under `dir` (links not followed).
-fn du(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => du(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
 }
 
 #[cfg(test)]
