@@ -468,45 +468,6 @@ fn copy_to_an_existing_directory_goes_into_it_as_docker_does() {
     assert!(rootfs.join("etc/y").is_file() && rootfs.join("newfile").is_file());
 }
 
-/// Buildah (Debian's) builds `dir`'s Dockerfile into `dir/oci` (an OCI
-/// layout, tag `t`), in private storage: the reference result.
-fn buildah_build(dir: &std::path::Path, work: &std::path::Path) {
-    let storage = [
-        "--root".to_string(),
-        work.join("root").display().to_string(),
-        "--runroot".to_string(),
-        work.join("runroot").display().to_string(),
-        "--storage-driver".to_string(),
-        "vfs".to_string(),
-    ];
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("buildah")
-            .args(&storage)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "buildah {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "bud",
-        "--tls-verify=false",
-        "--isolation",
-        "chroot",
-        "-t",
-        "localhost/kiln-reference:t",
-        "-f",
-        "Dockerfile",
-        ".",
-    ]);
-    let dest = format!("oci:{}:t", work.join("oci").display());
-    run(&["push", "localhost/kiln-reference:t", &dest]);
-}
-
 /// (path, kind, content) of the files under the given paths of a root.
 fn shape(rootfs: &std::path::Path, paths: &[&str]) -> Vec<(String, &'static str, String)> {
     paths
@@ -534,9 +495,9 @@ fn copy_shapes_match_buildahs() {
     let dir = tempfile::tempdir().unwrap();
     let ours = unpack_pushed(&tag, dir.path()).join("rootfs");
     let work = tempfile::tempdir().unwrap();
-    buildah_build(&f.root(), work.path());
+    let layout = kiln_testsupport::buildah_build(&f.root(), "Dockerfile", work.path(), &[]);
     let theirs = work.path().join("bundle");
-    kiln_testsupport::umoci_unpack(&work.path().join("oci"), "t", &theirs);
+    kiln_testsupport::umoci_unpack(&layout, "t", &theirs);
     let paths = ["etc", "etc/x", "etc/y", "etc/passwd", "newfile", "checked"];
     assert_eq!(shape(&ours, &paths), shape(&theirs.join("rootfs"), &paths));
 }

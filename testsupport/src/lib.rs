@@ -34,6 +34,7 @@
 
 pub mod cluster;
 pub mod fixture;
+pub mod imagetree;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -576,6 +577,55 @@ pub fn umoci_unpack(layout_dir: &Path, tag: &str, bundle_dir: &Path) {
         bundle_dir.as_os_str(),
     ]);
     run_checked("umoci", &args);
+}
+
+/// Buildah (Debian's) builds `dir`'s `dockerfile` into the OCI layout
+/// `work/oci` (tag `t`), in private vfs storage under `work`, with chroot
+/// isolation: the reference result kiln's Dockerfile builds are compared
+/// with. Returns the layout's path.
+///
+/// # Panics
+///
+/// With buildah's stderr when the build or the push fails.
+pub fn buildah_build(dir: &Path, dockerfile: &str, work: &Path, extra: &[&str]) -> PathBuf {
+    let storage = [
+        "--root".to_string(),
+        work.join("root").display().to_string(),
+        "--runroot".to_string(),
+        work.join("runroot").display().to_string(),
+        "--storage-driver".to_string(),
+        "vfs".to_string(),
+    ];
+    let run = |args: &[&str]| {
+        let out = Command::new("buildah")
+            .args(&storage)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("buildah cannot start: {e}"));
+        assert!(
+            out.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let mut bud = vec![
+        "bud",
+        "--tls-verify=false",
+        "--isolation",
+        "chroot",
+        "-t",
+        "localhost/kiln-reference:t",
+        "-f",
+        dockerfile,
+    ];
+    bud.extend_from_slice(extra);
+    bud.push(".");
+    run(&bud);
+    let layout = work.join("oci");
+    let dest = format!("oci:{}:t", layout.display());
+    run(&["push", "localhost/kiln-reference:t", &dest]);
+    layout
 }
 
 /// Rewrites the bundle's config.json so runc runs `args` non-interactively
