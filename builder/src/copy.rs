@@ -133,6 +133,12 @@ impl Tree {
 pub struct Planned {
     /// The host file.
     pub source: PathBuf,
+    /// Its path relative to the tree's root (where a stage's listing has
+    /// its metadata).
+    pub origin: String,
+    /// Named by the source list itself (a path or a glob match), not found
+    /// inside a directory source: ADD extracts only such archives.
+    pub direct: bool,
     /// Path in the image, relative to `/`, no trailing slash.
     pub dest: String,
     /// Its kind.
@@ -144,6 +150,7 @@ pub struct Planned {
 /// source or a `dest` ending in `/` make `dest` a directory.
 pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>, CopyError> {
     let mut matched: Vec<(String, Kind)> = Vec::new();
+    let mut unmatched: Option<String> = None;
     for raw in sources {
         let pattern = normalize(raw).ok_or_else(|| CopyError::Outside(raw.clone()))?;
         if pattern.is_empty() {
@@ -158,11 +165,10 @@ pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>,
                     matched.push((rel.clone(), *kind));
                 }
             }
-            if matched.len() == before {
-                return Err(CopyError::NotFound {
-                    source_path: raw.clone(),
-                    place: tree.place.clone(),
-                });
+            // A glob matching nothing is fine while another source
+            // matches something (Docker copies what matches).
+            if matched.len() == before && unmatched.is_none() {
+                unmatched = Some(raw.clone());
             }
         } else {
             match tree.entries.get(&pattern) {
@@ -175,6 +181,12 @@ pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>,
                 }
             }
         }
+    }
+    if let (true, Some(raw)) = (matched.is_empty(), unmatched) {
+        return Err(CopyError::NotFound {
+            source_path: raw,
+            place: tree.place.clone(),
+        });
     }
     let dest_rel = dest
         .trim_start_matches('/')
@@ -204,6 +216,8 @@ pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>,
                     join(&dest_rel, tail),
                     Planned {
                         source: tree.root.join(sub),
+                        origin: sub.clone(),
+                        direct: false,
                         dest: join(&dest_rel, tail),
                         kind: *k,
                     },
@@ -220,6 +234,8 @@ pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>,
                 target.clone(),
                 Planned {
                     source: tree.root.join(&rel),
+                    origin: rel.clone(),
+                    direct: true,
                     dest: target,
                     kind,
                 },
@@ -258,14 +274,165 @@ fn matcher(pattern: &str) -> Result<GlobMatcher, CopyError> {
 /// How the entries are owned and stamped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stamp {
-    /// Owner (`--chown`), numeric.
-    pub uid: u64,
-    /// Group.
-    pub gid: u64,
-    /// `--chmod`: replaces every entry's mode.
+    /// `--chown`, numeric: the owner of every copied entry and of every
+    /// directory the copy creates on the way.
+    pub chown: Option<(u64, u64)>,
+    /// `--chmod`: replaces every copied entry's mode (not the parents').
     pub chmod: Option<u32>,
     /// Every entry's mtime (fixed for reproducible layers).
     pub mtime: u64,
+}
+
+/// A source entry's metadata as the copy keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SourceMeta {
+    /// Permission bits (with setuid/setgid/sticky).
+    pub mode: u32,
+    /// Owner (0 for the build context, as Docker does).
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// Extended attributes to keep.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+/// The metadata of a build-context entry: its mode, owned by root.
+pub fn context_meta(p: &Planned) -> Result<SourceMeta, CopyError> {
+    let meta =
+        std::fs::symlink_metadata(&p.source).map_err(io_err("reading metadata of", &p.source))?;
+    Ok(SourceMeta {
+        mode: meta.permissions().mode() & 0o7777,
+        ..SourceMeta::default()
+    })
+}
+
+/// One entry of the layer as it will be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// Path in the image, relative, every symlink on the way resolved.
+    pub path: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Where its content (or link target) comes from; `None` for a parent
+    /// directory the copy creates.
+    pub source: Option<PathBuf>,
+    /// Mode, owner and xattrs.
+    pub meta: SourceMeta,
+}
+
+/// Where a COPY's entries land in the image as it stands, as Docker puts
+/// them: a destination (or a parent) that is a symlink is written through;
+/// one file copied to a path the image has as a directory goes into it;
+/// directories the image already has (the destination, its parents, a
+/// directory the source tree also has) are left as they are; the missing
+/// ones are created 0755, owned by `--chown`'s owner or root. Copied
+/// entries keep their source's mode and owner unless `--chown`/`--chmod`
+/// say otherwise. `extra_dirs` are directories that must exist (ADD's
+/// extraction targets) though nothing is planned in them.
+pub fn place(
+    planned: &[Planned],
+    dest: &str,
+    image: &crate::listing::Listing,
+    stamp: &Stamp,
+    meta_of: &dyn Fn(&Planned) -> Result<SourceMeta, CopyError>,
+) -> Result<Vec<Placed>, CopyError> {
+    let dest_rel = normalize(dest).unwrap_or_default();
+    let real_dest = image.resolve(&dest_rel, true);
+    let into_dir = matches!(planned, [one] if one.kind != Kind::Dir && one.dest == dest_rel && !dest_rel.is_empty())
+        && image.is_dir(&real_dest);
+    let mut out: BTreeMap<String, Placed> = BTreeMap::new();
+    for p in planned {
+        let rebased = if p.dest == dest_rel {
+            if into_dir {
+                let name = p
+                    .source
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                join_rel(&real_dest, &name)
+            } else {
+                real_dest.clone()
+            }
+        } else {
+            let tail = if dest_rel.is_empty() {
+                p.dest.as_str()
+            } else {
+                p.dest
+                    .strip_prefix(&format!("{dest_rel}/"))
+                    .unwrap_or(&p.dest)
+            };
+            join_rel(&real_dest, tail)
+        };
+        // Parents resolved through the image's links; a directory the
+        // image has already (or a link to one) is kept, not rewritten.
+        let (parent, name) = match rebased.rsplit_once('/') {
+            Some((d, n)) => (image.resolve(d, true), n.to_string()),
+            None => (String::new(), rebased.clone()),
+        };
+        let path = join_rel(&parent, &name);
+        if p.kind == Kind::Dir && image.is_dir(&image.resolve(&path, true)) {
+            continue;
+        }
+        let mut meta = meta_of(p)?;
+        if p.kind == Kind::Symlink {
+            meta.mode = 0o777;
+        } else if let Some(m) = stamp.chmod {
+            meta.mode = m;
+        }
+        if let Some((u, g)) = stamp.chown {
+            meta.uid = u;
+            meta.gid = g;
+        }
+        out.insert(
+            path.clone(),
+            Placed {
+                path,
+                kind: p.kind,
+                source: Some(p.source.clone()),
+                meta,
+            },
+        );
+    }
+    let mut needed: Vec<String> = out
+        .keys()
+        .filter_map(|k| k.rsplit_once('/').map(|(d, _)| d.to_string()))
+        .collect();
+    if planned.is_empty() || planned.iter().any(|p| p.dest != dest_rel) {
+        needed.push(real_dest.clone());
+    }
+    let (uid, gid) = stamp.chown.unwrap_or((0, 0));
+    for dir in needed {
+        let mut at = String::new();
+        for part in dir.split('/').filter(|p| !p.is_empty()) {
+            at = join_rel(&at, part);
+            if out.contains_key(&at) || image.get(&at).is_some() {
+                continue;
+            }
+            out.insert(
+                at.clone(),
+                Placed {
+                    path: at.clone(),
+                    kind: Kind::Dir,
+                    source: None,
+                    meta: SourceMeta {
+                        mode: 0o755,
+                        uid,
+                        gid,
+                        xattrs: Vec::new(),
+                    },
+                },
+            );
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+fn join_rel(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}/{b}"),
+    }
 }
 
 /// A digest of what the layer will hold: paths, kinds, modes, link targets
@@ -306,107 +473,61 @@ pub fn content_key(planned: &[Planned]) -> Result<String, CopyError> {
     Ok(hex(&h.finalize()))
 }
 
-/// Writes the layer tar: `dest`'s missing parents (root-owned, 0755), then
-/// every planned entry with the stamp's owner, mode and mtime.
-pub fn write_tar<W: Write>(
-    planned: &[Planned],
-    dest: &str,
-    stamp: &Stamp,
-    out: W,
-) -> Result<W, CopyError> {
-    write_tar_open(planned, dest, stamp, out)?
-        .into_inner()
-        .map_err(io_err("archiving", Path::new(dest)))
-}
-
-/// As [`write_tar`], leaving the archive open so more entries can follow
-/// (ADD's extracted archives).
-pub fn write_tar_open<W: Write>(
-    planned: &[Planned],
-    dest: &str,
-    stamp: &Stamp,
+/// Writes the placed entries into a layer tar, parents first, every entry
+/// stamped with `mtime`; the archive stays open so more entries can
+/// follow (ADD's extracted archives).
+pub fn write_placed<W: Write>(
+    placed: &[Placed],
+    mtime: u64,
     out: W,
 ) -> Result<tar::Builder<W>, CopyError> {
     let mut tar = tar::Builder::new(out);
-    let fail = |path: &Path| io_err("archiving", path);
-    let header = |kind: tar::EntryType, mode: u32, owned: bool| {
+    for p in placed {
+        let fail = io_err(
+            "archiving",
+            p.source.as_deref().unwrap_or(Path::new(&p.path)),
+        );
         let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_mode(mode);
-        h.set_mtime(stamp.mtime);
-        let (uid, gid) = if owned {
-            (stamp.uid, stamp.gid)
-        } else {
-            (0, 0)
-        };
-        h.set_uid(uid);
-        h.set_gid(gid);
+        h.set_mode(p.meta.mode);
+        h.set_mtime(mtime);
+        h.set_uid(p.meta.uid);
+        h.set_gid(p.meta.gid);
         h.set_size(0);
-        h
-    };
-    let dest_rel = dest.trim_start_matches('/').trim_end_matches('/');
-    // DEST is a directory unless a file or link is copied to it by name:
-    // then only its parents are (`COPY x /etc/x` has no directory etc/x/).
-    let parts: Vec<&str> = dest_rel.split('/').filter(|p| !p.is_empty()).collect();
-    let dest_is_file = planned
-        .iter()
-        .any(|p| p.dest == dest_rel && p.kind != Kind::Dir);
-    let dirs = if dest_is_file {
-        &parts[..parts.len().saturating_sub(1)]
-    } else {
-        &parts[..]
-    };
-    let mut parent = String::new();
-    let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for part in dirs {
-        parent.push_str(part);
-        parent.push('/');
-        let mut h = header(tar::EntryType::Directory, 0o755, false);
-        tar.append_data(&mut h, &parent, io::empty())
-            .map_err(fail(Path::new(dest)))?;
-        written.insert(parent.trim_end_matches('/').to_string());
-    }
-    for p in planned {
-        // Parents of nested entries that the plan does not list (a file
-        // copied to a new directory) come first.
-        let mut prefix = String::new();
-        let parts: Vec<&str> = p.dest.split('/').collect();
-        for part in &parts[..parts.len().saturating_sub(1)] {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            if written.insert(prefix.clone()) {
-                let mut h = header(tar::EntryType::Directory, 0o755, false);
-                tar.append_data(&mut h, format!("{prefix}/"), io::empty())
-                    .map_err(fail(&p.source))?;
-            }
+        if !p.meta.xattrs.is_empty() {
+            let pax: Vec<(String, &[u8])> = p
+                .meta
+                .xattrs
+                .iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+                .collect();
+            tar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))
+                .map_err(fail)?;
         }
-        written.insert(p.dest.clone());
-        match p.kind {
-            Kind::Dir => {
-                let mode = stamp.chmod.unwrap_or(0o755);
-                let mut h = header(tar::EntryType::Directory, mode, true);
-                tar.append_data(&mut h, format!("{}/", p.dest), io::empty())
-                    .map_err(fail(&p.source))?;
+        let fail = io_err(
+            "archiving",
+            p.source.as_deref().unwrap_or(Path::new(&p.path)),
+        );
+        match (p.kind, &p.source) {
+            (Kind::Dir, _) | (_, None) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                tar.append_data(&mut h, format!("{}/", p.path), io::empty())
+                    .map_err(fail)?;
             }
-            Kind::Symlink => {
-                let target =
-                    std::fs::read_link(&p.source).map_err(io_err("reading link", &p.source))?;
-                let mut h = header(tar::EntryType::Symlink, 0o777, true);
-                tar.append_link(&mut h, &p.dest, target)
-                    .map_err(fail(&p.source))?;
+            (Kind::Symlink, Some(src)) => {
+                let target = std::fs::read_link(src).map_err(io_err("reading link", src))?;
+                h.set_entry_type(tar::EntryType::Symlink);
+                tar.append_link(&mut h, &p.path, target).map_err(fail)?;
             }
-            Kind::File => {
-                let f = File::open(&p.source).map_err(io_err("opening", &p.source))?;
-                let meta = f
+            (Kind::File, Some(src)) => {
+                let f = File::open(src).map_err(io_err("opening", src))?;
+                let len = f
                     .metadata()
-                    .map_err(io_err("reading metadata of", &p.source))?;
-                let mode = stamp.chmod.unwrap_or(meta.permissions().mode() & 0o7777);
-                let mut h = header(tar::EntryType::Regular, mode, true);
-                h.set_size(meta.len());
-                tar.append_data(&mut h, &p.dest, f.take(meta.len()))
-                    .map_err(fail(&p.source))?;
+                    .map_err(io_err("reading metadata of", src))?
+                    .len();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(len);
+                tar.append_data(&mut h, &p.path, f.take(len))
+                    .map_err(fail)?;
             }
         }
     }
@@ -492,19 +613,13 @@ mod tests {
         assert_ne!(content_key(&p).unwrap(), k1);
     }
 
-    #[test]
-    fn the_tar_has_parents_owner_and_mode() {
-        let (_d, t) = tree();
-        let p = plan(&t, &["src/pkg/b.py".into()], "/opt/app/").unwrap();
-        let stamp = Stamp {
-            uid: 1000,
-            gid: 1000,
-            chmod: Some(0o640),
-            mtime: 0,
-        };
-        let bytes = write_tar(&p, "/opt/app/", &stamp, Vec::new()).unwrap();
+    fn tar_entries(placed: &[Placed]) -> Vec<(String, u64, u32)> {
+        let bytes = write_placed(placed, 0, Vec::new())
+            .unwrap()
+            .into_inner()
+            .unwrap();
         let mut archive = tar::Archive::new(&bytes[..]);
-        let entries: Vec<(String, u64, u32)> = archive
+        archive
             .entries()
             .unwrap()
             .map(|e| {
@@ -516,12 +631,54 @@ mod tests {
                     h.mode().unwrap(),
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    fn image(entries: &[(&str, crate::listing::EntryKind, u32, Option<&str>)]) -> Listing {
+        let mut l = Listing::default();
+        l.apply(&crate::listing::LayerListing {
+            entries: entries
+                .iter()
+                .map(|(p, k, mode, link)| {
+                    (
+                        p.to_string(),
+                        crate::listing::Meta {
+                            kind: *k,
+                            mode: *mode,
+                            uid: 0,
+                            gid: 0,
+                            link: link.map(String::from),
+                            xattrs: Vec::new(),
+                        },
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        });
+        l
+    }
+
+    fn paths(p: &[Placed]) -> Vec<&str> {
+        p.iter().map(|p| p.path.as_str()).collect()
+    }
+
+    use crate::listing::{EntryKind as E, Listing};
+
+    #[test]
+    fn the_tar_has_parents_owner_and_mode() {
+        let (_d, t) = tree();
+        let p = plan(&t, &["src/pkg/b.py".into()], "/opt/app/").unwrap();
+        let stamp = Stamp {
+            chown: Some((1000, 1000)),
+            chmod: Some(0o640),
+            mtime: 0,
+        };
+        let placed = place(&p, "/opt/app/", &Listing::default(), &stamp, &context_meta).unwrap();
         assert_eq!(
-            entries,
+            tar_entries(&placed),
             vec![
-                ("opt/".to_string(), 0, 0o755),
-                ("opt/app/".to_string(), 0, 0o755),
+                ("opt/".to_string(), 1000, 0o755),
+                ("opt/app/".to_string(), 1000, 0o755),
                 ("opt/app/b.py".to_string(), 1000, 0o640),
             ]
         );
@@ -531,19 +688,64 @@ mod tests {
     fn a_file_copied_to_a_path_by_name_has_only_its_parents_as_directories() {
         let (_d, t) = tree();
         let p = plan(&t, &["src/pkg/b.py".into()], "/etc/x").unwrap();
-        let stamp = Stamp {
-            uid: 0,
-            gid: 0,
-            chmod: None,
-            mtime: 0,
-        };
-        let bytes = write_tar(&p, "/etc/x", &stamp, Vec::new()).unwrap();
-        let mut archive = tar::Archive::new(&bytes[..]);
-        let names: Vec<String> = archive
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, vec!["etc/".to_string(), "etc/x".to_string()]);
+        let placed = place(
+            &p,
+            "/etc/x",
+            &Listing::default(),
+            &Stamp::default(),
+            &context_meta,
+        )
+        .unwrap();
+        assert_eq!(paths(&placed), ["etc", "etc/x"]);
+    }
+
+    #[test]
+    fn parents_the_image_has_are_left_alone_and_a_file_goes_into_an_existing_directory() {
+        let (_d, t) = tree();
+        let img = image(&[("tmp", E::Dir, 0o1777, None), ("etc", E::Dir, 0o755, None)]);
+        let p = plan(&t, &["x.txt".into()], "/tmp/new/").unwrap();
+        let placed = place(&p, "/tmp/new/", &img, &Stamp::default(), &context_meta).unwrap();
+        assert_eq!(paths(&placed), ["tmp/new", "tmp/new/x.txt"]);
+        let p = plan(&t, &["x.txt".into()], "/etc").unwrap();
+        let placed = place(&p, "/etc", &img, &Stamp::default(), &context_meta).unwrap();
+        assert_eq!(paths(&placed), ["etc/x.txt"]);
+    }
+
+    #[test]
+    fn links_on_the_way_are_written_through() {
+        let (_d, t) = tree();
+        let img = image(&[
+            ("usr", E::Dir, 0o755, None),
+            ("usr/lib", E::Dir, 0o755, None),
+            ("lib", E::Symlink, 0o777, Some("usr/lib")),
+            ("opt", E::Dir, 0o755, None),
+            ("opt/real", E::Dir, 0o755, None),
+            ("opt/link", E::Symlink, 0o777, Some("/opt/real")),
+        ]);
+        let p = plan(&t, &["x.txt".into()], "/opt/link/").unwrap();
+        let placed = place(&p, "/opt/link/", &img, &Stamp::default(), &context_meta).unwrap();
+        assert_eq!(paths(&placed), ["opt/real/x.txt"]);
+        // A directory source whose `pkg` lands on `lib` (a link to a
+        // directory): its content goes through the link.
+        let p = plan(&t, &["src".into()], "/lib/py").unwrap();
+        let placed = place(&p, "/lib/py", &img, &Stamp::default(), &context_meta).unwrap();
+        assert_eq!(
+            paths(&placed),
+            [
+                "usr/lib/py",
+                "usr/lib/py/a.py",
+                "usr/lib/py/pkg",
+                "usr/lib/py/pkg/b.py"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_glob_matching_nothing_is_an_error_only_when_nothing_matches() {
+        let (_d, t) = tree();
+        let p = plan(&t, &["nothing*".into(), "*.txt".into()], "/d/").unwrap();
+        assert_eq!(dests(&p), ["d/x.txt", "d/y.txt"]);
+        let err = plan(&t, &["nothing*".into(), "none?".into()], "/d/").unwrap_err();
+        assert!(err.to_string().contains("nothing*"), "{err}");
     }
 }

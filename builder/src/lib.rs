@@ -12,6 +12,7 @@ mod finish;
 pub mod git;
 pub mod image;
 pub mod layer;
+pub mod listing;
 pub mod output;
 pub mod plan;
 pub mod progress;

@@ -7,8 +7,7 @@
 //! filesystem is unpacked only when a RUN misses or a stage is copied from.
 
 use std::collections::HashMap;
-use std::io::{self, Read as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr as _;
 
 use kiln_common::sandbox::{RunSpec, Sandbox, SandboxConfig, User};
@@ -17,12 +16,13 @@ use kiln_common::unpack::{self, LayerBlob, UnpackOptions};
 use serde_json::{Value, json};
 
 use crate::build::{BuildError, BuildOptions, ImageReport, LayerReport};
-use crate::copy::{self, Planned, Stamp, Tree};
+use crate::copy::Tree;
 use crate::dockerfile::{
-    Base, BaseImage, BuildGraph, ConfigChange, CopyFrom, EvalOptions, ShellOrExec, Step, StepKind,
+    Base, BaseImage, BuildGraph, ConfigChange, EvalOptions, ShellOrExec, Step, StepKind,
 };
 use crate::image::{AddedLayer, Descriptor};
 use crate::layer::{DockerIgnore, LayerWriter};
+use crate::listing::Listing;
 use crate::progress::{Event, LayerStatus, Progress};
 use crate::registry::{Registry, ResolvedImage};
 use crate::store::{self, Check, LayerDescriptor, Store, cache_key};
@@ -163,6 +163,7 @@ pub async fn build_dockerfile<R: Registry>(
         roots: HashMap::new(),
         reports: Vec::new(),
         work: store.scratch("dockerfile-")?,
+        listings: HashMap::new(),
     };
     for &i in &graph.order {
         let built = b.stage(i, registry, &resolved).await?;
@@ -272,7 +273,12 @@ struct Builder<'a> {
     roots: HashMap<usize, PathBuf>,
     reports: Vec<LayerReport>,
     work: crate::store::Scratch,
+    /// Listings of stages' filesystems, by stage index, in sync with their
+    /// layers once made (COPY, WORKDIR and VOLUME need them).
+    listings: HashMap<usize, Listing>,
 }
+
+mod copy_step;
 
 fn scratch() -> ResolvedImage {
     ResolvedImage {
@@ -322,7 +328,7 @@ impl Builder<'_> {
         let mut built = match &stage.base {
             Base::Image { reference, .. } => {
                 let image = resolved.get(reference).cloned().unwrap_or_else(scratch);
-                let chain = cache_key(&["df-v1", "from", &image.digest]);
+                let chain = cache_key(&["df-v2", "from", &image.digest]);
                 Built {
                     config: image.config.clone(),
                     base: image,
@@ -334,15 +340,17 @@ impl Builder<'_> {
                 base: scratch(),
                 added: Vec::new(),
                 config: scratch().config,
-                chain: cache_key(&["df-v1", "scratch"]),
+                chain: cache_key(&["df-v2", "scratch"]),
             }),
             Base::Scratch => Built {
                 base: scratch(),
                 added: Vec::new(),
                 config: scratch().config,
-                chain: cache_key(&["df-v1", "scratch"]),
+                chain: cache_key(&["df-v2", "scratch"]),
             },
         };
+        // A base without PATH (scratch included) gets Docker's default.
+        ensure_default_path(&mut built.config);
         // The base's ONBUILD triggers ran as this stage's first steps; the
         // image does not pass them on (as in Docker).
         if let Some(c) = built.config["config"].as_object_mut() {
@@ -355,118 +363,19 @@ impl Builder<'_> {
                     apply_config(&mut built.config, change);
                     history(&mut built.config, &step.text, true);
                     built.chain = cache_key(&[&built.chain, &step.resolved]);
-                }
-                StepKind::Copy {
-                    sources,
-                    dest,
-                    from,
-                    chown,
-                    chmod,
-                    add,
-                } => {
-                    if let Some(CopyFrom::Image(reference)) = from {
-                        return Err(self.dferr(
-                            step,
-                            format!("COPY --from an image ({reference}) is not supported; add a stage `FROM {reference} AS src` and copy from it"),
-                        ));
+                    // WORKDIR and VOLUME also make their directories, as
+                    // Docker does: a layer of the missing ones, if any.
+                    let dirs = match change {
+                        ConfigChange::Workdir(_) => vec![workdir(&built.config)],
+                        ConfigChange::Volume(v) => v.iter().map(|p| absolute("/", p)).collect(),
+                        _ => Vec::new(),
+                    };
+                    if !dirs.is_empty() {
+                        self.mkdir_step(index, &mut built, step, &dirs, registry)
+                            .await?;
                     }
-                    let workdir = built.config["config"]["WorkingDir"]
-                        .as_str()
-                        .unwrap_or("/")
-                        .to_string();
-                    let dest = absolute(&workdir, dest);
-                    // The key covers the sources' content: the context's
-                    // files are hashed (cheap); another stage's files are
-                    // named by that stage's own chained key, so a cache hit
-                    // needs no unpacked root.
-                    let (planned, source_key) = match from {
-                        Some(CopyFrom::Stage(i)) => {
-                            let chain = self
-                                .done
-                                .get(i)
-                                .map(|b| b.chain.clone())
-                                .unwrap_or_default();
-                            (None, format!("stage:{chain}"))
-                        }
-                        _ => {
-                            let tree = self.context()?;
-                            let planned = copy::plan(&tree, sources, &dest)
-                                .map_err(|e| self.dferr(step, e))?;
-                            let content =
-                                copy::content_key(&planned).map_err(|e| self.dferr(step, e))?;
-                            (Some(planned), content)
-                        }
-                    };
-                    let key = cache_key(&[&built.chain, &step.resolved, &source_key]);
-                    let (desc, reused) = match self.store.lookup(&key, Check::Full)? {
-                        Some(d) => (d, true),
-                        None => {
-                            let planned = match (planned, from) {
-                                (Some(p), _) => p,
-                                (None, Some(CopyFrom::Stage(i))) => {
-                                    let root = self.root_of(*i, registry).await?;
-                                    let tree =
-                                        Tree::walk(&root, &format!("stage {i}"), |_, _| false)
-                                            .map_err(|e| self.dferr(step, e))?;
-                                    copy::plan(&tree, sources, &dest)
-                                        .map_err(|e| self.dferr(step, e))?
-                                }
-                                (None, _) => Vec::new(),
-                            };
-                            // `COPY file /etc`: into /etc when the image has
-                            // that directory, as Docker does (not over it).
-                            let dest_rel = dest.trim_start_matches('/').trim_end_matches('/');
-                            let planned = match planned.as_slice() {
-                                [one]
-                                    if one.kind != copy::Kind::Dir
-                                        && one.dest == dest_rel
-                                        && !dest_rel.is_empty() =>
-                                {
-                                    let root = match self.roots.get(&index) {
-                                        Some(r) => r.clone(),
-                                        None => self.materialize(index, &built, registry).await?,
-                                    };
-                                    let is_dir =
-                                        unpack::resolve_in_root(&root, Path::new(dest_rel), true)
-                                            .is_ok_and(|r| r.missing == 0 && r.host_path.is_dir());
-                                    if is_dir {
-                                        let name = one
-                                            .source
-                                            .file_name()
-                                            .map(|n| n.to_string_lossy().into_owned())
-                                            .unwrap_or_default();
-                                        vec![Planned {
-                                            dest: format!("{dest_rel}/{name}"),
-                                            ..one.clone()
-                                        }]
-                                    } else {
-                                        planned
-                                    }
-                                }
-                                _ => planned,
-                            };
-                            let (uid, gid) = match chown {
-                                Some(spec) => self
-                                    .owner(index, spec, &built, registry)
-                                    .await
-                                    .map_err(|e| self.dferr(step, e))?,
-                                None => (0, 0),
-                            };
-                            let stamp = Stamp {
-                                uid,
-                                gid,
-                                chmod: *chmod,
-                                mtime: self.opts.source_date_epoch,
-                            };
-                            let d = self
-                                .write_copy(&planned, &dest, &stamp, *add)
-                                .map_err(|e| self.dferr(step, e))?;
-                            self.store.insert(&key, &d)?;
-                            (d, false)
-                        }
-                    };
-                    self.add_layer(index, &mut built, step, &desc, reused, key)?;
                 }
+                StepKind::Copy { .. } => self.copy_step(index, &mut built, step, registry).await?,
                 StepKind::Run {
                     command,
                     env,
@@ -530,6 +439,14 @@ impl Builder<'_> {
                 let opts = self.unpack_opts()?;
                 unpack::apply_layer_blob(&root, &blob, &opts).map_err(|e| self.dferr(step, e))?;
             }
+        }
+        // So does a listing of it.
+        if let Some(mut listing) = self.listings.remove(&stage) {
+            let layer = self
+                .layer_listing(&desc.digest, &desc.media_type, &desc.diff_id.to_string())
+                .map_err(|e| self.dferr(step, format!("listing its layer: {e}")))?;
+            listing.apply(&layer);
+            self.listings.insert(stage, listing);
         }
         let status = if reused {
             LayerStatus::Reused
@@ -598,6 +515,22 @@ impl Builder<'_> {
         self.materialize(stage, &built, registry).await
     }
 
+    /// A base layer's blob, in the store once this returns.
+    async fn fetch_base_layer<R: Registry>(
+        &self,
+        built: &Built,
+        layer: &Descriptor,
+        registry: &R,
+    ) -> Result<(), BuildError> {
+        crate::push::fetch_blob(registry, self.store, &built.base.repository, layer)
+            .await
+            .map_err(|source| BuildError::Registry {
+                image: self.name.to_string(),
+                action: format!("downloading base layer {}", layer.digest),
+                source,
+            })
+    }
+
     async fn materialize<R: Registry>(
         &mut self,
         stage: usize,
@@ -612,13 +545,7 @@ impl Builder<'_> {
         let opts = self.unpack_opts()?;
         let diff_ids = strings(&built.base.config["rootfs"]["diff_ids"]);
         for (layer, diff_id) in built.base.layers.iter().zip(diff_ids) {
-            crate::push::fetch_blob(registry, self.store, &built.base.repository, layer)
-                .await
-                .map_err(|source| BuildError::Registry {
-                    image: self.name.to_string(),
-                    action: format!("downloading base layer {}", layer.digest),
-                    source,
-                })?;
+            self.fetch_base_layer(built, layer, registry).await?;
             let digest = store::Digest::from_str(&layer.digest)?;
             let blob = LayerBlob {
                 path: self.store.path(&digest),
@@ -644,59 +571,6 @@ impl Builder<'_> {
         }
         self.roots.insert(stage, root.clone());
         Ok(root)
-    }
-
-    /// `--chown`: numeric ids as given; names from the stage's /etc/passwd
-    /// and /etc/group.
-    async fn owner<R: Registry>(
-        &mut self,
-        stage: usize,
-        spec: &str,
-        built: &Built,
-        registry: &R,
-    ) -> Result<(u64, u64), String> {
-        let (user, group) = match spec.split_once(':') {
-            Some((u, g)) => (u, Some(g)),
-            None => (spec, None),
-        };
-        if let (Ok(u), None) = (user.parse::<u64>(), group) {
-            return Ok((u, u));
-        }
-        if let (Ok(u), Some(Ok(g))) = (user.parse::<u64>(), group.map(str::parse::<u64>)) {
-            return Ok((u, g));
-        }
-        let root = match self.roots.get(&stage) {
-            Some(r) => r.clone(),
-            None => self
-                .materialize(stage, built, registry)
-                .await
-                .map_err(|e| e.to_string())?,
-        };
-        let u = User::resolve_in_root(&root, spec).map_err(|e| format!("--chown={spec}: {e}"))?;
-        Ok((u64::from(u.uid), u64::from(u.gid)))
-    }
-
-    fn write_copy(
-        &self,
-        planned: &[Planned],
-        dest: &str,
-        stamp: &Stamp,
-        add: bool,
-    ) -> Result<LayerDescriptor, String> {
-        let mut writer =
-            LayerWriter::new(self.store, self.opts.compression).map_err(|e| e.to_string())?;
-        let result = if add {
-            write_add(planned, dest, stamp, &mut writer)
-        } else {
-            copy::write_tar(planned, dest, stamp, &mut writer)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        if let Err(e) = result {
-            let _ = writer.abort();
-            return Err(e);
-        }
-        writer.finish().map_err(|e| e.to_string())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -745,6 +619,19 @@ impl Builder<'_> {
         if !user.is_empty() {
             spec.user = User::resolve_in_root(&root, user).map_err(|e| self.dferr(step, e))?;
         }
+        // HOME, when the config does not set it, is the user's from the
+        // image's /etc/passwd (root's `/root`, anyone else unknown `/`),
+        // as Docker sets it.
+        let env_home = crate::image::config_env(&built.config)
+            .iter()
+            .chain(env)
+            .any(|(k, _)| k == "HOME");
+        if !env_home {
+            let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap_or_default();
+            let home = User::home_in(&passwd, spec.user.uid)
+                .unwrap_or_else(|| if spec.user.uid == 0 { "/root" } else { "/" }.to_string());
+            spec = spec.env("HOME", home);
+        }
         for s in secrets {
             match self.opts.secrets.iter().find(|x| x.id == s.id) {
                 Some(secret) => {
@@ -791,43 +678,31 @@ impl Builder<'_> {
     }
 }
 
-/// ADD: local tar archives (plain or compressed) are extracted into `dest`;
-/// other files are copied as COPY does.
-fn write_add<W: io::Write>(
-    planned: &[Planned],
-    dest: &str,
-    stamp: &Stamp,
-    out: W,
-) -> Result<(), String> {
-    let (archives, files): (Vec<&Planned>, Vec<&Planned>) = planned
+/// Docker's PATH for Linux images, set on a stage whose base has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn ensure_default_path(config: &mut Value) {
+    if crate::image::config_env(config)
         .iter()
-        .partition(|p| p.kind == copy::Kind::File && is_archive(&p.source));
-    let files: Vec<Planned> = files.into_iter().cloned().collect();
-    let mut out = copy::write_tar_open(&files, dest, stamp, out).map_err(|e| e.to_string())?;
-    let prefix = dest.trim_start_matches('/').trim_end_matches('/');
-    for a in archives {
-        let file =
-            std::fs::File::open(&a.source).map_err(|e| format!("{}: {e}", a.source.display()))?;
-        let reader =
-            unpack::decompress(file, None).map_err(|e| format!("{}: {e}", a.source.display()))?;
-        crate::add::append_archive(&a.source, reader, prefix, &mut out)
-            .map_err(|e| e.to_string())?;
+        .any(|(k, _)| k == "PATH")
+    {
+        return;
     }
-    out.into_inner().map(|_| ()).map_err(|e| e.to_string())
+    if !config["config"].is_object() {
+        config["config"] = json!({});
+    }
+    let mut env = strings(&config["config"]["Env"]);
+    env.insert(0, format!("PATH={DEFAULT_PATH}"));
+    config["config"]["Env"] = json!(env);
 }
 
-fn is_archive(path: &Path) -> bool {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut magic = [0u8; 262];
-    let n = f.read(&mut magic).unwrap_or(0);
-    let m = &magic[..n];
-    m.starts_with(&[0x1f, 0x8b])
-        || m.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || m.starts_with(b"BZh")
-        || m.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || (n >= 262 && &m[257..262] == b"ustar")
+/// The config's WorkingDir, `/` when unset.
+fn workdir(config: &Value) -> String {
+    config["config"]["WorkingDir"]
+        .as_str()
+        .filter(|w| !w.is_empty())
+        .unwrap_or("/")
+        .to_string()
 }
 
 fn absolute(workdir: &str, dest: &str) -> String {

@@ -261,12 +261,28 @@ impl User {
     /// `uid:gid`) against the root's `/etc/passwd` and `/etc/group`; a user
     /// given without group gets its primary group.
     pub fn resolve_in_root(root: &Path, spec: &str) -> Result<User> {
+        let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
+        User::resolve_in(&read("etc/passwd"), &read("etc/group"), spec)
+    }
+
+    /// The home directory `/etc/passwd` (its text) gives `uid`, if any.
+    pub fn home_in(passwd: &str, uid: u32) -> Option<String> {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.get(2).and_then(|s| s.parse::<u32>().ok()) == Some(uid))
+                .then(|| f.get(5).map(|h| h.to_string()))
+                .flatten()
+                .filter(|h| !h.is_empty())
+        })
+    }
+
+    /// As [`User::resolve_in_root`], with the two databases' text given (a
+    /// layer listing has them without an unpacked root).
+    pub fn resolve_in(passwd: &str, group_db: &str, spec: &str) -> Result<User> {
         let (user, group) = match spec.split_once(':') {
             Some((u, g)) => (u, Some(g)),
             None => (spec, None),
         };
-        let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
-        let passwd = read("etc/passwd");
         let lookup = |db: &str, name: &str, field: usize| -> Option<u32> {
             db.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(':').collect();
@@ -277,7 +293,7 @@ impl User {
         };
         let uid = match user.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup(&passwd, user, 2).ok_or_else(|| Error::InvalidSpec {
+            Err(_) => lookup(passwd, user, 2).ok_or_else(|| Error::InvalidSpec {
                 field: "user",
                 reason: format!("no user `{user}` in the image's /etc/passwd"),
             })?,
@@ -285,7 +301,7 @@ impl User {
         let gid = match group {
             Some(g) => match g.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => lookup(&read("etc/group"), g, 2).ok_or_else(|| Error::InvalidSpec {
+                Err(_) => lookup(group_db, g, 2).ok_or_else(|| Error::InvalidSpec {
                     field: "user",
                     reason: format!("no group `{g}` in the image's /etc/group"),
                 })?,

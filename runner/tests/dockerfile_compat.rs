@@ -1,0 +1,181 @@
+//! Dockerfiles as Docker builds them: each case under
+//! `testdata/dockerfile-compat/` is built by kiln and by Buildah (Debian's,
+//! chroot isolation), and the two images' filesystems (type, mode, owner,
+//! link target, content, xattrs) and configs are compared entry by entry.
+//!
+//! What may differ by design is listed once, in [`ALLOWED`] and
+//! [`ALLOWED_LABELS`], with the reason; a case adds its own only where
+//! Buildah 1.28 departs from Docker (BuildKit), and says so. Cases using
+//! syntax Buildah 1.28 does not read (heredocs, `RUN --mount=type=cache`,
+//! `ADD --checksum`) are compared with an equivalent Dockerfile it does,
+//! named `Dockerfile.buildah`.
+
+#![allow(clippy::unwrap_used)] // test code: a failure is a test failure
+
+use kiln_testsupport::Bench;
+use kiln_testsupport::fixture::Fixture;
+use kiln_testsupport::imagetree::{Allowed, differences, read_layout};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+/// Paths Buildah's RUN leaves behind and Docker's does not: the mount
+/// points its chroot runtime creates when the image lacks them (empty
+/// files for the three it bind-mounts, `/run` for its secrets).
+const ALLOWED: &[&str] = &["run", "etc/hostname", "etc/hosts", "etc/resolv.conf"];
+
+/// Labels Buildah adds by itself (kiln adds none to a Dockerfile's image).
+const ALLOWED_LABELS: &[&str] = &["io.buildah.version"];
+
+/// How a case is built and judged beyond the defaults.
+#[derive(Default)]
+struct Case<'a> {
+    /// Paths this case allows to differ (each with its reason at the call).
+    allowed: &'a [&'a str],
+    /// `--target` for both builders.
+    target: Option<&'a str>,
+    /// Compare Env as a set (see [`Allowed::env_order`]).
+    env_order: bool,
+}
+
+/// Builds the case with both, returns the differences not allowed.
+fn compare(case: &str, how: &Case) -> Vec<String> {
+    let bench = Bench::get();
+    let f = Fixture::copy(KILN, &format!("dockerfile-compat/{case}"));
+    let busybox = format!("{}/base/busybox:latest", bench.registry());
+    let python = bench.base_python().to_string();
+    for name in ["Dockerfile", "Dockerfile.buildah"] {
+        if f.root().join(name).exists() {
+            f.edit(name, |t| {
+                t.replace("127.0.0.1:5000/base/busybox:latest", &busybox)
+                    .replace("127.0.0.1:5000/base/python:3.11-bookworm", &python)
+            });
+        }
+    }
+    apply_modes(&f.root());
+    let out_dir = tempfile::tempdir().unwrap();
+    let layout = out_dir.path().join("kiln");
+    let output = format!("oci:{}", layout.display());
+    let mut args = vec![
+        "build",
+        "-f",
+        "Dockerfile",
+        "-t",
+        "compat:t",
+        "--output",
+        &output,
+    ];
+    let target: Vec<&str> = how.target.map(|t| vec!["--target", t]).unwrap_or_default();
+    args.extend(&target);
+    args.push(".");
+    let out = f.kiln(&args);
+    assert_eq!(out.code, 0, "kiln: {}\n{}", out.stdout, out.stderr);
+    let ours = read_layout(&layout, "t");
+    let work = tempfile::tempdir().unwrap();
+    let theirs_file = if f.root().join("Dockerfile.buildah").exists() {
+        "Dockerfile.buildah"
+    } else {
+        "Dockerfile"
+    };
+    let theirs_layout =
+        kiln_testsupport::buildah_build(&f.root(), theirs_file, work.path(), &target);
+    let theirs = read_layout(&theirs_layout, "t");
+    let allowed = Allowed {
+        paths: ALLOWED
+            .iter()
+            .chain(how.allowed)
+            .map(|s| s.to_string())
+            .collect(),
+        labels: ALLOWED_LABELS.iter().map(|s| s.to_string()).collect(),
+        env_order: how.env_order,
+    };
+    differences(&ours, &theirs, &allowed)
+}
+
+fn assert_same(case: &str, how: &Case) {
+    let d = compare(case, how);
+    assert!(
+        d.is_empty(),
+        "{case} (target {:?}): kiln and Buildah differ:\n{}",
+        how.target,
+        d.join("\n")
+    );
+}
+
+/// Git keeps no modes but the executable bit: a case's `.modes` lists
+/// `OCTAL PATH` lines to set before building.
+fn apply_modes(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(text) = std::fs::read_to_string(root.join(".modes")) else {
+        return;
+    };
+    // Deepest first, so a directory made private is changed last.
+    let mut lines: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once(' ')).collect();
+    lines.sort_by_key(|(_, p)| std::cmp::Reverse(p.matches('/').count()));
+    for (mode, path) in lines {
+        let mode = u32::from_str_radix(mode, 8).unwrap();
+        std::fs::set_permissions(root.join(path), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+#[test]
+fn parents_copy_passes_through_keep_their_mode_and_owner() {
+    assert_same("existing-parents", &Case::default());
+}
+
+#[test]
+fn a_destination_through_a_symlink_writes_through_it() {
+    assert_same("symlink-dest", &Case::default());
+}
+
+#[test]
+fn chown_makes_the_missing_parents_the_users() {
+    assert_same("chown-parents", &Case::default());
+}
+
+#[test]
+fn copied_directories_keep_their_mode_and_chmod_sets_both() {
+    assert_same("dir-modes", &Case::default());
+}
+
+#[test]
+fn copy_from_a_stage_keeps_its_owners_and_modes() {
+    assert_same("copy-from-owner", &Case::default());
+}
+
+#[test]
+fn a_wildcard_that_matches_nothing_beside_one_that_does_copies_what_matches() {
+    assert_same("copy-wildcards", &Case::default());
+}
+
+#[test]
+fn run_as_a_named_user_gets_its_home() {
+    assert_same("user-home", &Case::default());
+}
+
+#[test]
+fn volume_creates_its_directories() {
+    // Buildah 1.28 drops what a RUN writes into a declared volume (the
+    // classic builder's rule); kiln keeps it, as BuildKit does.
+    assert_same(
+        "volume-dirs",
+        &Case {
+            allowed: &["vol/a/x"],
+            ..Case::default()
+        },
+    );
+}
+
+#[test]
+fn workdir_creates_its_directory() {
+    assert_same("workdir", &Case::default());
+}
+
+#[test]
+fn from_scratch_gets_the_default_path() {
+    assert_same("scratch-path", &Case::default());
+}
+
+#[test]
+fn a_uid_without_a_passwd_entry_runs_with_gid_0() {
+    assert_same("user-uid-gid", &Case::default());
+}
