@@ -13,6 +13,26 @@ use std::path::{Component, Path, PathBuf};
 
 use tar::EntryType;
 
+/// Opens a local archive ADD may extract, decompressed by its first bytes:
+/// gzip and zstd (as layers are), bzip2 and xz (as Docker's ADD also
+/// reads), or plain.
+///
+/// # Errors
+///
+/// When the file cannot be opened or read.
+pub fn open_archive(path: &Path) -> io::Result<Box<dyn Read>> {
+    use std::io::BufRead as _;
+    let mut file = io::BufReader::new(std::fs::File::open(path)?);
+    let head = file.fill_buf()?;
+    if head.starts_with(b"BZh") {
+        Ok(Box::new(bzip2::bufread::MultiBzDecoder::new(file)))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Ok(Box::new(lzma_rust2::XzReader::new(file, true)))
+    } else {
+        kiln_common::unpack::decompress(file, None)
+    }
+}
+
 /// What ADD refuses, with the archive and the entry.
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {

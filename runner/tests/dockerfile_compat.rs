@@ -179,3 +179,8 @@ fn from_scratch_gets_the_default_path() {
 fn a_uid_without_a_passwd_entry_runs_with_gid_0() {
     assert_same("user-uid-gid", &Case::default());
 }
+
+#[test]
+fn add_extracts_every_tar_variant_named_and_copies_the_rest() {
+    assert_same("add-archives", &Case::default());
+}

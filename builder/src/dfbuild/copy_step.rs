@@ -305,9 +305,7 @@ fn write_entries<W: io::Write>(
     let mut out = copy::write_placed(&placed, stamp.mtime, out).map_err(|e| e.to_string())?;
     let prefix = image.resolve(dest.trim_start_matches('/'), true);
     for a in archives {
-        let file =
-            std::fs::File::open(&a.source).map_err(|e| format!("{}: {e}", a.source.display()))?;
-        let reader = kiln_common::unpack::decompress(file, None)
+        let reader = crate::add::open_archive(&a.source)
             .map_err(|e| format!("{}: {e}", a.source.display()))?;
         crate::add::append_archive(&a.source, reader, &prefix, &mut out)
             .map_err(|e| e.to_string())?;
@@ -319,10 +317,7 @@ fn write_entries<W: io::Write>(
 /// zstd), what it holds must start with a valid tar header (any variant:
 /// v7, old GNU, ustar, PAX). Docker's test, not the file name's.
 fn is_archive(path: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(path) else {
-        return false;
-    };
-    let Ok(mut reader) = kiln_common::unpack::decompress(file, None) else {
+    let Ok(mut reader) = crate::add::open_archive(path) else {
         return false;
     };
     let mut block = [0u8; 512];
