@@ -483,30 +483,20 @@ pub fn write_placed<W: Write>(
 ) -> Result<tar::Builder<W>, CopyError> {
     let mut tar = tar::Builder::new(out);
     for p in placed {
-        let fail = io_err(
-            "archiving",
-            p.source.as_deref().unwrap_or(Path::new(&p.path)),
-        );
         let mut h = tar::Header::new_gnu();
         h.set_mode(p.meta.mode);
         h.set_mtime(mtime);
         h.set_uid(p.meta.uid);
         h.set_gid(p.meta.gid);
         h.set_size(0);
-        if !p.meta.xattrs.is_empty() {
-            let pax: Vec<(String, &[u8])> = p
-                .meta
-                .xattrs
-                .iter()
-                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
-                .collect();
-            tar.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), *v)))
-                .map_err(fail)?;
-        }
-        let fail = io_err(
-            "archiving",
-            p.source.as_deref().unwrap_or(Path::new(&p.path)),
-        );
+        let fail = || {
+            io_err(
+                "archiving",
+                p.source.as_deref().unwrap_or(Path::new(&p.path)),
+            )
+        };
+        kiln_common::xattr::append_pax(&mut tar, &p.meta.xattrs).map_err(fail())?;
+        let fail = fail();
         match (p.kind, &p.source) {
             (Kind::Dir, _) | (_, None) => {
                 h.set_entry_type(tar::EntryType::Directory);

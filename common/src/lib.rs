@@ -13,6 +13,7 @@ pub mod sandbox;
 pub mod snapshot;
 pub mod time;
 pub mod unpack;
+pub mod xattr;
 
 pub use pipeline::{Diagnostic, Pipeline, PipelineError};
 

@@ -184,3 +184,8 @@ fn a_uid_without_a_passwd_entry_runs_with_gid_0() {
 fn add_extracts_every_tar_variant_named_and_copies_the_rest() {
     assert_same("add-archives", &Case::default());
 }
+
+#[test]
+fn file_capabilities_and_user_xattrs_survive_copy_from_and_the_next_run() {
+    assert_same("xattrs", &Case::default());
+}

@@ -108,6 +108,18 @@ pub fn write_layer<W: Write>(
                 let (uid, gid) = inner_ids(meta, &opts.ids, &mut summary);
                 let mtime = clamp(meta.mtime.0, opts.epoch);
                 let host = root.join(path);
+                // Files' and directories' xattrs (file capabilities, user.*)
+                // go into a PAX header before the entry.
+                if matches!(meta.kind, Kind::Dir | Kind::File)
+                    && !(meta.kind == Kind::File
+                        && meta.nlink > 1
+                        && links.contains_key(&(meta.dev, meta.ino)))
+                {
+                    let attrs = crate::xattr::read(&host, &opts.ids)
+                        .map_err(|e| Error::io("reading xattrs of", &host, e))?;
+                    crate::xattr::append_pax(&mut tar, &attrs)
+                        .map_err(|e| Error::io("writing layer entry", path, e))?;
+                }
                 let written = match meta.kind {
                     Kind::Dir => {
                         let mut h = base_header(EntryType::Directory, meta.mode, uid, gid, mtime);

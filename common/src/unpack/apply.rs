@@ -407,6 +407,7 @@ impl Layer<'_> {
         };
         let path = parent_host.join(&base);
         let rel = parent_rel.join(&base);
+        let attrs = crate::xattr::of_entry(entry);
         match kind {
             EntryType::Directory => {
                 let existing = std::fs::symlink_metadata(&path).ok();
@@ -418,6 +419,7 @@ impl Layer<'_> {
                         .map_err(|e| Error::io("creating directory", &path, e))?;
                 }
                 self.set_owner_mode(&path, entry.header())?;
+                self.set_xattrs(&path, &attrs)?;
                 self.dirs.push((path, entry.header().mtime().unwrap_or(0)));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
@@ -440,6 +442,7 @@ impl Layer<'_> {
                     });
                 }
                 self.set_owner_mode(&path, entry.header())?;
+                self.set_xattrs(&path, &attrs)?;
                 set_mtime_file(&file, entry.header().mtime().unwrap_or(0))
                     .map_err(|e| Error::io("setting mtime of", &path, e))?;
             }
@@ -587,6 +590,16 @@ impl Layer<'_> {
         if let Some((u, g)) = self.ids(header) {
             std::os::unix::fs::lchown(path, Some(u), Some(g))
                 .map_err(|e| Error::io("chown", path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The entry's kept xattrs, after chown (which clears file
+    /// capabilities), when owners are mapped for the sandbox.
+    fn set_xattrs(&mut self, path: &Path, attrs: &[(String, Vec<u8>)]) -> Result<()> {
+        if let (Ownership::Map(ids), false) = (&self.opts.ownership, attrs.is_empty()) {
+            crate::xattr::write(path, attrs, ids)
+                .map_err(|e| Error::io("setting xattrs of", path, e))?;
         }
         Ok(())
     }

@@ -26,7 +26,7 @@
 //! after which the map is the identity and the kernel does the translation.
 //! That keeps one code path for both, lets later layers replace files owned by
 //! any id, and lets the snapshot read every file back. Modes (set-uid bits
-//! included) and mtimes are kept; xattrs are not.
+//! included), mtimes and the xattrs [`crate::xattr`] keeps are kept.
 
 mod apply;
 mod cache;
