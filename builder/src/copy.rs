@@ -128,6 +128,60 @@ impl Tree {
     }
 }
 
+impl Tree {
+    /// Where a symlink at `rel` leads inside the tree, and what is there;
+    /// anything else (or a link out of the tree, dangling or looping) is
+    /// itself.
+    fn follow(&self, rel: &str, kind: Kind) -> (String, Kind) {
+        let mut at = rel.to_string();
+        let mut kind = kind;
+        for _ in 0..40 {
+            if kind != Kind::Symlink {
+                return (at, kind);
+            }
+            let Ok(target) = std::fs::read_link(self.root.join(&at)) else {
+                break;
+            };
+            let target = target.to_string_lossy().into_owned();
+            let joined = if target.starts_with('/') {
+                target
+            } else {
+                match at.rsplit_once('/') {
+                    Some((dir, _)) => format!("{dir}/{target}"),
+                    None => target,
+                }
+            };
+            let Some(next) = normalize_clamped(&joined) else {
+                break;
+            };
+            match self.entries.get(&next) {
+                Some(k) => {
+                    at = next;
+                    kind = *k;
+                }
+                None => break,
+            }
+        }
+        (rel.to_string(), Kind::Symlink)
+    }
+}
+
+/// `a/../../b` -> `b`: `..` stops at the root, as the kernel resolves
+/// inside a chroot.
+fn normalize_clamped(raw: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in raw.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
 /// One entry of the layer: where it comes from and where it lands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
@@ -149,12 +203,15 @@ pub struct Planned {
 /// a directory source copies its contents; several sources, a directory
 /// source or a `dest` ending in `/` make `dest` a directory.
 pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>, CopyError> {
-    let mut matched: Vec<(String, Kind)> = Vec::new();
+    // (name it is copied under, path read, kind read): a symlink named as
+    // a source is followed (inside the tree), as Docker does; links inside
+    // a copied directory stay links.
+    let mut matched: Vec<(String, String, Kind)> = Vec::new();
     let mut unmatched: Option<String> = None;
     for raw in sources {
         let pattern = normalize(raw).ok_or_else(|| CopyError::Outside(raw.clone()))?;
         if pattern.is_empty() {
-            matched.push((String::new(), Kind::Dir));
+            matched.push((String::new(), String::new(), Kind::Dir));
             continue;
         }
         if pattern.contains(['*', '?', '[']) {
@@ -162,7 +219,8 @@ pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>,
             let before = matched.len();
             for (rel, kind) in &tree.entries {
                 if glob.is_match(rel) {
-                    matched.push((rel.clone(), *kind));
+                    let (read, kind) = tree.follow(rel, *kind);
+                    matched.push((rel.clone(), read, kind));
                 }
             }
             // A glob matching nothing is fine while another source
@@ -172,7 +230,10 @@ pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>,
             }
         } else {
             match tree.entries.get(&pattern) {
-                Some(kind) => matched.push((pattern, *kind)),
+                Some(kind) => {
+                    let (read, kind) = tree.follow(&pattern, *kind);
+                    matched.push((pattern, read, kind));
+                }
                 None => {
                     return Err(CopyError::NotFound {
                         source_path: raw.clone(),
@@ -193,20 +254,20 @@ pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>,
         .trim_end_matches('/')
         .to_string();
     let as_dir =
-        dest.ends_with('/') || matched.len() > 1 || matched.iter().any(|(_, k)| *k == Kind::Dir);
+        dest.ends_with('/') || matched.len() > 1 || matched.iter().any(|(_, _, k)| *k == Kind::Dir);
     let join = |a: &str, b: &str| match (a.is_empty(), b.is_empty()) {
         (true, _) => b.to_string(),
         (_, true) => a.to_string(),
         _ => format!("{a}/{b}"),
     };
     let mut out: BTreeMap<String, Planned> = BTreeMap::new();
-    for (rel, kind) in matched {
+    for (rel, read, kind) in matched {
         if kind == Kind::Dir {
             // The directory's contents, not the directory itself.
-            let prefix = if rel.is_empty() {
+            let prefix = if read.is_empty() {
                 String::new()
             } else {
-                format!("{rel}/")
+                format!("{read}/")
             };
             for (sub, k) in tree.entries.range(prefix.clone()..) {
                 let Some(tail) = sub.strip_prefix(&prefix) else {
@@ -233,8 +294,8 @@ pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>,
             out.insert(
                 target.clone(),
                 Planned {
-                    source: tree.root.join(&rel),
-                    origin: rel.clone(),
+                    source: tree.root.join(&read),
+                    origin: read.clone(),
                     direct: true,
                     dest: target,
                     kind,
@@ -737,5 +798,23 @@ mod tests {
         assert_eq!(dests(&p), ["d/x.txt", "d/y.txt"]);
         let err = plan(&t, &["nothing*".into(), "none?".into()], "/d/").unwrap_err();
         assert!(err.to_string().contains("nothing*"), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_named_as_a_source_is_followed_inside_the_tree_only() {
+        let (d, _) = tree();
+        let r = d.path();
+        std::os::unix::fs::symlink("x.txt", r.join("to-file")).unwrap();
+        std::os::unix::fs::symlink("/src", r.join("to-dir")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", r.join("out")).unwrap();
+        let t = Tree::walk(r, "the build context", |_, _| false).unwrap();
+        let p = plan(&t, &["to-file".into()], "/etc/").unwrap();
+        assert_eq!((p[0].dest.as_str(), p[0].kind), ("etc/to-file", Kind::File));
+        assert_eq!(p[0].source, r.join("x.txt"));
+        let p = plan(&t, &["to-dir".into()], "/app").unwrap();
+        assert_eq!(dests(&p), ["app/a.py", "app/pkg", "app/pkg/b.py"]);
+        // Outside the tree (the host's /etc/passwd): copied as the link.
+        let p = plan(&t, &["out".into()], "/x").unwrap();
+        assert_eq!(p[0].kind, Kind::Symlink);
     }
 }

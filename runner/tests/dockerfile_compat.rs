@@ -189,3 +189,13 @@ fn add_extracts_every_tar_variant_named_and_copies_the_rest() {
 fn file_capabilities_and_user_xattrs_survive_copy_from_and_the_next_run() {
     assert_same("xattrs", &Case::default());
 }
+
+#[test]
+fn paths_removed_and_made_again_end_as_dockers() {
+    assert_same("recreated", &Case::default());
+}
+
+#[test]
+fn copy_from_an_image_pulls_it_like_a_stage() {
+    assert_same("copy-from-image", &Case::default());
+}

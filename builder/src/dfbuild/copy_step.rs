@@ -49,12 +49,15 @@ impl Builder<'_> {
         else {
             return Err(self.dferr(step, "internal: not a COPY"));
         };
-        if let Some(CopyFrom::Image(reference)) = from {
-            return Err(self.dferr(
-                step,
-                format!("COPY --from an image ({reference}) is not supported; add a stage `FROM {reference} AS src` and copy from it"),
-            ));
-        }
+        // An image reads as the stage resolved for it.
+        let from = match from {
+            Some(CopyFrom::Image(reference)) => match self.images.get(reference) {
+                Some(i) => Some(CopyFrom::Stage(*i)),
+                None => return Err(self.dferr(step, format!("image {reference} was not resolved"))),
+            },
+            other => other.clone(),
+        };
+        let from = &from;
         let dest = absolute(&workdir(&built.config), dest);
         // The key covers the sources' content: the context's files are
         // hashed (cheap); another stage's files are named by that stage's

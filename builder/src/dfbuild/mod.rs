@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::build::{BuildError, BuildOptions, ImageReport, LayerReport};
 use crate::copy::Tree;
 use crate::dockerfile::{
-    Base, BaseImage, BuildGraph, ConfigChange, EvalOptions, ShellOrExec, Step, StepKind,
+    Base, BaseImage, BuildGraph, ConfigChange, CopyFrom, EvalOptions, ShellOrExec, Step, StepKind,
 };
 use crate::image::{AddedLayer, Descriptor};
 use crate::layer::{DockerIgnore, LayerWriter};
@@ -122,6 +122,44 @@ pub async fn build_dockerfile<R: Registry>(
         }
     }
     let graph = crate::dockerfile::evaluate(&parsed, &eval).map_err(|e| fail(e.to_string()))?;
+    // `COPY --from=IMAGE` reads an image as a stage would: each is resolved
+    // now and stands for a stage of its own past the file's, whose root is
+    // unpacked only when a copy from it misses the cache.
+    let mut images: HashMap<String, usize> = HashMap::new();
+    let mut image_stages: HashMap<usize, Built> = HashMap::new();
+    for &i in &graph.order {
+        for step in &graph.stages[i].steps {
+            let StepKind::Copy {
+                from: Some(CopyFrom::Image(reference)),
+                ..
+            } = &step.kind
+            else {
+                continue;
+            };
+            if images.contains_key(reference) {
+                continue;
+            }
+            let image = registry
+                .resolve(reference, &opts.platform)
+                .await
+                .map_err(|source| BuildError::Registry {
+                    image: name.clone(),
+                    action: format!("resolving COPY --from image {reference}"),
+                    source,
+                })?;
+            let index = graph.stages.len() + images.len();
+            images.insert(reference.clone(), index);
+            image_stages.insert(
+                index,
+                Built {
+                    config: image.config.clone(),
+                    chain: cache_key(&["df-v2", "from", &image.digest]),
+                    base: image,
+                    added: Vec::new(),
+                },
+            );
+        }
+    }
     for w in &graph.warnings {
         progress.event(Event::Warning { message: w.clone() });
     }
@@ -159,7 +197,8 @@ pub async fn build_dockerfile<R: Registry>(
         ignore,
         context_tree: None,
         sandbox: None,
-        done: HashMap::new(),
+        done: image_stages,
+        images,
         roots: HashMap::new(),
         reports: Vec::new(),
         work: store.scratch("dockerfile-")?,
@@ -273,6 +312,9 @@ struct Builder<'a> {
     roots: HashMap<usize, PathBuf>,
     reports: Vec<LayerReport>,
     work: crate::store::Scratch,
+    /// `COPY --from` images by reference: the index of the stage each
+    /// stands for (past the file's own).
+    images: HashMap<String, usize>,
     /// Listings of stages' filesystems, by stage index, in sync with their
     /// layers once made (COPY, WORKDIR and VOLUME need them).
     listings: HashMap<usize, Listing>,
