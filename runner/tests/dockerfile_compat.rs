@@ -199,3 +199,8 @@ fn paths_removed_and_made_again_end_as_dockers() {
 fn copy_from_an_image_pulls_it_like_a_stage() {
     assert_same("copy-from-image", &Case::default());
 }
+
+#[test]
+fn the_dockerfiles_own_dockerignore_wins_over_the_contexts() {
+    assert_same("own-dockerignore", &Case::default());
+}

@@ -178,14 +178,30 @@ pub async fn build_dockerfile<R: Registry>(
     // Scratch roots of builds that were killed: swept now. One that cannot
     // be removed stays visible in `kiln cache ls`.
     let _ = store.remove_leftovers();
-    let ignore = match std::fs::read_to_string(req.context.join(".dockerignore")) {
-        Ok(text) => Some(DockerIgnore::parse(&text).map_err(|e| {
-            fail(format!(
-                ".dockerignore line {}: bad pattern {:?}",
-                e.line, e.pattern
-            ))
-        })?),
-        Err(_) => None,
+    // BuildKit's rule: `<Dockerfile>.dockerignore` beside the Dockerfile
+    // wins over the context's `.dockerignore`.
+    let own_ignore = {
+        let mut name = req.dockerfile.as_os_str().to_os_string();
+        name.push(".dockerignore");
+        PathBuf::from(name)
+    };
+    let ignore_file = [own_ignore, req.context.join(".dockerignore")]
+        .into_iter()
+        .find(|p| p.is_file());
+    let ignore = match &ignore_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
+            Some(DockerIgnore::parse(&text).map_err(|e| {
+                fail(format!(
+                    "{} line {}: bad pattern {:?}",
+                    path.display(),
+                    e.line,
+                    e.pattern
+                ))
+            })?)
+        }
+        None => None,
     };
     let mut b = Builder {
         req,
