@@ -67,9 +67,22 @@ fn compare(case: &str, how: &Case) -> Vec<String> {
     let target: Vec<&str> = how.target.map(|t| vec!["--target", t]).unwrap_or_default();
     args.extend(&target);
     args.push(".");
+    args.insert(1, "--explain");
     let out = f.kiln(&args);
     assert_eq!(out.code, 0, "kiln: {}\n{}", out.stdout, out.stderr);
     let ours = read_layout(&layout, "t");
+    // `--explain` lists every layer the Dockerfile made (the target's and
+    // the stages' it copies from), each built, and says why.
+    let built = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" built ") && l.contains(" — no cached layer for "))
+        .count();
+    assert!(
+        built >= own_layers(&ours.config),
+        "--explain: {}",
+        out.stdout
+    );
     let work = tempfile::tempdir().unwrap();
     let theirs_file = if f.root().join("Dockerfile.buildah").exists() {
         "Dockerfile.buildah"
@@ -89,6 +102,16 @@ fn compare(case: &str, how: &Case) -> Vec<String> {
         env_order: how.env_order,
     };
     differences(&ours, &theirs, &allowed)
+}
+
+/// How many layers of the image its Dockerfile made (history entries kiln
+/// stamps with the epoch, not empty).
+fn own_layers(config: &serde_json::Value) -> usize {
+    let history = config["history"].as_array().cloned().unwrap_or_default();
+    history
+        .iter()
+        .filter(|h| h["empty_layer"] != true && h["created"] == "1970-01-01T00:00:00Z")
+        .count()
 }
 
 fn assert_same(case: &str, how: &Case) {

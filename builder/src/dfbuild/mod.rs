@@ -102,14 +102,7 @@ pub async fn build_dockerfile<R: Registry>(
                 })?,
                 None => opts.platform.clone(),
             };
-            let image = registry
-                .resolve(reference, &platform)
-                .await
-                .map_err(|source| BuildError::Registry {
-                    image: name.clone(),
-                    action: format!("resolving base image {reference}"),
-                    source,
-                })?;
+            let image = resolve(registry, &name, reference, &platform, "base image").await?;
             let config = &image.config["config"];
             eval.base_images.insert(
                 reference.clone(),
@@ -122,44 +115,7 @@ pub async fn build_dockerfile<R: Registry>(
         }
     }
     let graph = crate::dockerfile::evaluate(&parsed, &eval).map_err(|e| fail(e.to_string()))?;
-    // `COPY --from=IMAGE` reads an image as a stage would: each is resolved
-    // now and stands for a stage of its own past the file's, whose root is
-    // unpacked only when a copy from it misses the cache.
-    let mut images: HashMap<String, usize> = HashMap::new();
-    let mut image_stages: HashMap<usize, Built> = HashMap::new();
-    for &i in &graph.order {
-        for step in &graph.stages[i].steps {
-            let StepKind::Copy {
-                from: Some(CopyFrom::Image(reference)),
-                ..
-            } = &step.kind
-            else {
-                continue;
-            };
-            if images.contains_key(reference) {
-                continue;
-            }
-            let image = registry
-                .resolve(reference, &opts.platform)
-                .await
-                .map_err(|source| BuildError::Registry {
-                    image: name.clone(),
-                    action: format!("resolving COPY --from image {reference}"),
-                    source,
-                })?;
-            let index = graph.stages.len() + images.len();
-            images.insert(reference.clone(), index);
-            image_stages.insert(
-                index,
-                Built {
-                    config: image.config.clone(),
-                    chain: cache_key(&["df-v2", "from", &image.digest]),
-                    base: image,
-                    added: Vec::new(),
-                },
-            );
-        }
-    }
+    let (images, image_stages) = copy_from_images(&graph, registry, opts, &name).await?;
     for w in &graph.warnings {
         progress.event(Event::Warning { message: w.clone() });
     }
@@ -301,6 +257,73 @@ pub async fn build_dockerfile<R: Registry>(
         layers: reports,
         uploaded: written.uploaded,
     })
+}
+
+/// An image reference resolved for `platform`; errors say what it was for.
+async fn resolve<R: Registry>(
+    registry: &R,
+    name: &str,
+    reference: &str,
+    platform: &crate::registry::Platform,
+    what: &str,
+) -> Result<ResolvedImage, BuildError> {
+    registry
+        .resolve(reference, platform)
+        .await
+        .map_err(|source| BuildError::Registry {
+            image: name.to_string(),
+            action: format!("resolving {what} {reference}"),
+            source,
+        })
+}
+
+/// `COPY --from=IMAGE` reads an image as a stage would: each one the
+/// needed stages name is resolved now and stands for a stage of its own
+/// past the file's (its index, by reference), whose root is unpacked only
+/// when a copy from it misses the cache.
+#[allow(clippy::type_complexity)]
+async fn copy_from_images<R: Registry>(
+    graph: &BuildGraph,
+    registry: &R,
+    opts: &BuildOptions,
+    name: &str,
+) -> Result<(HashMap<String, usize>, HashMap<usize, Built>), BuildError> {
+    let mut images: HashMap<String, usize> = HashMap::new();
+    let mut stages: HashMap<usize, Built> = HashMap::new();
+    for &i in &graph.order {
+        for step in &graph.stages[i].steps {
+            let StepKind::Copy {
+                from: Some(CopyFrom::Image(reference)),
+                ..
+            } = &step.kind
+            else {
+                continue;
+            };
+            if images.contains_key(reference) {
+                continue;
+            }
+            let image = resolve(
+                registry,
+                name,
+                reference,
+                &opts.platform,
+                "COPY --from image",
+            )
+            .await?;
+            let index = graph.stages.len() + images.len();
+            images.insert(reference.clone(), index);
+            stages.insert(
+                index,
+                Built {
+                    config: image.config.clone(),
+                    chain: cache_key(&["df-v2", "from", &image.digest]),
+                    base: image,
+                    added: Vec::new(),
+                },
+            );
+        }
+    }
+    Ok((images, stages))
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -512,20 +535,30 @@ impl Builder<'_> {
             LayerStatus::Built
         };
         let label = label(step);
+        // What `--explain` says of a layer that was built: what its key
+        // covers, so a user sees what to keep stable for a hit.
+        let reason = (!reused).then(|| {
+            match &step.kind {
+                StepKind::Run { .. } => "no cached layer for this command (with its args, env and secret ids) on this parent",
+                StepKind::Copy { .. } => "no cached layer for these sources' content on this parent",
+                StepKind::Config(_) => "no cached layer for these directories on this parent",
+            }
+            .to_string()
+        });
         self.progress.event(Event::Layer {
             image: self.name.to_string(),
             label: label.clone(),
             status,
             digest: desc.digest.to_string(),
             size: desc.size,
-            reason: None,
+            reason: reason.clone(),
         });
         self.reports.push(LayerReport {
             label,
             status,
             digest: desc.digest.to_string(),
             size: desc.size,
-            reason: None,
+            reason,
         });
         Ok(())
     }
