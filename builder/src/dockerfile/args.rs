@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::DockerfileError;
-use super::lines::{Logical, take_flags, words};
+use super::lines::{Logical, json_array, take_flags, words};
 use super::parse::{
     CopyArgs, Ctx, Healthcheck, InstructionKind as K, SecretMount, ShellOrExec, check_trigger,
     instruction,
@@ -54,14 +54,18 @@ pub(crate) fn kind(cx: &Ctx, args: &str) -> R<K> {
         }
         "VOLUME" => {
             need("at least one path")?;
-            K::Volume(match json_list(args) {
+            let v = match json_list(cx, args)? {
                 Some(v) => v,
                 None => words(args, cx.escape).into_iter().map(|(_, w)| w).collect(),
-            })
+            };
+            if v.is_empty() {
+                return Err(cx.err("VOLUME needs at least one path"));
+            }
+            K::Volume(v)
         }
         "CMD" => K::Cmd(command(cx, args)?),
         "ENTRYPOINT" => K::Entrypoint(command(cx, args)?),
-        "SHELL" => match json_list(args) {
+        "SHELL" => match json_list(cx, args)? {
             Some(v) if !v.is_empty() => K::Shell(v),
             _ => {
                 return Err(cx.err(r#"SHELL needs a JSON array, e.g. SHELL ["/bin/bash", "-c"]"#));
@@ -97,17 +101,20 @@ fn one(cx: &Ctx, args: &str, what: &str) -> R<String> {
     }
 }
 
-/// A JSON array of strings, if the text is one; otherwise the caller falls
-/// back to shell form, as Docker does.
-fn json_list(s: &str) -> Option<Vec<String>> {
-    if !s.starts_with('[') {
-        return None;
-    }
-    serde_json::from_str(s).ok()
+/// A JSON array of strings, if the text is one; otherwise (`None`) the
+/// caller falls back to shell form, as Docker does. A JSON array with a
+/// number or an object in it is an error, as in Docker.
+fn json_list(cx: &Ctx, s: &str) -> R<Option<Vec<String>>> {
+    json_array(s).map_err(|()| {
+        cx.err(format!(
+            "{}: a JSON array must hold only strings, e.g. [\"echo\", \"1\"]",
+            cx.name
+        ))
+    })
 }
 
 fn command(cx: &Ctx, args: &str) -> R<ShellOrExec> {
-    if let Some(v) = json_list(args) {
+    if let Some(v) = json_list(cx, args)? {
         return Ok(ShellOrExec::Exec(v));
     }
     if args.is_empty() {
@@ -299,7 +306,7 @@ fn copy(cx: &Ctx, args: &str) -> R<K> {
     };
     let (f, rest) = flags(cx, args, allowed)?;
     heredoc(cx, rest)?;
-    let mut list = match json_list(rest) {
+    let mut list = match json_list(cx, rest)? {
         Some(v) => v,
         None => words(rest, cx.escape).into_iter().map(|(_, w)| w).collect(),
     };

@@ -133,6 +133,29 @@ pub(crate) fn words(s: &str, escape: char) -> Vec<(usize, String)> {
     out
 }
 
+/// What Docker's `parseJSON` makes of an instruction's arguments: the exec
+/// (JSON) form only when the whole text is a JSON array of strings. Anything
+/// else that does not parse as a JSON array (`[ -f x ]`, `["a"] # note`) is
+/// shell form, `Ok(None)`; a JSON array holding a non-string is an error in
+/// Docker, here `Err(())` for the caller to word.
+pub(crate) fn json_array(s: &str) -> Result<Option<Vec<String>>, ()> {
+    let t = s.trim_start();
+    if !t.starts_with('[') {
+        return Ok(None);
+    }
+    let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(t) else {
+        return Ok(None);
+    };
+    values
+        .into_iter()
+        .map(|v| match v {
+            serde_json::Value::String(s) => Ok(s),
+            _ => Err(()),
+        })
+        .collect::<Result<Vec<_>, ()>>()
+        .map(Some)
+}
+
 /// Takes the leading `--flag[=value]` words off an instruction's arguments:
 /// the flags with their offsets, and the rest of the text as written.
 pub(crate) fn take_flags(s: &str, escape: char) -> (Vec<(usize, String)>, &str) {

@@ -87,6 +87,62 @@ fn dockerfile_exec_and_shell_forms() {
 }
 
 #[test]
+fn dockerfile_json_only_when_the_whole_text_is_a_string_array() {
+    let k = kinds(
+        "FROM a\nCMD [\"a\", \"b\"] # not a comment\nRUN [ -f x ] && echo y\nENTRYPOINT  [\"/app\"]  \nHEALTHCHECK CMD [\"true\"] x\nVOLUME [\"/a\", \"/b c\"]\nVOLUME [/d]\nCOPY [\"a\", \"b\"] /c/\nCOPY [\"x y\", \"/z/\"]",
+    );
+    assert_eq!(
+        k[1],
+        K::Cmd(ShellOrExec::Shell("[\"a\", \"b\"] # not a comment".into()))
+    );
+    assert!(
+        matches!(&k[2], K::Run { command: ShellOrExec::Shell(c), .. } if c == "[ -f x ] && echo y")
+    );
+    assert_eq!(k[3], K::Entrypoint(ShellOrExec::Exec(s(&["/app"]))));
+    let K::Healthcheck(h) = &k[4] else { panic!() };
+    assert_eq!(h.test, s(&["CMD-SHELL", "[\"true\"] x"]));
+    assert_eq!(k[5], K::Volume(s(&["/a", "/b c"])));
+    assert_eq!(k[6], K::Volume(s(&["[/d]"])));
+    let K::Copy(c) = &k[7] else { panic!() };
+    assert_eq!(
+        (c.sources.clone(), c.dest.as_str()),
+        (s(&["[\"a\",", "\"b\"]"]), "/c/")
+    );
+    let K::Copy(c) = &k[8] else { panic!() };
+    assert_eq!((c.sources.clone(), c.dest.as_str()), (s(&["x y"]), "/z/"));
+    // A JSON array of something else than strings is an error, not shell form.
+    for (src, name) in [
+        ("FROM a\nCMD [1, 2]", "CMD"),
+        ("FROM a\nRUN [\"a\", null]", "RUN"),
+        ("FROM a\nENTRYPOINT [[\"x\"]]", "ENTRYPOINT"),
+        ("FROM a\nSHELL [\"sh\", 1]", "SHELL"),
+        ("FROM a\nHEALTHCHECK CMD [true]", "HEALTHCHECK"),
+        ("FROM a\nVOLUME [1]", "VOLUME"),
+        ("FROM a\nCOPY [\"a\", 2]", "COPY"),
+    ] {
+        assert_eq!(
+            fail(src),
+            (
+                Some(2),
+                format!("{name}: a JSON array must hold only strings, e.g. [\"echo\", \"1\"]")
+            ),
+            "{src}"
+        );
+    }
+    assert_eq!(
+        fail("FROM a\nVOLUME []"),
+        (Some(2), "VOLUME needs at least one path".into())
+    );
+    assert_eq!(
+        fail("FROM a\nSHELL [\"sh\"] # c"),
+        (
+            Some(2),
+            "SHELL needs a JSON array, e.g. SHELL [\"/bin/bash\", \"-c\"]".into()
+        )
+    );
+}
+
+#[test]
 fn dockerfile_env_label_arg_forms() {
     let k = kinds(
         "ARG V=1 W\nFROM a\nENV k=v k2=\"v 2\"\nENV legacy some value\nLABEL \"org.x\"=y a=b\nMAINTAINER me",
