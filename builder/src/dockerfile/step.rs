@@ -199,16 +199,26 @@ pub(crate) fn sub(scope: &Scope, escape: char, line: usize, word: &str) -> R<Str
         .map_err(|e| DockerfileError::at(line, format!("substitution failed: {e}")))
 }
 
-/// ENV: each pair sees the ones before it on the same line.
+/// ENV: every name and value is substituted in the scope as it was before
+/// the line, as Docker does (`ENV a=2 b=$a` gives `b` the old `a`); only
+/// then are they set.
 fn env(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> {
     let K::Env(pairs) = &ins.kind else {
         return Err(DockerfileError::at(ins.line, "internal: not ENV"));
     };
-    let mut out = Vec::new();
-    for (k, v) in pairs {
-        let v = sub(scope, at.escape, ins.line, v)?;
+    let s = |w: &str| sub(scope, at.escape, ins.line, w);
+    let out = pairs
+        .iter()
+        .map(|(k, v)| Ok((s(k)?, s(v)?)))
+        .collect::<R<Vec<_>>>()?;
+    if let Some(((raw, _), _)) = pairs.iter().zip(&out).find(|(_, (k, _))| k.is_empty()) {
+        return Err(DockerfileError::at(
+            ins.line,
+            format!("ENV name {raw:?} is empty after substitution"),
+        ));
+    }
+    for (k, v) in &out {
         scope.set_env(k, v.clone());
-        out.push((k.clone(), v));
     }
     Ok(Step {
         line: ins.line,

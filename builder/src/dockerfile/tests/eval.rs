@@ -77,25 +77,54 @@ fn dockerfile_env_scoping_and_inheritance() {
     let src = "FROM a AS base\nARG V=arg\nENV V=env W=$V\nENV X=\"$W and ${V:+set}\" Y='$V'\nRUN true\nFROM base\nWORKDIR /$X\nFROM a\nWORKDIR /${X:-none}";
     let g = graph(src, &[], None).unwrap();
     let st = &g.stages[0].steps;
+    // On one line, every value sees the scope from before the line: W gets
+    // the ARG V, not the ENV V set beside it (Docker's rule).
     assert_eq!(
         st[0].kind,
-        StepKind::Config(C::Env(pairs(&[("V", "env"), ("W", "env")])))
+        StepKind::Config(C::Env(pairs(&[("V", "env"), ("W", "arg")])))
     );
     assert_eq!(
         st[1].kind,
-        StepKind::Config(C::Env(pairs(&[("X", "env and set"), ("Y", "$V")])))
+        StepKind::Config(C::Env(pairs(&[("X", "arg and set"), ("Y", "$V")])))
     );
-    assert_eq!(st[1].resolved, "ENV X=\"env and set\" Y=\"$V\"");
+    assert_eq!(st[1].resolved, "ENV X=\"arg and set\" Y=\"$V\"");
     // ENV wins over ARG, so V is not passed again as an arg.
     assert_eq!(env_of(&st[2].kind), vec![]);
     assert_eq!(g.stages[1].base, Base::Stage(0));
     assert_eq!(
         g.stages[1].steps[0].kind,
-        StepKind::Config(C::Workdir("/env and set".into()))
+        StepKind::Config(C::Workdir("/arg and set".into()))
     );
     assert_eq!(
         g.stages[2].steps[0].kind,
         StepKind::Config(C::Workdir("/none".into()))
+    );
+}
+
+#[test]
+fn dockerfile_env_line_sees_the_scope_before_it() {
+    let src = "FROM a\nENV a=one\nENV a=two b=$a c=${a}-x\nENV $a=named\nWORKDIR /$b/$c/$two";
+    let g = graph(src, &[], None).unwrap();
+    let st = &g.stages[0].steps;
+    assert_eq!(
+        st[1].kind,
+        StepKind::Config(C::Env(pairs(&[("a", "two"), ("b", "one"), ("c", "one-x")])))
+    );
+    // Names are substituted too, as in Docker.
+    assert_eq!(
+        st[2].kind,
+        StepKind::Config(C::Env(pairs(&[("two", "named")])))
+    );
+    assert_eq!(
+        st[3].kind,
+        StepKind::Config(C::Workdir("/one/one-x/named".into()))
+    );
+    assert_eq!(
+        fail("FROM a\nENV $NOPE=x"),
+        (
+            Some(2),
+            "ENV name \"$NOPE\" is empty after substitution".into()
+        )
     );
 }
 
