@@ -937,10 +937,12 @@ fn apply_config(config: &mut Value, change: &ConfigChange) {
             let v = shell_form(c, cmd);
             c["Cmd"] = v;
         }
-        ConfigChange::Entrypoint(cmd) => {
-            let v = shell_form(c, cmd);
+        ConfigChange::Entrypoint { command, reset_cmd } => {
+            let v = shell_form(c, command);
             c["Entrypoint"] = v;
-            c["Cmd"] = Value::Null;
+            if *reset_cmd {
+                c["Cmd"] = Value::Null;
+            }
         }
         ConfigChange::Shell(shell) => c["Shell"] = json!(shell),
         ConfigChange::StopSignal(s) => c["StopSignal"] = Value::String(s.clone()),
@@ -966,5 +968,6 @@ fn apply_config(config: &mut Value, change: &ConfigChange) {
             list.push(trigger.clone());
             c["OnBuild"] = json!(list);
         }
+        ConfigChange::Author(who) => config["author"] = Value::String(who.clone()),
     }
 }

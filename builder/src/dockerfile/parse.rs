@@ -136,7 +136,7 @@ pub enum InstructionKind {
         /// The parsed trigger.
         instruction: Box<Instruction>,
     },
-    /// `MAINTAINER name`: deprecated; becomes the `maintainer` label.
+    /// `MAINTAINER name`: deprecated; sets the image's author, as in Docker.
     Maintainer(String),
 }
 

@@ -73,6 +73,9 @@ struct Current {
     scope: Scope,
     /// ONBUILD triggers this stage adds (its base's were run, not kept).
     onbuild: Vec<String>,
+    /// Whether a CMD has been seen in this stage (not inherited from a base
+    /// stage, as in BuildKit).
+    cmd_set: bool,
 }
 
 struct Eval<'a> {
@@ -240,6 +243,7 @@ impl Eval<'_> {
                 proxies: self.proxies(),
             },
             onbuild: Vec::new(),
+            cmd_set: false,
         };
         for t in parse_onbuild_triggers(&triggers, self.df.escape, line)? {
             self.apply(&mut cur, &t)?;
@@ -270,7 +274,7 @@ impl Eval<'_> {
             kind => {
                 if let K::Maintainer(_) = kind {
                     self.warnings.push(format!(
-                        "Dockerfile:{}: MAINTAINER is deprecated; kiln made it the \"maintainer\" label",
+                        "Dockerfile:{}: MAINTAINER is deprecated; kiln set the image's author (use LABEL org.opencontainers.image.authors=...)",
                         ins.line
                     ));
                 }
@@ -282,9 +286,13 @@ impl Eval<'_> {
                     names: &self.names,
                     current: cur.stage.index,
                     all_names: &self.all_names,
+                    cmd_set: cur.cmd_set,
                 };
                 let s = step(&mut cur.scope, &at, ins)?;
                 cur.stage.steps.push(s);
+                if let K::Cmd(_) = kind {
+                    cur.cmd_set = true;
+                }
             }
         }
         Ok(())

@@ -119,9 +119,15 @@ pub enum ConfigChange {
     Volume(Vec<String>),
     /// Set Cmd (shell form goes through SHELL).
     Cmd(ShellOrExec),
-    /// Set Entrypoint (shell form goes through SHELL); resets Cmd when the
-    /// stage set no CMD of its own, as Docker does.
-    Entrypoint(ShellOrExec),
+    /// Set Entrypoint (shell form goes through SHELL).
+    Entrypoint {
+        /// The new entrypoint.
+        command: ShellOrExec,
+        /// Whether Cmd is cleared too: Docker clears it unless this stage
+        /// has set a CMD of its own before (its `cmdSet`), so a base
+        /// image's CMD does not become arguments of a new entrypoint.
+        reset_cmd: bool,
+    },
     /// Set the shell for later shell-form commands (kept in the config).
     Shell(Vec<String>),
     /// Set StopSignal.
@@ -130,6 +136,9 @@ pub enum ConfigChange {
     Healthcheck(Healthcheck),
     /// Add an ONBUILD trigger, as written.
     OnBuild(String),
+    /// Set the image's author: the top-level `author` of the OCI config,
+    /// which is all MAINTAINER does in Docker (no label).
+    Author(String),
 }
 
 /// Proxy build args Docker passes to RUN without an ARG (never stored).
@@ -191,6 +200,9 @@ pub(crate) struct Place<'a> {
     pub current: usize,
     /// Every stage name in the file, to tell a later stage from an image.
     pub all_names: &'a [String],
+    /// Whether the current stage has had a CMD (Docker's `cmdSet`), which
+    /// decides whether ENTRYPOINT clears Cmd.
+    pub cmd_set: bool,
 }
 
 /// Substitutes one word, errors at `line`.
@@ -246,11 +258,7 @@ pub(crate) fn step(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> 
             let r = format!("LABEL {}", kv(&out));
             (StepKind::Config(ConfigChange::Label(out)), r)
         }
-        K::Maintainer(who) => {
-            let out = vec![("maintainer".to_string(), who.clone())];
-            let r = format!("LABEL {}", kv(&out));
-            (StepKind::Config(ConfigChange::Label(out)), r)
-        }
+        K::Maintainer(who) => one("MAINTAINER", who.clone(), ConfigChange::Author),
         K::Run { command, secrets } => {
             let mut env: Vec<(String, String)> = scope
                 .args
@@ -308,7 +316,10 @@ pub(crate) fn step(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> 
         K::Cmd(c) => cfg(format!("CMD {}", cmd_text(c)), ConfigChange::Cmd(c.clone())),
         K::Entrypoint(c) => cfg(
             format!("ENTRYPOINT {}", cmd_text(c)),
-            ConfigChange::Entrypoint(c.clone()),
+            ConfigChange::Entrypoint {
+                command: c.clone(),
+                reset_cmd: !at.cmd_set,
+            },
         ),
         K::Shell(v) => cfg(format!("SHELL {}", list(v)), ConfigChange::Shell(v.clone())),
         K::Healthcheck(h) => cfg(

@@ -208,16 +208,52 @@ fn dockerfile_config_steps() {
     // CMD and ENTRYPOINT are left to the shell.
     assert_eq!(
         k[5],
-        StepKind::Config(C::Entrypoint(ShellOrExec::Shell("/bin/app $P".into())))
+        StepKind::Config(C::Entrypoint {
+            command: ShellOrExec::Shell("/bin/app $P".into()),
+            reset_cmd: false
+        })
     );
     assert_eq!(k[6], StepKind::Config(C::Shell(v(&["/bin/bash", "-c"]))));
     assert_eq!(k[7], StepKind::Config(C::OnBuild("COPY . /app".into())));
-    assert_eq!(
-        k[8],
-        StepKind::Config(C::Label(pairs(&[("maintainer", "me")])))
-    );
+    // MAINTAINER sets the author, and adds no label.
+    assert_eq!(k[8], StepKind::Config(C::Author("me".into())));
+    assert_eq!(g.stages[0].steps[8].resolved, "MAINTAINER me");
     assert_eq!(g.warnings.len(), 1);
     assert_eq!(g.stages[0].steps[0].text, "EXPOSE $P 53/udp 7000-7001");
+}
+
+#[test]
+fn dockerfile_entrypoint_resets_cmd_only_without_a_cmd_in_the_stage() {
+    let src = "FROM a AS one\nENTRYPOINT [\"x\"]\nCMD [\"c\"]\nENTRYPOINT [\"y\"]\nFROM one\nENTRYPOINT z";
+    let g = graph(src, &[], None).unwrap();
+    let resets = |s: usize| -> Vec<bool> {
+        g.stages[s]
+            .steps
+            .iter()
+            .filter_map(|st| match &st.kind {
+                StepKind::Config(C::Entrypoint { reset_cmd, .. }) => Some(*reset_cmd),
+                _ => None,
+            })
+            .collect()
+    };
+    // Before the stage's CMD: reset; after it: kept.
+    assert_eq!(resets(0), vec![true, false]);
+    // A stage built on it starts without a CMD of its own.
+    assert_eq!(resets(1), vec![true]);
+    // A CMD run as a base's ONBUILD trigger counts for the stage running it.
+    let g = graph(
+        "FROM a AS lib\nONBUILD CMD [\"t\"]\nFROM lib\nENTRYPOINT [\"e\"]",
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        g.stages[1].steps[1].kind,
+        StepKind::Config(C::Entrypoint {
+            command: ShellOrExec::Exec(vec!["e".into()]),
+            reset_cmd: false
+        })
+    );
 }
 
 #[test]
