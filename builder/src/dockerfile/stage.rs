@@ -1,8 +1,11 @@
 //! Evaluation: instructions to a [`BuildGraph`] of stages and steps, with
 //! Docker's ARG rules (global ARGs before the first FROM feed FROM lines; a
-//! stage sees a global only when it redeclares it; `--build-arg` sets only
-//! declared ARGs), ENV carried into stages built on a stage, and the stages
-//! the target needs put in a valid build order.
+//! stage sees a global only when it redeclares it, and then takes its value
+//! unless it gives a default of its own; `--build-arg` sets only declared
+//! ARGs and wins over any default; ARG names and defaults are substituted in
+//! the scope so far), ENV and ARGs carried into stages built on a stage (as
+//! BuildKit does), and the stages the target needs put in a valid build
+//! order.
 //!
 //! Evaluation is pure and cheap, so base images' ENV and ONBUILD (which
 //! substitution and triggers need) come in [`EvalOptions::base_images`]: the
@@ -126,8 +129,9 @@ pub fn evaluate(df: &Dockerfile, opts: &EvalOptions) -> R<BuildGraph> {
             }
             (K::Arg(list), None) => {
                 for (name, default) in list {
-                    let v = ev.arg(ins.line, name, default.as_deref(), None)?;
-                    ev.global.set_arg(name, v);
+                    let name = arg_name(&ev.global, df.escape, ins.line, name)?;
+                    let v = ev.arg(ins.line, &name, default.as_deref(), None)?;
+                    ev.global.set_arg(&name, v);
                 }
             }
             (_, Some(c)) => ev.apply(c, ins)?,
@@ -144,8 +148,9 @@ pub fn evaluate(df: &Dockerfile, opts: &EvalOptions) -> R<BuildGraph> {
 }
 
 impl Eval<'_> {
-    /// An ARG's value: a build arg, else its default, else (in a stage) the
-    /// global one of that name, else unset.
+    /// An ARG's value: a build arg, else its default (substituted in the
+    /// scope so far), else (in a stage) the global one of that name, else
+    /// unset. `name` is already substituted.
     fn arg(
         &mut self,
         line: usize,
@@ -153,12 +158,6 @@ impl Eval<'_> {
         default: Option<&str>,
         stage: Option<&Scope>,
     ) -> R<Option<String>> {
-        if name.is_empty() || name.contains(['$', '"', '\'']) {
-            return Err(DockerfileError::at(
-                line,
-                format!("invalid ARG name {name:?}"),
-            ));
-        }
         if let Some(v) = self.build_args.get(name) {
             self.used.insert(name.to_string());
             return Ok(Some(v.to_string()));
@@ -206,11 +205,11 @@ impl Eval<'_> {
             let d = &self.done[i];
             (
                 Base::Stage(i),
-                Some((d.scope.env.clone(), d.onbuild.clone())),
+                Some((d.scope.env.clone(), d.scope.args.clone(), d.onbuild.clone())),
             )
         } else {
             let b = self.opts.base_images.get(&image);
-            let inh = b.map(|b| (b.env.clone(), b.onbuild.clone()));
+            let inh = b.map(|b| (b.env.clone(), Vec::new(), b.onbuild.clone()));
             (
                 Base::Image {
                     reference: image.clone(),
@@ -228,7 +227,9 @@ impl Eval<'_> {
             }
             self.names.insert(n.clone(), index);
         }
-        let (env, triggers) = inherited.unwrap_or_default();
+        // A stage built on a stage inherits its ENV and, as in BuildKit,
+        // the ARGs it declared (with their values).
+        let (env, args, triggers) = inherited.unwrap_or_default();
         let mut cur = Current {
             stage: Stage {
                 index,
@@ -238,7 +239,7 @@ impl Eval<'_> {
                 steps: Vec::new(),
             },
             scope: Scope {
-                args: Vec::new(),
+                args,
                 env,
                 proxies: self.proxies(),
             },
@@ -267,8 +268,9 @@ impl Eval<'_> {
         match &ins.kind {
             K::Arg(list) => {
                 for (name, default) in list {
-                    let v = self.arg(ins.line, name, default.as_deref(), Some(&cur.scope))?;
-                    cur.scope.set_arg(name, v);
+                    let name = arg_name(&cur.scope, self.df.escape, ins.line, name)?;
+                    let v = self.arg(ins.line, &name, default.as_deref(), Some(&cur.scope))?;
+                    cur.scope.set_arg(&name, v);
                 }
             }
             kind => {
@@ -333,6 +335,20 @@ impl Eval<'_> {
             warnings: self.warnings,
         })
     }
+}
+
+/// An ARG's name, substituted in the scope so far (`ARG ${prefix}_x=1`), as
+/// Docker's classic builder does; each name on a line sees the ones before
+/// it.
+fn arg_name(scope: &Scope, escape: char, line: usize, raw: &str) -> R<String> {
+    let name = sub(scope, escape, line, raw)?;
+    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '=') {
+        return Err(DockerfileError::at(
+            line,
+            format!("invalid ARG name {raw:?} (it is {name:?} after substitution)"),
+        ));
+    }
+    Ok(name)
 }
 
 /// The stages `target` needs, through FROM and COPY --from, in index order

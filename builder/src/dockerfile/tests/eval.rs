@@ -42,6 +42,65 @@ fn dockerfile_global_and_stage_args() {
 }
 
 #[test]
+fn dockerfile_arg_scoping() {
+    // A global redeclared without a value takes the global's value; a stage
+    // default wins over the global unless a build arg is given.
+    let src = "ARG G=global\nARG D=global-d\nFROM a\nARG G\nARG D=stage-d\nRUN x\n";
+    let g = graph(src, &[], None).unwrap();
+    assert_eq!(
+        env_of(&g.stages[0].steps[0].kind),
+        pairs(&[("G", "global"), ("D", "stage-d")])
+    );
+    let g = graph(src, &[("D", "cli")], None).unwrap();
+    assert_eq!(
+        env_of(&g.stages[0].steps[0].kind),
+        pairs(&[("G", "global"), ("D", "cli")])
+    );
+    // Names and defaults are substituted in the scope so far, globals too
+    // (and a global is in a stage's scope only once redeclared there).
+    let src = "ARG P=pre\nARG ${P}_G=g\nFROM a\nARG ${P}_G\nARG P\nARG ${P}_G\nARG n=two\nARG prefix_${n}=v ${n}_b=${prefix_two}\nRUN x\n";
+    let g = graph(src, &[], None).unwrap();
+    assert_eq!(
+        env_of(&g.stages[0].steps[0].kind),
+        pairs(&[
+            ("P", "pre"),
+            ("pre_G", "g"),
+            ("n", "two"),
+            ("prefix_two", "v"),
+            ("two_b", "v")
+        ])
+    );
+    // A build arg names the substituted name.
+    let g = graph(src, &[("prefix_two", "cli")], None).unwrap();
+    assert_eq!(
+        env_of(&g.stages[0].steps[0].kind)[3],
+        ("prefix_two".to_string(), "cli".to_string())
+    );
+    assert_eq!(
+        fail("FROM a\nARG ${NOPE}"),
+        (
+            Some(2),
+            "invalid ARG name \"${NOPE}\" (it is \"\" after substitution)".into()
+        )
+    );
+}
+
+#[test]
+fn dockerfile_stage_built_on_a_stage_inherits_its_args() {
+    let src = "ARG V=g\nFROM a AS base\nARG V\nARG B=base\nENV E=env\nFROM base AS child\nRUN x\nWORKDIR /$B/$V/$E\nARG B=child\nRUN y\nFROM a\nRUN z\n";
+    let g = graph(src, &[], None).unwrap();
+    let child = &g.stages[1].steps;
+    assert_eq!(env_of(&child[0].kind), pairs(&[("V", "g"), ("B", "base")]));
+    assert_eq!(
+        child[1].kind,
+        StepKind::Config(C::Workdir("/base/g/env".into()))
+    );
+    assert_eq!(env_of(&child[2].kind), pairs(&[("V", "g"), ("B", "child")]));
+    // A stage from an image starts with no ARGs.
+    assert_eq!(env_of(&g.stages[2].steps[0].kind), vec![]);
+}
+
+#[test]
 fn dockerfile_build_args_override_declared_and_warn_on_others() {
     let src = "ARG TAG=1.0\nFROM busybox:$TAG\nARG MODE=debug\nARG TAG\nRUN build\n";
     let g = graph(
