@@ -363,7 +363,24 @@ impl Builder<'_> {
                     chown,
                     chmod,
                     add,
+                    parents,
+                    exclude,
+                    ..
                 } => {
+                    if *parents {
+                        return Err(self.dferr(step, "COPY --parents is not supported yet"));
+                    }
+                    if !exclude.is_empty() {
+                        return Err(self.dferr(step, "--exclude is not supported yet"));
+                    }
+                    if let Some(url) = sources
+                        .iter()
+                        .map(|s| s.to_ascii_lowercase())
+                        .find(|s| s.starts_with("http://") || s.starts_with("https://"))
+                    {
+                        return Err(self
+                            .dferr(step, format!("ADD from a URL ({url}) is not supported yet")));
+                    }
                     if let Some(CopyFrom::Image(reference)) = from {
                         return Err(self.dferr(
                             step,

@@ -147,15 +147,52 @@ fn flags<'a>(cx: &Ctx, args: &'a str, allowed: &[&str]) -> R<(Flags, &'a str)> {
                 format!("unknown flag --{name} for {} (it takes {takes})", cx.name),
             ));
         }
-        if name != "mount" && out.iter().any(|(n, _)| n == name) {
+        if !REPEATABLE.contains(&name) && out.iter().any(|(n, _)| n == name) {
             return Err(cx.err_at(at, format!("--{name} is given twice")));
         }
-        if value.is_none() && name != "link" {
+        let value = if BOOLEAN.contains(&name) {
+            // `--link`, `--link=true`, `--link=false`, as BuildKit reads them.
+            match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("true") => Some("true".to_string()),
+                Some("false") => Some("false".to_string()),
+                Some(_) => {
+                    return Err(cx.err_at(
+                        at,
+                        format!(
+                            "--{name} takes true or false, not {:?}",
+                            value.unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+        } else {
+            value
+        };
+        if value.is_none() {
             return Err(cx.err_at(at, format!("--{name} needs a value: --{name}=...")));
         }
         out.push((name.to_string(), value));
     }
     Ok((out, rest))
+}
+
+/// Flags that may be given more than once, each adding a value.
+const REPEATABLE: [&str; 2] = ["mount", "exclude"];
+
+/// Flags that are switches: bare, or `=true` / `=false`.
+const BOOLEAN: [&str; 3] = ["link", "parents", "keep-git-dir"];
+
+/// Whether a switch flag is on.
+fn on(f: &[(String, Option<String>)], name: &str) -> bool {
+    get(f, name).as_deref() == Some("true")
+}
+
+/// Every value of a repeatable flag, in order.
+fn all(f: &[(String, Option<String>)], name: &str) -> Vec<String> {
+    f.iter()
+        .filter(|(n, _)| n == name)
+        .filter_map(|(_, v)| v.clone())
+        .collect()
 }
 
 fn unquote(v: &str) -> String {
@@ -299,12 +336,26 @@ fn heredoc(cx: &Ctx, rest: &str) -> R<()> {
 
 fn copy(cx: &Ctx, args: &str) -> R<K> {
     let add = cx.name == "ADD";
+    // BuildKit's flags: --parents is COPY's only, --checksum and
+    // --keep-git-dir ADD's.
     let allowed: &[&str] = if add {
-        &["chown", "chmod", "link"]
+        &[
+            "chown",
+            "chmod",
+            "link",
+            "exclude",
+            "checksum",
+            "keep-git-dir",
+        ]
     } else {
-        &["from", "chown", "chmod", "link"]
+        &["from", "chown", "chmod", "link", "parents", "exclude"]
     };
     let (f, rest) = flags(cx, args, allowed)?;
+    if on(&f, "keep-git-dir") {
+        return Err(cx.err(
+            "ADD --keep-git-dir is for git sources, which kiln does not add; clone the repository in a RUN step",
+        ));
+    }
     heredoc(cx, rest)?;
     let mut list = match json_list(cx, rest)? {
         Some(v) => v,
@@ -316,11 +367,6 @@ fn copy(cx: &Ctx, args: &str) -> R<K> {
             cx.name
         )));
     }
-    if add && let Some(url) = list.iter().find(|s| is_url(s)) {
-        return Err(cx.err(format!(
-            "ADD from a URL is not supported; download it in a RUN step ({url})"
-        )));
-    }
     let dest = list.pop().unwrap_or_default();
     Ok(K::Copy(CopyArgs {
         add,
@@ -329,15 +375,38 @@ fn copy(cx: &Ctx, args: &str) -> R<K> {
         from: get(&f, "from"),
         chown: get(&f, "chown"),
         chmod: get(&f, "chmod"),
+        link: on(&f, "link"),
+        parents: on(&f, "parents"),
+        exclude: all(&f, "exclude"),
+        checksum: get(&f, "checksum"),
     }))
 }
 
-/// Whether an ADD source is remote (http, https, git).
-pub(crate) fn is_url(s: &str) -> bool {
+/// Whether a source is a git repository, as BuildKit's `ParseGitRef` tells
+/// them: `git://`, `ssh://`, `git@host:path`, or an http(s) URL whose path
+/// ends in `.git` (a `#ref` or `?query` after it aside).
+pub(crate) fn is_git_url(s: &str) -> bool {
     let l = s.to_ascii_lowercase();
-    ["http://", "https://", "git@", "git://"]
+    if ["git://", "ssh://", "git@"]
         .iter()
         .any(|p| l.starts_with(p))
+    {
+        return true;
+    }
+    let Some(rest) = l
+        .strip_prefix("http://")
+        .or_else(|| l.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let path = rest.split(['#', '?']).next().unwrap_or_default();
+    path.contains('/') && path.ends_with(".git")
+}
+
+/// Whether a source is a file to download (http or https, not git).
+pub(crate) fn is_http_url(s: &str) -> bool {
+    let l = s.to_ascii_lowercase();
+    (l.starts_with("http://") || l.starts_with("https://")) && !is_git_url(s)
 }
 
 fn healthcheck(cx: &Ctx, args: &str) -> R<Healthcheck> {

@@ -81,6 +81,15 @@ pub struct CopyArgs {
     pub chown: Option<String>,
     /// `--chmod=` as written (octal once expanded).
     pub chmod: Option<String>,
+    /// `--link`: BuildKit's layer-independent copy; kiln's layers are
+    /// independent anyway, so it changes nothing but the cache key.
+    pub link: bool,
+    /// `--parents` (COPY only): keep each source's path under `dest`.
+    pub parents: bool,
+    /// `--exclude=PATTERN`, each as written.
+    pub exclude: Vec<String>,
+    /// `--checksum=` (ADD only) as written.
+    pub checksum: Option<String>,
 }
 
 /// What an instruction says, words unexpanded.

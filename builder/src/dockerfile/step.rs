@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::DockerfileError;
-use super::args::is_url;
+use super::args::{is_git_url, is_http_url};
 use super::parse::{
     CopyArgs, Healthcheck, Instruction, InstructionKind as K, SecretMount, ShellOrExec,
 };
@@ -86,8 +86,23 @@ pub enum StepKind {
         chown: Option<String>,
         /// `--chmod`, octal.
         chmod: Option<u32>,
-        /// ADD: a local tar source is extracted into `dest`.
+        /// ADD: a local tar source is extracted into `dest`; an http(s)
+        /// source (kept in `sources` as the URL) is downloaded, not
+        /// extracted.
         add: bool,
+        /// `--link`: accepted for BuildKit compatibility; kiln's layers do
+        /// not depend on the ones below them anyway, so nothing changes.
+        link: bool,
+        /// `--parents` (COPY): each source keeps its path relative to the
+        /// context (or `from`) under `dest`, BuildKit's meaning; a `/./` in a
+        /// source marks where the kept part starts (`a/./b/c` puts `b/c`).
+        parents: bool,
+        /// `--exclude` patterns (substituted): matching files among the
+        /// sources are not copied, with .dockerignore's pattern syntax.
+        exclude: Vec<String>,
+        /// ADD `--checksum`: the digest (`sha256:…`) the one downloaded
+        /// source must have.
+        checksum: Option<String>,
     },
     /// A change to the running image config; no layer.
     Config(ConfigChange),
@@ -364,11 +379,17 @@ fn one(name: &str, v: String, f: fn(String) -> ConfigChange) -> (StepKind, Strin
 fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, String)> {
     let s = |w: &str| sub(scope, at.escape, line, w);
     let err = |m: String| DockerfileError::at(line, m);
+    let name = if c.add { "ADD" } else { "COPY" };
     let sources = c.sources.iter().map(|w| s(w)).collect::<R<Vec<_>>>()?;
     let dest = s(&c.dest)?;
-    if let Some(url) = sources.iter().find(|u| c.add && is_url(u)) {
+    if let Some(url) = sources.iter().find(|u| is_git_url(u)) {
         return Err(err(format!(
-            "ADD from a URL is not supported; download it in a RUN step ({url})"
+            "{name} from a git repository is not supported ({url}); clone it in a RUN step"
+        )));
+    }
+    if let Some(url) = sources.iter().find(|u| !c.add && is_http_url(u)) {
+        return Err(err(format!(
+            "COPY cannot take a URL ({url}); ADD downloads one"
         )));
     }
     if sources.iter().any(String::is_empty) || dest.is_empty() {
@@ -392,7 +413,34 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
             Some(v)
         }
     };
-    let mut r = String::from(if c.add { "ADD " } else { "COPY " });
+    let exclude = c.exclude.iter().map(|w| s(w)).collect::<R<Vec<_>>>()?;
+    let checksum = match &c.checksum {
+        None => None,
+        Some(d) => {
+            let d = s(d)?;
+            if !is_digest(&d) {
+                return Err(err(format!(
+                    "--checksum={d} is not a digest such as sha256:<64 hex digits>"
+                )));
+            }
+            // BuildKit's rule: a checksum pins one downloaded file.
+            match sources.as_slice() {
+                [one] if is_http_url(one) => {}
+                [_] => {
+                    return Err(err(
+                        "ADD --checksum is only for a source downloaded over http(s)".into(),
+                    ));
+                }
+                _ => {
+                    return Err(err(
+                        "ADD --checksum takes exactly one source, the URL it checks".into(),
+                    ));
+                }
+            }
+            Some(d)
+        }
+    };
+    let mut r = format!("{name} ");
     match &from {
         Some(CopyFrom::Stage(i)) => r.push_str(&format!("--from=stage:{i} ")),
         Some(CopyFrom::Image(i)) => r.push_str(&format!("--from=image:{i} ")),
@@ -404,6 +452,18 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
     if let Some(m) = chmod {
         r.push_str(&format!("--chmod={m:o} "));
     }
+    if c.link {
+        r.push_str("--link ");
+    }
+    if c.parents {
+        r.push_str("--parents ");
+    }
+    for e in &exclude {
+        r.push_str(&format!("--exclude={} ", quote(e)));
+    }
+    if let Some(d) = &checksum {
+        r.push_str(&format!("--checksum={d} "));
+    }
     r.push_str(&list(&sources));
     r.push(' ');
     r.push_str(&quote(&dest));
@@ -414,8 +474,30 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
         chown,
         chmod,
         add: c.add,
+        link: c.link,
+        parents: c.parents,
+        exclude,
+        checksum,
     };
     Ok((k, r))
+}
+
+/// `algorithm:hex` as an OCI digest: sha256, sha384 or sha512, lowercase
+/// hex of the right length.
+fn is_digest(d: &str) -> bool {
+    let Some((alg, hex)) = d.split_once(':') else {
+        return false;
+    };
+    let len = match alg {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return false,
+    };
+    hex.len() == len
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `--from=`: a stage index, an earlier stage's name, or an image.

@@ -233,6 +233,10 @@ fn dockerfile_copy_resolution() {
             chown: Some("1000:1000".into()),
             chmod: Some(0o755),
             add: false,
+            link: false,
+            parents: false,
+            exclude: vec![],
+            checksum: None,
         }
     );
     assert_eq!(
@@ -243,6 +247,65 @@ fn dockerfile_copy_resolution() {
         panic!()
     };
     assert!(add);
+}
+
+#[test]
+fn dockerfile_copy_add_flags_resolved() {
+    let sum = "sha256:".to_string() + &"ab".repeat(32);
+    let src = format!(
+        "FROM a\nARG X=*.md\nCOPY --link --parents --exclude=$X --exclude=tmp a/./b /d/\nARG U=https://example.com/f.tgz\nADD --checksum={sum} $U /opt/\nADD http://x/y.git.tgz /z"
+    );
+    let g = graph(&src, &[], None).unwrap();
+    let st = &g.stages[0].steps;
+    let StepKind::Copy {
+        link,
+        parents,
+        exclude,
+        checksum,
+        ..
+    } = &st[0].kind
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*link, *parents, exclude.clone(), checksum.clone()),
+        (
+            true,
+            true,
+            vec!["*.md".to_string(), "tmp".to_string()],
+            None
+        )
+    );
+    assert_eq!(
+        st[0].resolved,
+        "COPY --link --parents --exclude=*.md --exclude=tmp a/./b /d/"
+    );
+    // ADD <url> is evaluated now; the URL stays a source.
+    let StepKind::Copy {
+        sources,
+        checksum,
+        add,
+        ..
+    } = &st[1].kind
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (sources.clone(), checksum.clone(), *add),
+        (
+            vec!["https://example.com/f.tgz".to_string()],
+            Some(sum.clone()),
+            true
+        )
+    );
+    assert_eq!(
+        st[1].resolved,
+        format!("ADD --checksum={sum} https://example.com/f.tgz /opt/")
+    );
+    // Only a path ending in .git makes an http URL a git source.
+    assert!(
+        matches!(&st[2].kind, StepKind::Copy { sources, .. } if sources[0] == "http://x/y.git.tgz")
+    );
 }
 
 #[test]
@@ -398,9 +461,34 @@ fn dockerfile_eval_errors_with_lines() {
             "FROM's image is empty after substitution (is the ARG set?)",
         ),
         (
-            "FROM a\nARG U=https://x/y\nADD $U /",
+            "FROM a\nARG U=https://x/y.git#main\nADD $U /",
             3,
-            "ADD from a URL is not supported; download it in a RUN step (https://x/y)",
+            "ADD from a git repository is not supported (https://x/y.git#main); clone it in a RUN step",
+        ),
+        (
+            "FROM a\nADD git@github.com:o/r /",
+            2,
+            "ADD from a git repository is not supported (git@github.com:o/r); clone it in a RUN step",
+        ),
+        (
+            "FROM a\nCOPY https://x/y /",
+            2,
+            "COPY cannot take a URL (https://x/y); ADD downloads one",
+        ),
+        (
+            "FROM a\nADD --checksum=sha256:abc https://x/y /",
+            2,
+            "--checksum=sha256:abc is not a digest such as sha256:<64 hex digits>",
+        ),
+        (
+            "FROM a\nARG D=sha256:0000000000000000000000000000000000000000000000000000000000000000\nADD --checksum=$D y /",
+            3,
+            "ADD --checksum is only for a source downloaded over http(s)",
+        ),
+        (
+            "FROM a\nADD --checksum=sha512:0 https://x/y /",
+            2,
+            "--checksum=sha512:0 is not a digest such as sha256:<64 hex digits>",
         ),
         (
             "FROM a\nEXPOSE 80/xyz",

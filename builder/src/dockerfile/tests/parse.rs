@@ -190,6 +190,23 @@ fn dockerfile_copy_flags_and_json() {
 }
 
 #[test]
+fn dockerfile_copy_add_buildkit_flags() {
+    let k = kinds(
+        "FROM a\nCOPY --link=false --parents --exclude=*.md --exclude='x y' a/./b /d/\nADD --link=TRUE --checksum=sha256:00 --keep-git-dir=false https://h/f.tgz /opt/",
+    );
+    let K::Copy(c) = &k[1] else { panic!() };
+    assert_eq!(
+        (c.link, c.parents, c.exclude.clone(), c.checksum.clone()),
+        (false, true, s(&["*.md", "x y"]), None)
+    );
+    let K::Copy(c) = &k[2] else { panic!() };
+    assert_eq!(
+        (c.link, c.parents, c.checksum.as_deref(), c.sources.clone()),
+        (true, false, Some("sha256:00"), s(&["https://h/f.tgz"]))
+    );
+}
+
+#[test]
 fn dockerfile_run_secret_mounts() {
     let k = kinds(
         "FROM a\nRUN --mount=type=secret,id=tok,target=/t,required=true --mount=type=secret,id=b cat /t",
@@ -284,17 +301,37 @@ fn dockerfile_parse_errors_with_lines() {
         (
             "FROM a\nCOPY --frm=x a b",
             2,
-            "unknown flag --frm for COPY (it takes --from, --chown, --chmod, --link)",
+            "unknown flag --frm for COPY (it takes --from, --chown, --chmod, --link, --parents, --exclude)",
         ),
         (
             "FROM a\nADD --from=x a b",
             2,
-            "unknown flag --from for ADD (it takes --chown, --chmod, --link)",
+            "unknown flag --from for ADD (it takes --chown, --chmod, --link, --exclude, --checksum, --keep-git-dir)",
         ),
         (
-            "FROM a\nADD https://x/y.tgz /",
+            "FROM a\nCOPY --parents=yes a b",
             2,
-            "ADD from a URL is not supported; download it in a RUN step (https://x/y.tgz)",
+            "--parents takes true or false, not \"yes\"",
+        ),
+        (
+            "FROM a\nADD --parents a b",
+            2,
+            "unknown flag --parents for ADD (it takes --chown, --chmod, --link, --exclude, --checksum, --keep-git-dir)",
+        ),
+        (
+            "FROM a\nADD --keep-git-dir https://x/y.git /",
+            2,
+            "ADD --keep-git-dir is for git sources, which kiln does not add; clone the repository in a RUN step",
+        ),
+        (
+            "FROM a\nCOPY --exclude a b",
+            2,
+            "--exclude needs a value: --exclude=...",
+        ),
+        (
+            "FROM a\nCOPY --chown=1 --chown=2 a b",
+            2,
+            "--chown is given twice",
         ),
         (
             "FROM a\nRUN --mount=type=cache,target=/c true",
