@@ -392,11 +392,20 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
             "COPY cannot take a URL ({url}); ADD downloads one"
         )));
     }
-    if sources.iter().any(String::is_empty) || dest.is_empty() {
-        return Err(err(
-            "COPY/ADD paths cannot be empty after substitution".into()
-        ));
+    // BuildKit gives no error for a source that substitutes to nothing: it
+    // normalises "" to "/" and copies the whole build context (or stage).
+    // That is never what an unset ARG meant, so kiln stops instead.
+    if let Some((raw, _)) = c.sources.iter().zip(&sources).find(|(_, v)| v.is_empty()) {
+        return Err(err(format!(
+            "{name} source {raw:?} is empty after substitution (is the ARG set?); BuildKit would copy the whole context there, kiln stops"
+        )));
     }
+    // An empty destination is the working directory, as in BuildKit.
+    let dest = if dest.is_empty() {
+        "./".to_string()
+    } else {
+        dest
+    };
     let from = match &c.from {
         None => None,
         Some(f) => Some(copy_from(at, line, &s(f)?)?),

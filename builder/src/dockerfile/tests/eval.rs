@@ -309,6 +309,24 @@ fn dockerfile_copy_add_flags_resolved() {
 }
 
 #[test]
+fn dockerfile_copy_source_empty_after_substitution() {
+    assert_eq!(
+        fail("FROM a\nARG SRC\n\nCOPY ok ${SRC} /d/"),
+        (
+            Some(4),
+            "COPY source \"${SRC}\" is empty after substitution (is the ARG set?); BuildKit would copy the whole context there, kiln stops".into()
+        )
+    );
+    assert_eq!(
+        fail("FROM a\nADD \"$NOPE\" /d/").1,
+        "ADD source \"\\\"$NOPE\\\"\" is empty after substitution (is the ARG set?); BuildKit would copy the whole context there, kiln stops"
+    );
+    // An empty destination is the working directory.
+    let g = graph("FROM a\nCOPY x $NOPE", &[], None).unwrap();
+    assert!(matches!(&g.stages[0].steps[0].kind, StepKind::Copy { dest, .. } if dest == "./"));
+}
+
+#[test]
 fn dockerfile_config_steps() {
     let src = "FROM a\nARG P=8080\nEXPOSE $P 53/udp 7000-7001\nVOLUME /data $P\nUSER ${U:-app}\nSTOPSIGNAL SIGINT\nCMD [\"run\"]\nENTRYPOINT /bin/app $P\nSHELL [\"/bin/bash\", \"-c\"]\nONBUILD COPY . /app\nMAINTAINER me";
     let g = graph(src, &[], None).unwrap();
