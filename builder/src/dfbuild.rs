@@ -488,7 +488,19 @@ impl Builder<'_> {
                     command,
                     env,
                     secrets,
+                    mounts,
                 } => {
+                    if let Some(m) = mounts.first() {
+                        let kind = match m {
+                            crate::dockerfile::RunMount::Cache { .. } => "cache",
+                            crate::dockerfile::RunMount::Bind { .. } => "bind",
+                            crate::dockerfile::RunMount::Tmpfs { .. } => "tmpfs",
+                        };
+                        return Err(self.dferr(
+                            step,
+                            format!("RUN --mount=type={kind} is not supported yet"),
+                        ));
+                    }
                     let ids: Vec<&str> = secrets.iter().map(|s| s.id.as_str()).collect();
                     let key = cache_key(&[&built.chain, &step.resolved, &ids.join(",")]);
                     let (desc, reused) = match self.store.lookup(&key, Check::Full)? {

@@ -6,8 +6,7 @@ use std::time::Duration;
 use super::DockerfileError;
 use super::lines::{Logical, json_array, take_flags, words};
 use super::parse::{
-    CopyArgs, Ctx, Healthcheck, InstructionKind as K, SecretMount, ShellOrExec, check_trigger,
-    instruction,
+    CopyArgs, Ctx, Healthcheck, InstructionKind as K, ShellOrExec, check_trigger, instruction,
 };
 
 type R<T> = Result<T, DockerfileError>;
@@ -265,57 +264,15 @@ fn pairs(cx: &Ctx, args: &str) -> R<Vec<(String, String)>> {
 
 fn run(cx: &Ctx, args: &str) -> R<K> {
     let (f, rest) = flags(cx, args, &["mount"])?;
-    let mut secrets = Vec::new();
-    for (_, v) in &f {
-        secrets.push(mount(cx, v.as_deref().unwrap_or_default())?);
-    }
+    let mounts = all(&f, "mount")
+        .iter()
+        .map(|v| super::mount::spec(cx, v))
+        .collect::<R<Vec<_>>>()?;
     heredoc(cx, rest)?;
     Ok(K::Run {
         command: command(cx, rest)?,
-        secrets,
+        mounts,
     })
-}
-
-fn mount(cx: &Ctx, spec: &str) -> R<SecretMount> {
-    let mut id = None;
-    let mut target = None;
-    let mut required = false;
-    let mut kind = None;
-    for part in spec.split(',') {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        match k {
-            "type" => kind = Some(v),
-            "id" => id = Some(v.to_string()),
-            "target" | "dst" | "destination" => target = Some(v.to_string()),
-            "required" => required = v.is_empty() || v == "true",
-            _ => {
-                return Err(cx.err(format!(
-                    "--mount option {k:?} is not supported (kiln takes type=secret,id=,target=,required=)"
-                )));
-            }
-        }
-    }
-    if kind != Some("secret") {
-        return Err(cx.err(format!(
-            "only --mount=type=secret is supported, not type={}",
-            kind.unwrap_or("(none)")
-        )));
-    }
-    // Docker names the secret after the target's file name when id is missing.
-    let id = id.filter(|i| !i.is_empty()).or_else(|| {
-        target
-            .as_deref()
-            .and_then(|t| t.rsplit('/').next())
-            .map(str::to_string)
-    });
-    match id {
-        Some(id) if !id.is_empty() => Ok(SecretMount {
-            id,
-            target,
-            required,
-        }),
-        _ => Err(cx.err("--mount=type=secret needs id=NAME")),
-    }
 }
 
 /// Heredocs (`<<EOF`) would swallow the lines after them; refuse clearly.

@@ -21,6 +21,7 @@ mod args;
 mod error;
 mod expand;
 mod lines;
+mod mount;
 mod parse;
 mod stage;
 mod step;
@@ -28,11 +29,11 @@ mod step;
 pub use error::DockerfileError;
 pub use expand::expand;
 pub use parse::{
-    CopyArgs, Dockerfile, Healthcheck, Instruction, InstructionKind, SecretMount, ShellOrExec,
-    parse, parse_onbuild_triggers,
+    CopyArgs, Dockerfile, Healthcheck, Instruction, InstructionKind, MountSpec, SecretMount,
+    ShellOrExec, parse, parse_onbuild_triggers,
 };
 pub use stage::{BaseImage, BuildGraph, EvalOptions, evaluate};
-pub use step::{Base, ConfigChange, CopyFrom, Stage, Step, StepKind};
+pub use step::{Base, CacheSharing, ConfigChange, CopyFrom, RunMount, Stage, Step, StepKind};
 
 #[cfg(test)]
 mod tests;

@@ -51,6 +51,15 @@ pub struct SecretMount {
     pub required: bool,
 }
 
+/// `RUN --mount=...` as written: its comma-separated fields, keys checked
+/// and lowercased, values unsubstituted (BuildKit substitutes them in the
+/// stage's scope, so their meaning is settled at evaluation).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MountSpec {
+    /// `key=value` fields in order; `None` for a bare key such as `ro`.
+    pub fields: Vec<(String, Option<String>)>,
+}
+
 /// HEALTHCHECK as the image config stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Healthcheck {
@@ -110,12 +119,12 @@ pub enum InstructionKind {
     Env(Vec<(String, String)>),
     /// `LABEL k=v ...`; keys and values as written.
     Label(Vec<(String, String)>),
-    /// `RUN [--mount=type=secret,...] command`.
+    /// `RUN [--mount=...] command`.
     Run {
         /// The command.
         command: ShellOrExec,
-        /// Secret mounts.
-        secrets: Vec<SecretMount>,
+        /// `--mount` flags, in order (secrets among them).
+        mounts: Vec<MountSpec>,
     },
     /// COPY or ADD.
     Copy(CopyArgs),

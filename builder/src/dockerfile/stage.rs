@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::DockerfileError;
 use super::parse::{Dockerfile, Instruction, InstructionKind as K, parse_onbuild_triggers};
-use super::step::{Base, CopyFrom, PROXY_ARGS, Place, Scope, Stage, StepKind, step, sub};
+use super::step::{Base, CopyFrom, PROXY_ARGS, Place, RunMount, Scope, Stage, StepKind, step, sub};
 
 type R<T> = Result<T, DockerfileError>;
 
@@ -351,8 +351,9 @@ fn arg_name(scope: &Scope, escape: char, line: usize, raw: &str) -> R<String> {
     Ok(name)
 }
 
-/// The stages `target` needs, through FROM and COPY --from, in index order
-/// (every dependency has a lower index, so that is a valid build order).
+/// The stages `target` needs, through FROM, COPY --from and RUN --mount
+/// from=, in index order (every dependency has a lower index, so that is a
+/// valid build order).
 fn needed(stages: &[Stage], target: usize) -> Vec<usize> {
     let mut seen = BTreeSet::new();
     let mut todo = vec![target];
@@ -365,12 +366,25 @@ fn needed(stages: &[Stage], target: usize) -> Vec<usize> {
             todo.push(b);
         }
         for st in &s.steps {
-            if let StepKind::Copy {
-                from: Some(CopyFrom::Stage(f)),
-                ..
-            } = st.kind
-            {
-                todo.push(f);
+            match &st.kind {
+                StepKind::Copy {
+                    from: Some(CopyFrom::Stage(f)),
+                    ..
+                } => todo.push(*f),
+                StepKind::Run { mounts, .. } => {
+                    todo.extend(mounts.iter().filter_map(|m| match m {
+                        RunMount::Cache {
+                            from: Some(CopyFrom::Stage(f)),
+                            ..
+                        }
+                        | RunMount::Bind {
+                            from: Some(CopyFrom::Stage(f)),
+                            ..
+                        } => Some(*f),
+                        _ => None,
+                    }));
+                }
+                _ => {}
             }
         }
     }

@@ -72,6 +72,8 @@ pub enum StepKind {
         env: Vec<(String, String)>,
         /// Secrets to mount while it runs.
         secrets: Vec<SecretMount>,
+        /// The other `--mount`s (cache, bind, tmpfs), in order.
+        mounts: Vec<RunMount>,
     },
     /// COPY or ADD: a layer built straight from files, no sandbox.
     Copy {
@@ -106,6 +108,69 @@ pub enum StepKind {
     },
     /// A change to the running image config; no layer.
     Config(ConfigChange),
+}
+
+/// A `RUN --mount` other than a secret: something the executor mounts while
+/// the command runs and that never becomes part of the layer. A relative
+/// `target` is under the config's WorkingDir, as in BuildKit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunMount {
+    /// `type=cache`: a directory kept between builds (package caches). Its
+    /// contents are never part of a cache key.
+    Cache {
+        /// Where it appears.
+        target: String,
+        /// Which cache: builds with the same id share it. Defaults to the
+        /// target, cleaned, as in BuildKit.
+        id: String,
+        /// How concurrent builds share it.
+        sharing: CacheSharing,
+        /// `from=`: a stage or image whose files seed an empty cache.
+        from: Option<CopyFrom>,
+        /// `source=`: the directory in `from` that seeds it (its root when
+        /// `None`).
+        source: Option<String>,
+        /// The cache directory's mode when created (default 0755).
+        mode: u32,
+        /// Its owner (default 0).
+        uid: u32,
+        /// Its group (default 0).
+        gid: u32,
+        /// `ro`: mounted read-only.
+        readonly: bool,
+    },
+    /// `type=bind`: files from the build context, a stage or an image,
+    /// read-only unless `rw`, and even then writes are thrown away. What is
+    /// bound from the context must count in the step's cache key, as COPY's
+    /// sources do.
+    Bind {
+        /// Where it appears.
+        target: String,
+        /// The path in `from` (or the context) to bind; `/` is its root.
+        source: String,
+        /// Where the files come from; `None` is the build context.
+        from: Option<CopyFrom>,
+        /// `rw`: writable for the command (changes are discarded).
+        readwrite: bool,
+    },
+    /// `type=tmpfs`: an empty in-memory directory.
+    Tmpfs {
+        /// Where it appears.
+        target: String,
+        /// `size=`, in bytes; `None` is the kernel's default.
+        size: Option<u64>,
+    },
+}
+
+/// `sharing=` of a cache mount, BuildKit's three modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheSharing {
+    /// Any number of builds use it at once (the default).
+    Shared,
+    /// A build that finds it in use gets a fresh cache of its own.
+    Private,
+    /// A build waits until no other build uses it.
+    Locked,
 }
 
 /// Where `COPY --from` reads.
@@ -274,7 +339,15 @@ pub(crate) fn step(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> 
             (StepKind::Config(ConfigChange::Label(out)), r)
         }
         K::Maintainer(who) => one("MAINTAINER", who.clone(), ConfigChange::Author),
-        K::Run { command, secrets } => {
+        K::Run { command, mounts } => {
+            let mut secrets = Vec::new();
+            let mut others = Vec::new();
+            for m in mounts {
+                match super::mount::resolve(m, scope, at, line)? {
+                    super::mount::Resolved::Secret(s) => secrets.push(s),
+                    super::mount::Resolved::Mount(m) => others.push(m),
+                }
+            }
             let mut env: Vec<(String, String)> = scope
                 .args
                 .iter()
@@ -290,7 +363,7 @@ pub(crate) fn step(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> 
             if !env.is_empty() {
                 r.push_str(&format!("|{} {} ", env.len(), kv(&env)));
             }
-            for m in secrets {
+            for m in &secrets {
                 r.push_str(&format!(
                     "--mount=type=secret,id={},target={},required={} ",
                     m.id,
@@ -298,11 +371,16 @@ pub(crate) fn step(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> 
                     m.required
                 ));
             }
+            for m in &others {
+                r.push_str(&mount_text(m));
+                r.push(' ');
+            }
             r.push_str(&cmd_text(command));
             let k = StepKind::Run {
                 command: command.clone(),
                 env,
-                secrets: secrets.clone(),
+                secrets,
+                mounts: others,
             };
             (k, r)
         }
@@ -408,7 +486,7 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
     };
     let from = match &c.from {
         None => None,
-        Some(f) => Some(copy_from(at, line, &s(f)?)?),
+        Some(f) => Some(copy_from(at, line, "COPY --from", &s(f)?)?),
     };
     let chown = c.chown.as_deref().map(s).transpose()?;
     let chmod = match &c.chmod {
@@ -509,27 +587,83 @@ fn is_digest(d: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// `--from=`: a stage index, an earlier stage's name, or an image.
-fn copy_from(at: &Place, line: usize, f: &str) -> R<CopyFrom> {
+/// `COPY --from=` or a mount's `from=` (`what` names which, for errors): a
+/// stage index, an earlier stage's name, or an image.
+pub(crate) fn copy_from(at: &Place, line: usize, what: &str, f: &str) -> R<CopyFrom> {
     let err = |m: String| DockerfileError::at(line, m);
     if f.is_empty() {
-        return Err(err("COPY --from needs a stage name, index or image".into()));
+        return Err(err(format!("{what} needs a stage name, index or image")));
     }
     let idx = match f.parse::<usize>() {
         Ok(i) => Some(i),
         Err(_) => at.names.get(&f.to_ascii_lowercase()).copied(),
     };
     match idx {
-        Some(i) if i == at.current => Err(err(format!("COPY --from={f} refers to its own stage"))),
+        Some(i) if i == at.current => Err(err(format!("{what}={f} refers to its own stage"))),
         Some(i) if i > at.current => Err(err(format!(
-            "COPY --from={f}: there is no stage {i} before this one"
+            "{what}={f}: there is no stage {i} before this one"
         ))),
         Some(i) => Ok(CopyFrom::Stage(i)),
         None if at.all_names.contains(&f.to_ascii_lowercase()) => Err(err(format!(
-            "COPY --from={f}: stage {:?} is defined after this one; stages can only copy from earlier ones",
+            "{what}={f}: stage {:?} is defined after this one; stages can only copy from earlier ones",
             f.to_ascii_lowercase()
         ))),
         None => Ok(CopyFrom::Image(f.to_string())),
+    }
+}
+
+/// A mount as it enters the cache key: every setting that changes what the
+/// command sees (a cache's contents are not among them).
+fn mount_text(m: &RunMount) -> String {
+    let from = |f: &Option<CopyFrom>| match f {
+        Some(CopyFrom::Stage(i)) => format!(",from=stage:{i}"),
+        Some(CopyFrom::Image(r)) => format!(",from=image:{}", quote(r)),
+        None => String::new(),
+    };
+    match m {
+        RunMount::Cache {
+            target,
+            id,
+            sharing,
+            from: f,
+            source,
+            mode,
+            uid,
+            gid,
+            readonly,
+        } => format!(
+            "--mount=type=cache,id={},target={},sharing={}{}{},mode={mode:o},uid={uid},gid={gid}{}",
+            quote(id),
+            quote(target),
+            match sharing {
+                CacheSharing::Shared => "shared",
+                CacheSharing::Private => "private",
+                CacheSharing::Locked => "locked",
+            },
+            from(f),
+            source
+                .as_deref()
+                .map(|s| format!(",source={}", quote(s)))
+                .unwrap_or_default(),
+            if *readonly { ",ro" } else { "" },
+        ),
+        RunMount::Bind {
+            target,
+            source,
+            from: f,
+            readwrite,
+        } => format!(
+            "--mount=type=bind,target={},source={}{}{}",
+            quote(target),
+            quote(source),
+            from(f),
+            if *readwrite { ",rw" } else { "" },
+        ),
+        RunMount::Tmpfs { target, size } => format!(
+            "--mount=type=tmpfs,target={}{}",
+            quote(target),
+            size.map(|n| format!(",size={n}")).unwrap_or_default(),
+        ),
     }
 }
 

@@ -2,8 +2,8 @@ use std::collections::HashMap;
 
 use super::{fail, graph};
 use crate::dockerfile::{
-    Base, BaseImage, ConfigChange as C, CopyFrom, EvalOptions, ShellOrExec, StepKind, evaluate,
-    parse,
+    Base, BaseImage, CacheSharing, ConfigChange as C, CopyFrom, EvalOptions, RunMount, ShellOrExec,
+    StepKind, evaluate, parse,
 };
 
 fn env_of(k: &StepKind) -> Vec<(String, String)> {
@@ -324,6 +324,173 @@ fn dockerfile_copy_source_empty_after_substitution() {
     // An empty destination is the working directory.
     let g = graph("FROM a\nCOPY x $NOPE", &[], None).unwrap();
     assert!(matches!(&g.stages[0].steps[0].kind, StepKind::Copy { dest, .. } if dest == "./"));
+}
+
+#[test]
+fn dockerfile_run_mounts() {
+    let src = "FROM a AS deps\nRUN x\nFROM a AS unused\nFROM a\nARG C=pip\nARG S=tok\n\
+RUN --mount=type=secret,id=$S,target=/t,required --mount=type=secret,source=b cat /t\n\
+RUN --mount=type=cache,target=/root/.cache/$C/ \\\n --mount=type=cache,id=x,target=c,sharing=LOCKED,from=deps,source=/s,mode=0700,uid=1000,gid=100,ro \\\n --mount=target=/src \\\n --mount=type=bind,src=app,dst=/app,from=deps,rw=true \\\n --mount=type=tmpfs,target=/tmp,size=64m \\\n --mount=type=bind,target=/img,from=example.com/i:1,ro=false,rw=false make\n";
+    let g = graph(src, &[], None).unwrap();
+    let st = &g.stages[2].steps;
+    let StepKind::Run {
+        secrets, mounts, ..
+    } = &st[0].kind
+    else {
+        panic!()
+    };
+    assert_eq!(
+        secrets
+            .iter()
+            .map(|s| (s.id.as_str(), s.target.as_deref(), s.required))
+            .collect::<Vec<_>>(),
+        vec![("tok", Some("/t"), true), ("b", None, false)]
+    );
+    assert!(mounts.is_empty());
+    let StepKind::Run {
+        secrets, mounts, ..
+    } = &st[1].kind
+    else {
+        panic!()
+    };
+    assert!(secrets.is_empty());
+    assert_eq!(
+        mounts,
+        &vec![
+            RunMount::Cache {
+                target: "/root/.cache/pip/".into(),
+                id: "/root/.cache/pip".into(),
+                sharing: CacheSharing::Shared,
+                from: None,
+                source: None,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                readonly: false,
+            },
+            RunMount::Cache {
+                target: "c".into(),
+                id: "x".into(),
+                sharing: CacheSharing::Locked,
+                from: Some(CopyFrom::Stage(0)),
+                source: Some("/s".into()),
+                mode: 0o700,
+                uid: 1000,
+                gid: 100,
+                readonly: true,
+            },
+            RunMount::Bind {
+                target: "/src".into(),
+                source: "/".into(),
+                from: None,
+                readwrite: false,
+            },
+            RunMount::Bind {
+                target: "/app".into(),
+                source: "app".into(),
+                from: Some(CopyFrom::Stage(0)),
+                readwrite: true,
+            },
+            RunMount::Tmpfs {
+                target: "/tmp".into(),
+                size: Some(64 << 20),
+            },
+            RunMount::Bind {
+                target: "/img".into(),
+                source: "/".into(),
+                from: Some(CopyFrom::Image("example.com/i:1".into())),
+                readwrite: false,
+            },
+        ]
+    );
+    assert_eq!(
+        st[1].resolved,
+        "RUN |2 C=pip S=tok --mount=type=cache,id=/root/.cache/pip,target=/root/.cache/pip/,sharing=shared,mode=755,uid=0,gid=0 \
+--mount=type=cache,id=x,target=c,sharing=locked,from=stage:0,source=/s,mode=700,uid=1000,gid=100,ro \
+--mount=type=bind,target=/src,source=/ --mount=type=bind,target=/app,source=app,from=stage:0,rw \
+--mount=type=tmpfs,target=/tmp,size=67108864 --mount=type=bind,target=/img,source=/,from=image:example.com/i:1 make"
+    );
+    // A mount's from= is a dependency: deps is built, unused is not.
+    assert_eq!(g.order, vec![0, 2]);
+}
+
+#[test]
+fn dockerfile_run_mount_errors() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "RUN --mount=type=secret true",
+            "--mount=type=secret: needs id=NAME or target=PATH",
+        ),
+        (
+            "RUN --mount=type=secret,id=a,source=b true",
+            "--mount=type=secret: give id= or source= (the same thing), not both",
+        ),
+        (
+            "RUN --mount=type=secret,id=a,mode=0400 true",
+            "--mount=type=secret: mode= is not supported for secrets yet",
+        ),
+        (
+            "RUN --mount=type=secret,id=a,from=x true",
+            "--mount=type=secret: from= is not for secret mounts",
+        ),
+        (
+            "RUN --mount=type=cache true",
+            "--mount=type=cache: needs target=PATH, where it is mounted",
+        ),
+        (
+            "RUN --mount=type=cache,target=/x/.. true",
+            "--mount=type=cache: \"/x/..\" cannot be a mount target",
+        ),
+        (
+            "RUN --mount=type=cache,target=/c,sharing=all true",
+            "--mount=type=cache: sharing=all is not shared, private or locked",
+        ),
+        (
+            "RUN --mount=type=cache,target=/c,mode=999 true",
+            "--mount=type=cache: mode=999 is not an octal mode such as 0755",
+        ),
+        (
+            "RUN --mount=type=cache,target=/c,uid=me true",
+            "--mount=type=cache: uid=me is not a numeric user id",
+        ),
+        (
+            "RUN --mount=type=cache,target=/c,required true",
+            "--mount=type=cache: required= is only for secret mounts",
+        ),
+        (
+            "RUN --mount=type=bind,target=/c,uid=1 true",
+            "--mount=type=bind: uid= is not for bind mounts",
+        ),
+        (
+            "RUN --mount=type=tmpfs,target=/c,size=lots true",
+            "--mount=type=tmpfs: size=lots is not a size such as 64m or 1g",
+        ),
+        (
+            "RUN --mount=type=tmpfs,target=/c,from=x true",
+            "--mount=type=tmpfs: from= is not for tmpfs mounts",
+        ),
+        (
+            "RUN --mount=type=bind,target=/c,ro=maybe true",
+            "--mount ro=maybe is not true or false",
+        ),
+        (
+            "ARG T=ssh\nRUN --mount=type=$T true",
+            "RUN --mount=type=ssh is not supported: kiln forwards no SSH agent",
+        ),
+        (
+            "RUN --mount=type=bind,target=/c,from=later true\nFROM a AS later",
+            "RUN --mount from=later: stage \"later\" is defined after this one; stages can only copy from earlier ones",
+        ),
+        (
+            "RUN --mount=type=cache,target=/c,from=0 true",
+            "RUN --mount from=0 refers to its own stage",
+        ),
+    ];
+    for (body, msg) in cases {
+        let src = format!("FROM a\n{body}");
+        let line = if body.starts_with("ARG") { 3 } else { 2 };
+        assert_eq!(fail(&src), (Some(line), msg.to_string()), "{src}");
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 use super::fail;
 use crate::dockerfile::{
-    DockerfileError, InstructionKind as K, ShellOrExec, parse, parse_onbuild_triggers,
+    DockerfileError, InstructionKind as K, MountSpec, ShellOrExec, parse, parse_onbuild_triggers,
 };
 
 fn kinds(src: &str) -> Vec<K> {
@@ -35,7 +35,7 @@ fn dockerfile_lines_comments_and_continuations() {
         df.instructions[1].kind,
         K::Run {
             command: ShellOrExec::Shell("echo a   && echo b".into()),
-            secrets: vec![]
+            mounts: vec![]
         }
     );
 }
@@ -49,7 +49,7 @@ fn dockerfile_escape_directive_backtick() {
         df.instructions[1].kind,
         K::Run {
             command: ShellOrExec::Shell("echo a   b".into()),
-            secrets: vec![]
+            mounts: vec![]
         }
     );
     let K::Copy(c) = &df.instructions[2].kind else {
@@ -77,7 +77,7 @@ fn dockerfile_exec_and_shell_forms() {
         k[1],
         K::Run {
             command: ShellOrExec::Exec(s(&["echo", "hi"])),
-            secrets: vec![]
+            mounts: vec![]
         }
     );
     assert_eq!(k[2], K::Cmd(ShellOrExec::Shell("[bad json".into())));
@@ -207,29 +207,31 @@ fn dockerfile_copy_add_buildkit_flags() {
 }
 
 #[test]
-fn dockerfile_run_secret_mounts() {
+fn dockerfile_run_mount_fields() {
     let k = kinds(
-        "FROM a\nRUN --mount=type=secret,id=tok,target=/t,required=true --mount=type=secret,id=b cat /t",
+        "FROM a\nRUN --mount=type=secret,id=tok,target=/t,required --mount=\"type=cache,Target=/c\" --mount=type=$T,ro cat /t",
     );
-    let K::Run { secrets, .. } = &k[1] else {
+    let K::Run { mounts, .. } = &k[1] else {
         panic!()
     };
-    assert_eq!(secrets.len(), 2);
+    let f = |v: &[(&str, Option<&str>)]| MountSpec {
+        fields: v
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect(),
+    };
     assert_eq!(
-        (
-            secrets[0].id.as_str(),
-            secrets[0].target.as_deref(),
-            secrets[0].required
-        ),
-        ("tok", Some("/t"), true)
-    );
-    assert_eq!(
-        (
-            secrets[1].id.as_str(),
-            secrets[1].target.as_deref(),
-            secrets[1].required
-        ),
-        ("b", None, false)
+        mounts,
+        &vec![
+            f(&[
+                ("type", Some("secret")),
+                ("id", Some("tok")),
+                ("target", Some("/t")),
+                ("required", None)
+            ]),
+            f(&[("type", Some("cache")), ("target", Some("/c"))]),
+            f(&[("type", Some("$T")), ("ro", None)]),
+        ]
     );
 }
 
@@ -334,14 +336,29 @@ fn dockerfile_parse_errors_with_lines() {
             "--chown is given twice",
         ),
         (
-            "FROM a\nRUN --mount=type=cache,target=/c true",
+            "FROM a\nRUN --mount=type=ssh git clone x",
             2,
-            "only --mount=type=secret is supported, not type=cache",
+            "RUN --mount=type=ssh is not supported: kiln forwards no SSH agent",
         ),
         (
-            "FROM a\nRUN --mount=type=secret true",
+            "FROM a\nRUN --mount=type=volume,target=/c true",
             2,
-            "--mount=type=secret needs id=NAME",
+            "unsupported mount type \"volume\" (kiln takes bind, cache, tmpfs, secret)",
+        ),
+        (
+            "FROM a\nRUN --mount=type=cache,target=/c,colour=red true",
+            2,
+            "--mount option \"colour\" is unknown; kiln takes type, target, source, from, id, sharing, mode, uid, gid, readonly, readwrite, size, required",
+        ),
+        (
+            "FROM a\nRUN --mount=type=cache,target true",
+            2,
+            "--mount field \"target\" needs a value: target=...",
+        ),
+        (
+            "FROM a\nRUN --mount=type=cache,target=\"/a b\" true",
+            2,
+            "--mount=type=cache,target=\"/a b\": a \" inside a field; quote the whole field",
         ),
         (
             "FROM a\nRUN --network=none true",
