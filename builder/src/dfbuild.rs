@@ -365,8 +365,14 @@ impl Builder<'_> {
                     add,
                     parents,
                     exclude,
+                    inline,
                     ..
                 } => {
+                    if !inline.is_empty() {
+                        return Err(
+                            self.dferr(step, "heredoc files (COPY <<EOF) are not supported yet")
+                        );
+                    }
                     if *parents {
                         return Err(self.dferr(step, "COPY --parents is not supported yet"));
                     }

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use super::DockerfileError;
+use super::heredoc::opener;
 use super::lines::{Logical, json_array, take_flags, words};
 use super::parse::{
     CopyArgs, Ctx, Healthcheck, InstructionKind as K, ShellOrExec, check_trigger, instruction,
+    with_bodies,
 };
 
 type R<T> = Result<T, DockerfileError>;
@@ -77,11 +79,13 @@ pub(crate) fn kind(cx: &Ctx, args: &str) -> R<K> {
                 line: cx.line,
                 text: args.to_string(),
                 single: false,
+                heredocs: cx.heredocs.to_vec(),
             };
             let inner = instruction(&l, cx.escape)?;
             check_trigger(&inner)?;
             K::OnBuild {
-                trigger: args.to_string(),
+                // With its heredocs, as BuildKit stores a trigger.
+                trigger: with_bodies(args, cx.heredocs),
                 instruction: Box::new(inner),
             }
         }
@@ -268,27 +272,12 @@ fn run(cx: &Ctx, args: &str) -> R<K> {
         .iter()
         .map(|v| super::mount::spec(cx, v))
         .collect::<R<Vec<_>>>()?;
-    heredoc(cx, rest)?;
-    Ok(K::Run {
-        command: command(cx, rest)?,
-        mounts,
-    })
-}
-
-/// Heredocs (`<<EOF`) would swallow the lines after them; refuse clearly.
-fn heredoc(cx: &Ctx, rest: &str) -> R<()> {
-    let found = words(rest, cx.escape).iter().any(|(_, w)| {
-        w.strip_prefix("<<")
-            .map(|t| t.trim_start_matches('-').trim_start_matches(['"', '\'']))
-            .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
-    });
-    if found {
-        return Err(cx.err(format!(
-            "heredocs (<<EOF) are not supported in {}; use a script file or line continuations",
-            cx.name
-        )));
-    }
-    Ok(())
+    let command = if cx.heredocs.is_empty() {
+        command(cx, rest)?
+    } else {
+        ShellOrExec::Shell(super::heredoc::run_command(rest, cx.escape, cx.heredocs))
+    };
+    Ok(K::Run { command, mounts })
 }
 
 fn copy(cx: &Ctx, args: &str) -> R<K> {
@@ -313,10 +302,12 @@ fn copy(cx: &Ctx, args: &str) -> R<K> {
             "ADD --keep-git-dir is for git sources, which kiln does not add; clone the repository in a RUN step",
         ));
     }
-    heredoc(cx, rest)?;
-    let mut list = match json_list(cx, rest)? {
-        Some(v) => v,
-        None => words(rest, cx.escape).into_iter().map(|(_, w)| w).collect(),
+    let (mut list, json) = match json_list(cx, rest)? {
+        Some(v) => (v, true),
+        None => (
+            words(rest, cx.escape).into_iter().map(|(_, w)| w).collect(),
+            false,
+        ),
     };
     if list.len() < 2 {
         return Err(cx.err(format!(
@@ -325,9 +316,28 @@ fn copy(cx: &Ctx, args: &str) -> R<K> {
         )));
     }
     let dest = list.pop().unwrap_or_default();
+    // Heredoc sources are files written from the Dockerfile (not in the
+    // JSON form, where `<<EOF` is just a name).
+    let mut sources = Vec::new();
+    let mut inline = Vec::new();
+    for w in list {
+        match opener(&w).filter(|_| !json) {
+            Some(o) => match cx.heredocs.iter().rev().find(|h| h.name == o.name) {
+                Some(h) => inline.push(h.clone()),
+                None => return Err(cx.err(format!("internal: no body for heredoc {w}"))),
+            },
+            None => sources.push(w),
+        }
+    }
+    if !json && opener(&dest).is_some() {
+        return Err(cx.err(format!(
+            "{} cannot take a heredoc as its destination",
+            cx.name
+        )));
+    }
     Ok(K::Copy(CopyArgs {
         add,
-        sources: list,
+        sources,
         dest,
         from: get(&f, "from"),
         chown: get(&f, "chown"),
@@ -336,6 +346,7 @@ fn copy(cx: &Ctx, args: &str) -> R<K> {
         parents: on(&f, "parents"),
         exclude: all(&f, "exclude"),
         checksum: get(&f, "checksum"),
+        inline,
     }))
 }
 

@@ -23,7 +23,8 @@ pub struct Dockerfile {
 pub struct Instruction {
     /// 1-based line of the instruction's first physical line.
     pub line: usize,
-    /// The instruction as written, continuations joined.
+    /// The instruction as written, continuations joined; heredoc bodies
+    /// follow on their own lines, each ending with its delimiter.
     pub text: String,
     /// What it says.
     pub kind: InstructionKind,
@@ -49,6 +50,34 @@ pub struct SecretMount {
     pub target: Option<String>,
     /// Whether a missing secret is an error (Docker's default: no).
     pub required: bool,
+}
+
+/// A heredoc (`<<EOF` ... `EOF`) as written in RUN, COPY or ADD.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Heredoc {
+    /// The delimiter, quotes removed; for COPY/ADD, the file's name.
+    pub name: String,
+    /// The lines between the instruction and the delimiter, each with its
+    /// newline, exactly as written.
+    pub content: String,
+    /// `<<-`: leading tabs are stripped from every line.
+    pub chomp: bool,
+    /// No part of the delimiter was quoted: COPY/ADD substitute `$VAR` in
+    /// the content.
+    pub expand: bool,
+}
+
+impl Heredoc {
+    /// The content with `<<-`'s tabs stripped.
+    pub fn body(&self) -> String {
+        if !self.chomp {
+            return self.content.clone();
+        }
+        self.content
+            .split_inclusive('\n')
+            .map(|l| l.trim_start_matches('\t'))
+            .collect()
+    }
 }
 
 /// `RUN --mount=...` as written: its comma-separated fields, keys checked
@@ -99,6 +128,9 @@ pub struct CopyArgs {
     pub exclude: Vec<String>,
     /// `--checksum=` (ADD only) as written.
     pub checksum: Option<String>,
+    /// Heredoc sources (`COPY <<EOF /dest`): files written from the
+    /// Dockerfile, in order.
+    pub inline: Vec<Heredoc>,
 }
 
 /// What an instruction says, words unexpanded.
@@ -219,14 +251,11 @@ pub fn parse_onbuild_triggers(
     triggers
         .iter()
         .map(|t| {
-            let l = Logical {
-                line,
-                text: t.trim().to_string(),
-                single: false,
-            };
-            let i = instruction(&l, escape).map_err(|e| {
-                DockerfileError::at(line, format!("base image ONBUILD: {}", e.message()))
-            })?;
+            let i = lines::trigger(t, escape, line)
+                .and_then(|l| instruction(&l, escape))
+                .map_err(|e| {
+                    DockerfileError::at(line, format!("base image ONBUILD: {}", e.message()))
+                })?;
             check_trigger(&i)?;
             Ok(i)
         })
@@ -251,6 +280,8 @@ pub(crate) struct Ctx<'a> {
     /// Offset of the arguments in the text, for columns.
     pub(crate) args_at: usize,
     pub(crate) escape: char,
+    /// The heredocs the instruction opens, bodies read.
+    pub(crate) heredocs: &'a [Heredoc],
 }
 
 impl Ctx<'_> {
@@ -288,13 +319,26 @@ pub(crate) fn instruction(l: &Logical, escape: char) -> Result<Instruction, Dock
         name,
         args_at: text.len() - args.len(),
         escape,
+        heredocs: &l.heredocs,
     };
     let kind = super::args::kind(&cx, args)?;
     Ok(Instruction {
         line: l.line,
-        text: text.to_string(),
+        text: with_bodies(text, &l.heredocs),
         kind,
     })
+}
+
+/// An instruction's text with its heredocs after it, each body followed by
+/// its delimiter, as written (BuildKit's form, also for ONBUILD triggers).
+pub(crate) fn with_bodies(text: &str, heredocs: &[Heredoc]) -> String {
+    let mut out = text.to_string();
+    for h in heredocs {
+        out.push('\n');
+        out.push_str(&h.content);
+        out.push_str(&h.name);
+    }
+    out
 }
 
 /// The known instruction nearest to a misspelt one, if it is close.

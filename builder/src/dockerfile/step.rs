@@ -105,9 +105,25 @@ pub enum StepKind {
         /// ADD `--checksum`: the digest (`sha256:…`) the one downloaded
         /// source must have.
         checksum: Option<String>,
+        /// Heredoc sources (`COPY <<EOF /etc/x`): files written from the
+        /// Dockerfile, after `sources`, with the same `dest` rules (one
+        /// file becomes `dest`, or `dest/name` when `dest` is a directory),
+        /// mode 0644 unless `chmod`, owned per `chown`. ADD does not extract
+        /// them.
+        inline: Vec<InlineFile>,
     },
     /// A change to the running image config; no layer.
     Config(ConfigChange),
+}
+
+/// A file a COPY/ADD heredoc writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineFile {
+    /// The heredoc's delimiter word, which names the file.
+    pub name: String,
+    /// Its content: `<<-` tabs stripped and, unless the delimiter was
+    /// quoted, `$VAR` substituted (quotes kept), as BuildKit does.
+    pub content: String,
 }
 
 /// A `RUN --mount` other than a secret: something the executor mounts while
@@ -501,6 +517,23 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
         }
     };
     let exclude = c.exclude.iter().map(|w| s(w)).collect::<R<Vec<_>>>()?;
+    let inline = c
+        .inline
+        .iter()
+        .map(|h| {
+            let body = h.body();
+            let content = if h.expand {
+                super::expand::expand_raw(&body, &|n| scope.lookup(n))
+                    .map_err(|e| err(format!("substitution failed in heredoc <<{}: {e}", h.name)))?
+            } else {
+                body
+            };
+            Ok(InlineFile {
+                name: h.name.clone(),
+                content,
+            })
+        })
+        .collect::<R<Vec<_>>>()?;
     let checksum = match &c.checksum {
         None => None,
         Some(d) => {
@@ -552,6 +585,10 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
         r.push_str(&format!("--checksum={d} "));
     }
     r.push_str(&list(&sources));
+    // The files' contents are part of what the step means.
+    for f in &inline {
+        r.push_str(&format!(" <<{}:{:?}", quote(&f.name), f.content));
+    }
     r.push(' ');
     r.push_str(&quote(&dest));
     let k = StepKind::Copy {
@@ -565,6 +602,7 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
         parents: c.parents,
         exclude,
         checksum,
+        inline,
     };
     Ok((k, r))
 }

@@ -237,6 +237,7 @@ fn dockerfile_copy_resolution() {
             parents: false,
             exclude: vec![],
             checksum: None,
+            inline: vec![],
         }
     );
     assert_eq!(

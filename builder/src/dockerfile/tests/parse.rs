@@ -366,11 +366,6 @@ fn dockerfile_parse_errors_with_lines() {
             "unknown flag --network for RUN (it takes --mount)",
         ),
         (
-            "FROM a\nRUN <<EOF\necho\nEOF",
-            2,
-            "heredocs (<<EOF) are not supported in RUN; use a script file or line continuations",
-        ),
-        (
             "FROM a\nSHELL /bin/bash -c",
             2,
             "SHELL needs a JSON array, e.g. SHELL [\"/bin/bash\", \"-c\"]",
