@@ -220,6 +220,74 @@ fn dockerfile_multistage_target_pruning_and_copy_from() {
 }
 
 #[test]
+fn dockerfile_target_ignores_errors_in_stages_it_does_not_need() {
+    let src = "ARG BASE=a\nFROM $BASE AS deps\nRUN x\n\
+FROM a AS broken\nWORKDIR ${NEED:?set NEED}\n\
+FROM $NOPE AS nofrom\n\
+FROM a AS badcopy\nCOPY ${EMPTY} /x\n\
+FROM a AS badfrom\nCOPY --from=later /x /x\n\
+FROM deps AS later\nCOPY --from=0 /y /y\n\
+FROM scratch AS final\nCOPY --from=later /z /z\nMAINTAINER me\n\
+FROM broken AS onbroken\nRUN y\n";
+    let g = graph(src, &[], Some("final")).unwrap();
+    assert_eq!((g.target, g.order.clone()), (6, vec![0, 5, 6]));
+    // The unneeded stages are there, as far as they got.
+    assert_eq!(g.stages.len(), 8);
+    assert_eq!(g.stages[2].name.as_deref(), Some("nofrom"));
+    assert_eq!(g.stages[2].base, Base::Scratch);
+    assert_eq!(g.stages[7].base, Base::Stage(1));
+    // Only needed stages' warnings.
+    assert_eq!(g.warnings.len(), 1, "{:?}", g.warnings);
+    // Each broken stage fails a build that needs it, with its own line.
+    let cases: &[(&str, usize, &str)] = &[
+        ("broken", 5, "substitution failed: NEED: set NEED"),
+        (
+            "nofrom",
+            6,
+            "FROM's image is empty after substitution (is the ARG set?)",
+        ),
+        (
+            "badcopy",
+            8,
+            "COPY source \"${EMPTY}\" is empty after substitution (is the ARG set?); BuildKit would copy the whole context there, kiln stops",
+        ),
+        (
+            "badfrom",
+            10,
+            "COPY --from=later: stage \"later\" is defined after this one; stages can only copy from earlier ones",
+        ),
+        // Through FROM: the base's error, at the base's line.
+        ("onbroken", 5, "substitution failed: NEED: set NEED"),
+    ];
+    for (target, line, msg) in cases {
+        let e = graph(src, &[], Some(target)).unwrap_err();
+        assert_eq!(
+            (e.line(), e.message()),
+            (Some(*line), msg.to_string()),
+            "{target}"
+        );
+    }
+    // Without --target the last stage is built, and it needs `broken`.
+    assert_eq!(graph(src, &[], None).unwrap_err().line(), Some(5));
+    // A needed stage that is found only through a mount's from=.
+    let src = "FROM a AS tool\nWORKDIR ${X:?no X}\nFROM a\nRUN --mount=from=tool,target=/t t";
+    assert_eq!(fail(src), (Some(2), "substitution failed: X: no X".into()));
+    // Errors outside stages fail every build.
+    assert_eq!(
+        graph("ARG A=${B:?global}\nFROM a AS x\nFROM b", &[], Some("x"))
+            .unwrap_err()
+            .line(),
+        Some(1)
+    );
+    assert_eq!(
+        graph("FROM a AS x\nFROM a AS y\nFROM a AS X", &[], Some("y"))
+            .unwrap_err()
+            .to_string(),
+        "Dockerfile:3: duplicate stage name \"x\""
+    );
+}
+
+#[test]
 fn dockerfile_copy_resolution() {
     let src = "FROM a\nARG O=1000\nCOPY --chown=$O:$O --chmod=755 [\"a b\", \"c*\", \"/d/\"]\nADD x.tar /opt/";
     let g = graph(src, &[], None).unwrap();
@@ -479,7 +547,7 @@ fn dockerfile_run_mount_errors() {
             "RUN --mount=type=ssh is not supported: kiln forwards no SSH agent",
         ),
         (
-            "RUN --mount=type=bind,target=/c,from=later true\nFROM a AS later",
+            "RUN --mount=type=bind,target=/c,from=later true\nFROM a AS later\nCOPY --from=0 /x /x",
             "RUN --mount from=later: stage \"later\" is defined after this one; stages can only copy from earlier ones",
         ),
         (
