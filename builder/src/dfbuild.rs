@@ -379,11 +379,10 @@ impl Builder<'_> {
                     if !exclude.is_empty() {
                         return Err(self.dferr(step, "--exclude is not supported yet"));
                     }
-                    if let Some(url) = sources
-                        .iter()
-                        .map(|s| s.to_ascii_lowercase())
-                        .find(|s| s.starts_with("http://") || s.starts_with("https://"))
-                    {
+                    if let Some(url) = sources.iter().find(|s| {
+                        let l = s.to_ascii_lowercase();
+                        l.starts_with("http://") || l.starts_with("https://")
+                    }) {
                         return Err(self
                             .dferr(step, format!("ADD from a URL ({url}) is not supported yet")));
                     }

@@ -65,7 +65,10 @@ pub enum StepKind {
     /// Run a command in the sandbox; its changes make a layer. A shell-form
     /// command runs under the config's SHELL (default `/bin/sh -c`).
     Run {
-        /// The command, unsubstituted (the shell does that).
+        /// The command, unsubstituted (the shell does that). Heredocs are
+        /// already in it as shell text (a lone `#!` heredoc as its
+        /// interpreter reading the script from fd 3), so they need nothing
+        /// of the executor but a POSIX shell.
         command: ShellOrExec,
         /// ARG values visible to the command as environment variables, on
         /// top of the config's Env; not stored in the image.
