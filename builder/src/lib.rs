@@ -8,6 +8,7 @@ pub mod copy;
 pub mod dfbuild;
 pub mod dockerfile;
 pub mod exec;
+pub mod fetch;
 mod finish;
 pub mod git;
 pub mod image;

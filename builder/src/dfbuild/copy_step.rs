@@ -45,10 +45,27 @@ impl Builder<'_> {
             chown,
             chmod,
             add,
+            parents,
+            exclude,
+            inline,
+            checksum,
+            link: _,
         } = &step.kind
         else {
             return Err(self.dferr(step, "internal: not a COPY"));
         };
+        if !inline.is_empty() {
+            return Err(self.dferr(step, "heredoc files (COPY <<EOF) are not supported yet"));
+        }
+        if *parents || !exclude.is_empty() || checksum.is_some() {
+            return Err(self.dferr(
+                step,
+                "--parents, --exclude and --checksum are not supported yet",
+            ));
+        }
+        if let Some(url) = sources.iter().find(|s| crate::fetch::is_http(s)) {
+            return Err(self.dferr(step, format!("ADD from a URL ({url}) is not supported yet")));
+        }
         // An image reads as the stage resolved for it.
         let from = match from {
             Some(CopyFrom::Image(reference)) => match self.images.get(reference) {

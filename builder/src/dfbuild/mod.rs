@@ -461,7 +461,19 @@ impl Builder<'_> {
                     command,
                     env,
                     secrets,
+                    mounts,
                 } => {
+                    if let Some(m) = mounts.first() {
+                        let kind = match m {
+                            crate::dockerfile::RunMount::Cache { .. } => "cache",
+                            crate::dockerfile::RunMount::Bind { .. } => "bind",
+                            crate::dockerfile::RunMount::Tmpfs { .. } => "tmpfs",
+                        };
+                        return Err(self.dferr(
+                            step,
+                            format!("RUN --mount=type={kind} is not supported yet"),
+                        ));
+                    }
                     let ids: Vec<&str> = secrets.iter().map(|s| s.id.as_str()).collect();
                     let key = cache_key(&[&built.chain, &step.resolved, &ids.join(",")]);
                     let (desc, reused) = match self.store.lookup(&key, Check::Full)? {
@@ -903,10 +915,12 @@ fn apply_config(config: &mut Value, change: &ConfigChange) {
             let v = shell_form(c, cmd);
             c["Cmd"] = v;
         }
-        ConfigChange::Entrypoint(cmd) => {
-            let v = shell_form(c, cmd);
+        ConfigChange::Entrypoint { command, reset_cmd } => {
+            let v = shell_form(c, command);
             c["Entrypoint"] = v;
-            c["Cmd"] = Value::Null;
+            if *reset_cmd {
+                c["Cmd"] = Value::Null;
+            }
         }
         ConfigChange::Shell(shell) => c["Shell"] = json!(shell),
         ConfigChange::StopSignal(s) => c["StopSignal"] = Value::String(s.clone()),
@@ -932,5 +946,6 @@ fn apply_config(config: &mut Value, change: &ConfigChange) {
             list.push(trigger.clone());
             c["OnBuild"] = json!(list);
         }
+        ConfigChange::Author(who) => config["author"] = Value::String(who.clone()),
     }
 }

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use super::DockerfileError;
-use super::lines::{Logical, take_flags, words};
+use super::heredoc::opener;
+use super::lines::{Logical, json_array, take_flags, words};
 use super::parse::{
-    CopyArgs, Ctx, Healthcheck, InstructionKind as K, SecretMount, ShellOrExec, check_trigger,
-    instruction,
+    CopyArgs, Ctx, Healthcheck, InstructionKind as K, ShellOrExec, check_trigger, instruction,
+    with_bodies,
 };
 
 type R<T> = Result<T, DockerfileError>;
@@ -54,14 +55,18 @@ pub(crate) fn kind(cx: &Ctx, args: &str) -> R<K> {
         }
         "VOLUME" => {
             need("at least one path")?;
-            K::Volume(match json_list(args) {
+            let v = match json_list(cx, args)? {
                 Some(v) => v,
                 None => words(args, cx.escape).into_iter().map(|(_, w)| w).collect(),
-            })
+            };
+            if v.is_empty() {
+                return Err(cx.err("VOLUME needs at least one path"));
+            }
+            K::Volume(v)
         }
         "CMD" => K::Cmd(command(cx, args)?),
         "ENTRYPOINT" => K::Entrypoint(command(cx, args)?),
-        "SHELL" => match json_list(args) {
+        "SHELL" => match json_list(cx, args)? {
             Some(v) if !v.is_empty() => K::Shell(v),
             _ => {
                 return Err(cx.err(r#"SHELL needs a JSON array, e.g. SHELL ["/bin/bash", "-c"]"#));
@@ -74,11 +79,13 @@ pub(crate) fn kind(cx: &Ctx, args: &str) -> R<K> {
                 line: cx.line,
                 text: args.to_string(),
                 single: false,
+                heredocs: cx.heredocs.to_vec(),
             };
             let inner = instruction(&l, cx.escape)?;
             check_trigger(&inner)?;
             K::OnBuild {
-                trigger: args.to_string(),
+                // With its heredocs, as BuildKit stores a trigger.
+                trigger: with_bodies(args, cx.heredocs),
                 instruction: Box::new(inner),
             }
         }
@@ -97,17 +104,20 @@ fn one(cx: &Ctx, args: &str, what: &str) -> R<String> {
     }
 }
 
-/// A JSON array of strings, if the text is one; otherwise the caller falls
-/// back to shell form, as Docker does.
-fn json_list(s: &str) -> Option<Vec<String>> {
-    if !s.starts_with('[') {
-        return None;
-    }
-    serde_json::from_str(s).ok()
+/// A JSON array of strings, if the text is one; otherwise (`None`) the
+/// caller falls back to shell form, as Docker does. A JSON array with a
+/// number or an object in it is an error, as in Docker.
+fn json_list(cx: &Ctx, s: &str) -> R<Option<Vec<String>>> {
+    json_array(s).map_err(|()| {
+        cx.err(format!(
+            "{}: a JSON array must hold only strings, e.g. [\"echo\", \"1\"]",
+            cx.name
+        ))
+    })
 }
 
 fn command(cx: &Ctx, args: &str) -> R<ShellOrExec> {
-    if let Some(v) = json_list(args) {
+    if let Some(v) = json_list(cx, args)? {
         return Ok(ShellOrExec::Exec(v));
     }
     if args.is_empty() {
@@ -140,15 +150,52 @@ fn flags<'a>(cx: &Ctx, args: &'a str, allowed: &[&str]) -> R<(Flags, &'a str)> {
                 format!("unknown flag --{name} for {} (it takes {takes})", cx.name),
             ));
         }
-        if name != "mount" && out.iter().any(|(n, _)| n == name) {
+        if !REPEATABLE.contains(&name) && out.iter().any(|(n, _)| n == name) {
             return Err(cx.err_at(at, format!("--{name} is given twice")));
         }
-        if value.is_none() && name != "link" {
+        let value = if BOOLEAN.contains(&name) {
+            // `--link`, `--link=true`, `--link=false`, as BuildKit reads them.
+            match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("true") => Some("true".to_string()),
+                Some("false") => Some("false".to_string()),
+                Some(_) => {
+                    return Err(cx.err_at(
+                        at,
+                        format!(
+                            "--{name} takes true or false, not {:?}",
+                            value.unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+        } else {
+            value
+        };
+        if value.is_none() {
             return Err(cx.err_at(at, format!("--{name} needs a value: --{name}=...")));
         }
         out.push((name.to_string(), value));
     }
     Ok((out, rest))
+}
+
+/// Flags that may be given more than once, each adding a value.
+const REPEATABLE: [&str; 2] = ["mount", "exclude"];
+
+/// Flags that are switches: bare, or `=true` / `=false`.
+const BOOLEAN: [&str; 3] = ["link", "parents", "keep-git-dir"];
+
+/// Whether a switch flag is on.
+fn on(f: &[(String, Option<String>)], name: &str) -> bool {
+    get(f, name).as_deref() == Some("true")
+}
+
+/// Every value of a repeatable flag, in order.
+fn all(f: &[(String, Option<String>)], name: &str) -> Vec<String> {
+    f.iter()
+        .filter(|(n, _)| n == name)
+        .filter_map(|(_, v)| v.clone())
+        .collect()
 }
 
 fn unquote(v: &str) -> String {
@@ -221,87 +268,46 @@ fn pairs(cx: &Ctx, args: &str) -> R<Vec<(String, String)>> {
 
 fn run(cx: &Ctx, args: &str) -> R<K> {
     let (f, rest) = flags(cx, args, &["mount"])?;
-    let mut secrets = Vec::new();
-    for (_, v) in &f {
-        secrets.push(mount(cx, v.as_deref().unwrap_or_default())?);
-    }
-    heredoc(cx, rest)?;
-    Ok(K::Run {
-        command: command(cx, rest)?,
-        secrets,
-    })
-}
-
-fn mount(cx: &Ctx, spec: &str) -> R<SecretMount> {
-    let mut id = None;
-    let mut target = None;
-    let mut required = false;
-    let mut kind = None;
-    for part in spec.split(',') {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        match k {
-            "type" => kind = Some(v),
-            "id" => id = Some(v.to_string()),
-            "target" | "dst" | "destination" => target = Some(v.to_string()),
-            "required" => required = v.is_empty() || v == "true",
-            _ => {
-                return Err(cx.err(format!(
-                    "--mount option {k:?} is not supported (kiln takes type=secret,id=,target=,required=)"
-                )));
-            }
-        }
-    }
-    if kind != Some("secret") {
-        return Err(cx.err(format!(
-            "only --mount=type=secret is supported, not type={}",
-            kind.unwrap_or("(none)")
-        )));
-    }
-    // Docker names the secret after the target's file name when id is missing.
-    let id = id.filter(|i| !i.is_empty()).or_else(|| {
-        target
-            .as_deref()
-            .and_then(|t| t.rsplit('/').next())
-            .map(str::to_string)
-    });
-    match id {
-        Some(id) if !id.is_empty() => Ok(SecretMount {
-            id,
-            target,
-            required,
-        }),
-        _ => Err(cx.err("--mount=type=secret needs id=NAME")),
-    }
-}
-
-/// Heredocs (`<<EOF`) would swallow the lines after them; refuse clearly.
-fn heredoc(cx: &Ctx, rest: &str) -> R<()> {
-    let found = words(rest, cx.escape).iter().any(|(_, w)| {
-        w.strip_prefix("<<")
-            .map(|t| t.trim_start_matches('-').trim_start_matches(['"', '\'']))
-            .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
-    });
-    if found {
-        return Err(cx.err(format!(
-            "heredocs (<<EOF) are not supported in {}; use a script file or line continuations",
-            cx.name
-        )));
-    }
-    Ok(())
+    let mounts = all(&f, "mount")
+        .iter()
+        .map(|v| super::mount::spec(cx, v))
+        .collect::<R<Vec<_>>>()?;
+    let command = if cx.heredocs.is_empty() {
+        command(cx, rest)?
+    } else {
+        ShellOrExec::Shell(super::heredoc::run_command(rest, cx.escape, cx.heredocs))
+    };
+    Ok(K::Run { command, mounts })
 }
 
 fn copy(cx: &Ctx, args: &str) -> R<K> {
     let add = cx.name == "ADD";
+    // BuildKit's flags: --parents is COPY's only, --checksum and
+    // --keep-git-dir ADD's.
     let allowed: &[&str] = if add {
-        &["chown", "chmod", "link"]
+        &[
+            "chown",
+            "chmod",
+            "link",
+            "exclude",
+            "checksum",
+            "keep-git-dir",
+        ]
     } else {
-        &["from", "chown", "chmod", "link"]
+        &["from", "chown", "chmod", "link", "parents", "exclude"]
     };
     let (f, rest) = flags(cx, args, allowed)?;
-    heredoc(cx, rest)?;
-    let mut list = match json_list(rest) {
-        Some(v) => v,
-        None => words(rest, cx.escape).into_iter().map(|(_, w)| w).collect(),
+    if on(&f, "keep-git-dir") {
+        return Err(cx.err(
+            "ADD --keep-git-dir is for git sources, which kiln does not add; clone the repository in a RUN step",
+        ));
+    }
+    let (mut list, json) = match json_list(cx, rest)? {
+        Some(v) => (v, true),
+        None => (
+            words(rest, cx.escape).into_iter().map(|(_, w)| w).collect(),
+            false,
+        ),
     };
     if list.len() < 2 {
         return Err(cx.err(format!(
@@ -309,28 +315,66 @@ fn copy(cx: &Ctx, args: &str) -> R<K> {
             cx.name
         )));
     }
-    if add && let Some(url) = list.iter().find(|s| is_url(s)) {
+    let dest = list.pop().unwrap_or_default();
+    // Heredoc sources are files written from the Dockerfile (not in the
+    // JSON form, where `<<EOF` is just a name).
+    let mut sources = Vec::new();
+    let mut inline = Vec::new();
+    for w in list {
+        match opener(&w).filter(|_| !json) {
+            Some(o) => match cx.heredocs.iter().rev().find(|h| h.name == o.name) {
+                Some(h) => inline.push(h.clone()),
+                None => return Err(cx.err(format!("internal: no body for heredoc {w}"))),
+            },
+            None => sources.push(w),
+        }
+    }
+    if !json && opener(&dest).is_some() {
         return Err(cx.err(format!(
-            "ADD from a URL is not supported; download it in a RUN step ({url})"
+            "{} cannot take a heredoc as its destination",
+            cx.name
         )));
     }
-    let dest = list.pop().unwrap_or_default();
     Ok(K::Copy(CopyArgs {
         add,
-        sources: list,
+        sources,
         dest,
         from: get(&f, "from"),
         chown: get(&f, "chown"),
         chmod: get(&f, "chmod"),
+        link: on(&f, "link"),
+        parents: on(&f, "parents"),
+        exclude: all(&f, "exclude"),
+        checksum: get(&f, "checksum"),
+        inline,
     }))
 }
 
-/// Whether an ADD source is remote (http, https, git).
-pub(crate) fn is_url(s: &str) -> bool {
+/// Whether a source is a git repository, as BuildKit's `ParseGitRef` tells
+/// them: `git://`, `ssh://`, `git@host:path`, or an http(s) URL whose path
+/// ends in `.git` (a `#ref` or `?query` after it aside).
+pub(crate) fn is_git_url(s: &str) -> bool {
     let l = s.to_ascii_lowercase();
-    ["http://", "https://", "git@", "git://"]
+    if ["git://", "ssh://", "git@"]
         .iter()
         .any(|p| l.starts_with(p))
+    {
+        return true;
+    }
+    let Some(rest) = l
+        .strip_prefix("http://")
+        .or_else(|| l.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let path = rest.split(['#', '?']).next().unwrap_or_default();
+    path.contains('/') && path.ends_with(".git")
+}
+
+/// Whether a source is a file to download (http or https, not git).
+pub(crate) fn is_http_url(s: &str) -> bool {
+    let l = s.to_ascii_lowercase();
+    (l.starts_with("http://") || l.starts_with("https://")) && !is_git_url(s)
 }
 
 fn healthcheck(cx: &Ctx, args: &str) -> R<Healthcheck> {

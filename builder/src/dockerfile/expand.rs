@@ -17,13 +17,37 @@ pub fn expand(
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, String> {
     let mut it = word.chars().peekable();
-    let out = Expander { escape, lookup }.run(&mut it, None)?;
+    let out = Expander {
+        escape,
+        lookup,
+        raw: false,
+    }
+    .run(&mut it, None)?;
     Ok(out)
+}
+
+/// Expands the content of a COPY/ADD heredoc, as BuildKit does
+/// (`SkipProcessQuotes`): `$VAR` and `${...}` forms are substituted, quotes
+/// are ordinary characters and stay, and a backslash makes the next
+/// character literal and goes (`\$HOME` is `$HOME`, `\\` is one backslash).
+pub(crate) fn expand_raw(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut it = text.chars().peekable();
+    Expander {
+        escape: '\\',
+        lookup,
+        raw: true,
+    }
+    .run(&mut it, None)
 }
 
 struct Expander<'a> {
     escape: char,
     lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// Quotes are plain text (heredoc content).
+    raw: bool,
 }
 
 impl Expander<'_> {
@@ -35,6 +59,7 @@ impl Expander<'_> {
                 return Ok(out);
             }
             match c {
+                '\'' | '"' if self.raw => out.push(c),
                 '\'' => loop {
                     match it.next() {
                         Some('\'') => break,

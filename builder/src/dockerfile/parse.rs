@@ -23,7 +23,8 @@ pub struct Dockerfile {
 pub struct Instruction {
     /// 1-based line of the instruction's first physical line.
     pub line: usize,
-    /// The instruction as written, continuations joined.
+    /// The instruction as written, continuations joined; heredoc bodies
+    /// follow on their own lines, each ending with its delimiter.
     pub text: String,
     /// What it says.
     pub kind: InstructionKind,
@@ -49,6 +50,43 @@ pub struct SecretMount {
     pub target: Option<String>,
     /// Whether a missing secret is an error (Docker's default: no).
     pub required: bool,
+}
+
+/// A heredoc (`<<EOF` ... `EOF`) as written in RUN, COPY or ADD.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Heredoc {
+    /// The delimiter, quotes removed; for COPY/ADD, the file's name.
+    pub name: String,
+    /// The lines between the instruction and the delimiter, each with its
+    /// newline, exactly as written.
+    pub content: String,
+    /// `<<-`: leading tabs are stripped from every line.
+    pub chomp: bool,
+    /// No part of the delimiter was quoted: COPY/ADD substitute `$VAR` in
+    /// the content.
+    pub expand: bool,
+}
+
+impl Heredoc {
+    /// The content with `<<-`'s tabs stripped.
+    pub fn body(&self) -> String {
+        if !self.chomp {
+            return self.content.clone();
+        }
+        self.content
+            .split_inclusive('\n')
+            .map(|l| l.trim_start_matches('\t'))
+            .collect()
+    }
+}
+
+/// `RUN --mount=...` as written: its comma-separated fields, keys checked
+/// and lowercased, values unsubstituted (BuildKit substitutes them in the
+/// stage's scope, so their meaning is settled at evaluation).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MountSpec {
+    /// `key=value` fields in order; `None` for a bare key such as `ro`.
+    pub fields: Vec<(String, Option<String>)>,
 }
 
 /// HEALTHCHECK as the image config stores it.
@@ -81,6 +119,18 @@ pub struct CopyArgs {
     pub chown: Option<String>,
     /// `--chmod=` as written (octal once expanded).
     pub chmod: Option<String>,
+    /// `--link`: BuildKit's layer-independent copy; kiln's layers are
+    /// independent anyway, so it changes nothing but the cache key.
+    pub link: bool,
+    /// `--parents` (COPY only): keep each source's path under `dest`.
+    pub parents: bool,
+    /// `--exclude=PATTERN`, each as written.
+    pub exclude: Vec<String>,
+    /// `--checksum=` (ADD only) as written.
+    pub checksum: Option<String>,
+    /// Heredoc sources (`COPY <<EOF /dest`): files written from the
+    /// Dockerfile, in order.
+    pub inline: Vec<Heredoc>,
 }
 
 /// What an instruction says, words unexpanded.
@@ -101,12 +151,12 @@ pub enum InstructionKind {
     Env(Vec<(String, String)>),
     /// `LABEL k=v ...`; keys and values as written.
     Label(Vec<(String, String)>),
-    /// `RUN [--mount=type=secret,...] command`.
+    /// `RUN [--mount=...] command`.
     Run {
         /// The command.
         command: ShellOrExec,
-        /// Secret mounts.
-        secrets: Vec<SecretMount>,
+        /// `--mount` flags, in order (secrets among them).
+        mounts: Vec<MountSpec>,
     },
     /// COPY or ADD.
     Copy(CopyArgs),
@@ -136,7 +186,7 @@ pub enum InstructionKind {
         /// The parsed trigger.
         instruction: Box<Instruction>,
     },
-    /// `MAINTAINER name`: deprecated; becomes the `maintainer` label.
+    /// `MAINTAINER name`: deprecated; sets the image's author, as in Docker.
     Maintainer(String),
 }
 
@@ -201,14 +251,11 @@ pub fn parse_onbuild_triggers(
     triggers
         .iter()
         .map(|t| {
-            let l = Logical {
-                line,
-                text: t.trim().to_string(),
-                single: false,
-            };
-            let i = instruction(&l, escape).map_err(|e| {
-                DockerfileError::at(line, format!("base image ONBUILD: {}", e.message()))
-            })?;
+            let i = lines::trigger(t, escape, line)
+                .and_then(|l| instruction(&l, escape))
+                .map_err(|e| {
+                    DockerfileError::at(line, format!("base image ONBUILD: {}", e.message()))
+                })?;
             check_trigger(&i)?;
             Ok(i)
         })
@@ -233,6 +280,8 @@ pub(crate) struct Ctx<'a> {
     /// Offset of the arguments in the text, for columns.
     pub(crate) args_at: usize,
     pub(crate) escape: char,
+    /// The heredocs the instruction opens, bodies read.
+    pub(crate) heredocs: &'a [Heredoc],
 }
 
 impl Ctx<'_> {
@@ -270,13 +319,26 @@ pub(crate) fn instruction(l: &Logical, escape: char) -> Result<Instruction, Dock
         name,
         args_at: text.len() - args.len(),
         escape,
+        heredocs: &l.heredocs,
     };
     let kind = super::args::kind(&cx, args)?;
     Ok(Instruction {
         line: l.line,
-        text: text.to_string(),
+        text: with_bodies(text, &l.heredocs),
         kind,
     })
+}
+
+/// An instruction's text with its heredocs after it, each body followed by
+/// its delimiter, as written (BuildKit's form, also for ONBUILD triggers).
+pub(crate) fn with_bodies(text: &str, heredocs: &[Heredoc]) -> String {
+    let mut out = text.to_string();
+    for h in heredocs {
+        out.push('\n');
+        out.push_str(&h.content);
+        out.push_str(&h.name);
+    }
+    out
 }
 
 /// The known instruction nearest to a misspelt one, if it is close.

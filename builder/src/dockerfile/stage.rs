@@ -1,8 +1,14 @@
 //! Evaluation: instructions to a [`BuildGraph`] of stages and steps, with
 //! Docker's ARG rules (global ARGs before the first FROM feed FROM lines; a
-//! stage sees a global only when it redeclares it; `--build-arg` sets only
-//! declared ARGs), ENV carried into stages built on a stage, and the stages
-//! the target needs put in a valid build order.
+//! stage sees a global only when it redeclares it, and then takes its value
+//! unless it gives a default of its own; `--build-arg` sets only declared
+//! ARGs and wins over any default; ARG names and defaults are substituted in
+//! the scope so far), ENV and ARGs carried into stages built on a stage (as
+//! BuildKit does), and the stages the target needs put in a valid build
+//! order. An error in a stage the target does not need (through FROM,
+//! `COPY --from`, `RUN --mount from=`) does not fail the build, as in
+//! BuildKit; errors outside any stage (global ARGs, duplicate stage names)
+//! always do.
 //!
 //! Evaluation is pure and cheap, so base images' ENV and ONBUILD (which
 //! substitution and triggers need) come in [`EvalOptions::base_images`]: the
@@ -13,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::DockerfileError;
 use super::parse::{Dockerfile, Instruction, InstructionKind as K, parse_onbuild_triggers};
-use super::step::{Base, CopyFrom, PROXY_ARGS, Place, Scope, Stage, StepKind, step, sub};
+use super::step::{Base, CopyFrom, PROXY_ARGS, Place, RunMount, Scope, Stage, StepKind, step, sub};
 
 type R<T> = Result<T, DockerfileError>;
 
@@ -21,7 +27,12 @@ type R<T> = Result<T, DockerfileError>;
 /// steps, keeping a running image config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildGraph {
-    /// Every stage, in file order (indices are what `--from=N` names).
+    /// Every stage, in file order (indices are what `--from=N` names). Only
+    /// the ones in `order` are sure to be whole: a stage the target does not
+    /// need is evaluated only as far as its first error, which is not
+    /// reported (as BuildKit skips stages the target does not reach), so
+    /// its steps may stop short and, if its FROM failed, its base is
+    /// `Scratch`.
     pub stages: Vec<Stage>,
     /// The stages to build, dependencies first, ending with the target;
     /// the others are not needed and are skipped.
@@ -73,6 +84,14 @@ struct Current {
     scope: Scope,
     /// ONBUILD triggers this stage adds (its base's were run, not kept).
     onbuild: Vec<String>,
+    /// Whether a CMD has been seen in this stage (not inherited from a base
+    /// stage, as in BuildKit).
+    cmd_set: bool,
+    /// Warnings about this stage, given only if the target needs it.
+    warnings: Vec<String>,
+    /// The first error in this stage, where its evaluation stopped; it
+    /// fails the build only if the target needs the stage.
+    error: Option<DockerfileError>,
 }
 
 struct Eval<'a> {
@@ -84,6 +103,7 @@ struct Eval<'a> {
     names: HashMap<String, usize>,
     all_names: Vec<String>,
     done: Vec<Current>,
+    /// Warnings about the whole build (stages keep their own).
     warnings: Vec<String>,
 }
 
@@ -114,20 +134,20 @@ pub fn evaluate(df: &Dockerfile, opts: &EvalOptions) -> R<BuildGraph> {
     for (k, v) in platform_args(&opts.platform) {
         ev.global.set_arg(k, Some(v));
     }
-    let mut cur: Option<Current> = None;
+    // The global ARGs (errors there fail any build), then each stage: its
+    // FROM and the instructions up to the next.
+    let mut stages: Vec<(&Instruction, Vec<&Instruction>)> = Vec::new();
     for ins in &df.instructions {
-        match (&ins.kind, cur.as_mut()) {
-            (K::From { .. }, _) => {
-                ev.done.extend(cur.take());
-                cur = Some(ev.from(ins)?);
-            }
+        match (&ins.kind, stages.last_mut()) {
+            (K::From { .. }, _) => stages.push((ins, Vec::new())),
             (K::Arg(list), None) => {
                 for (name, default) in list {
-                    let v = ev.arg(ins.line, name, default.as_deref(), None)?;
-                    ev.global.set_arg(name, v);
+                    let name = arg_name(&ev.global, df.escape, ins.line, name)?;
+                    let v = ev.arg(ins.line, &name, default.as_deref(), None)?;
+                    ev.global.set_arg(&name, v);
                 }
             }
-            (_, Some(c)) => ev.apply(c, ins)?,
+            (_, Some((_, body))) => body.push(ins),
             (_, None) => {
                 return Err(DockerfileError::at(
                     ins.line,
@@ -136,13 +156,51 @@ pub fn evaluate(df: &Dockerfile, opts: &EvalOptions) -> R<BuildGraph> {
             }
         }
     }
-    ev.done.extend(cur);
+    // Stage names must be unique whichever stages are built, as in BuildKit.
+    let mut seen = BTreeSet::new();
+    for (from, _) in &stages {
+        if let K::From { name: Some(n), .. } = &from.kind
+            && !seen.insert(n.as_str())
+        {
+            return Err(DockerfileError::at(
+                from.line,
+                format!("duplicate stage name {n:?}"),
+            ));
+        }
+    }
+    // Every stage is evaluated (a later one may build on it), each as far
+    // as its first error; `finish` reports the errors of needed ones only.
+    for (from, body) in &stages {
+        let cur = ev.stage(from, body);
+        ev.done.push(cur);
+    }
     ev.finish()
 }
 
+impl Current {
+    /// A stage with nothing evaluated yet.
+    fn new(index: usize, name: Option<String>, line: usize, base: Base) -> Self {
+        Self {
+            stage: Stage {
+                index,
+                name,
+                line,
+                base,
+                steps: Vec::new(),
+            },
+            scope: Scope::default(),
+            onbuild: Vec::new(),
+            cmd_set: false,
+            warnings: Vec::new(),
+            error: None,
+        }
+    }
+}
+
 impl Eval<'_> {
-    /// An ARG's value: a build arg, else its default, else (in a stage) the
-    /// global one of that name, else unset.
+    /// An ARG's value: a build arg, else its default (substituted in the
+    /// scope so far), else (in a stage) the global one of that name, else
+    /// unset. `name` is already substituted.
     fn arg(
         &mut self,
         line: usize,
@@ -150,12 +208,6 @@ impl Eval<'_> {
         default: Option<&str>,
         stage: Option<&Scope>,
     ) -> R<Option<String>> {
-        if name.is_empty() || name.contains(['$', '"', '\'']) {
-            return Err(DockerfileError::at(
-                line,
-                format!("invalid ARG name {name:?}"),
-            ));
-        }
         if let Some(v) = self.build_args.get(name) {
             self.used.insert(name.to_string());
             return Ok(Some(v.to_string()));
@@ -168,17 +220,54 @@ impl Eval<'_> {
         }
     }
 
-    fn from(&mut self, ins: &Instruction) -> R<Current> {
+    /// One stage, evaluated up to its first error (kept in the result).
+    fn stage(&mut self, from: &Instruction, body: &[&Instruction]) -> Current {
+        let index = self.done.len();
+        let name = match &from.kind {
+            K::From { name, .. } => name.clone(),
+            _ => None,
+        };
+        let (mut cur, triggers) = match self.from(from, index) {
+            Ok(x) => x,
+            Err(e) => {
+                let mut cur = Current::new(index, name.clone(), from.line, Base::Scratch);
+                cur.error = Some(e);
+                (cur, Vec::new())
+            }
+        };
+        // The name counts from the stage's own FROM on (its triggers and
+        // steps see it as their own stage).
+        if let Some(n) = name {
+            self.names.insert(n, index);
+        }
+        if cur.error.is_some() {
+            return cur;
+        }
+        let run = |ev: &mut Self, cur: &mut Current| -> R<()> {
+            for t in parse_onbuild_triggers(&triggers, ev.df.escape, from.line)? {
+                ev.apply(cur, &t)?;
+            }
+            for ins in body {
+                ev.apply(cur, ins)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = run(self, &mut cur) {
+            cur.error = Some(e);
+        }
+        cur
+    }
+
+    /// A stage's FROM: its base, what it inherits from it, and the base's
+    /// ONBUILD triggers to run first.
+    fn from(&mut self, ins: &Instruction, index: usize) -> R<(Current, Vec<String>)> {
         let K::From {
-            image,
-            name,
-            platform,
+            image, platform, ..
         } = &ins.kind
         else {
             return Err(DockerfileError::at(ins.line, "internal: not FROM"));
         };
         let line = ins.line;
-        let index = self.done.len();
         let image = sub(&self.global, self.df.escape, line, image)?;
         let platform = platform
             .as_deref()
@@ -196,18 +285,19 @@ impl Eval<'_> {
             .names
             .get(&lower)
             .copied()
-            .or_else(|| lower.parse::<usize>().ok().filter(|i| *i < index));
+            .or_else(|| lower.parse::<usize>().ok())
+            .filter(|i| *i < index);
         let (base, inherited) = if lower == "scratch" {
             (Base::Scratch, None)
         } else if let Some(i) = earlier {
             let d = &self.done[i];
             (
                 Base::Stage(i),
-                Some((d.scope.env.clone(), d.onbuild.clone())),
+                Some((d.scope.env.clone(), d.scope.args.clone(), d.onbuild.clone())),
             )
         } else {
             let b = self.opts.base_images.get(&image);
-            let inh = b.map(|b| (b.env.clone(), b.onbuild.clone()));
+            let inh = b.map(|b| (b.env.clone(), Vec::new(), b.onbuild.clone()));
             (
                 Base::Image {
                     reference: image.clone(),
@@ -216,35 +306,20 @@ impl Eval<'_> {
                 inh,
             )
         };
-        if let Some(n) = name {
-            if self.names.contains_key(n) {
-                return Err(DockerfileError::at(
-                    line,
-                    format!("duplicate stage name {n:?}"),
-                ));
-            }
-            self.names.insert(n.clone(), index);
-        }
-        let (env, triggers) = inherited.unwrap_or_default();
-        let mut cur = Current {
-            stage: Stage {
-                index,
-                name: name.clone(),
-                line,
-                base,
-                steps: Vec::new(),
-            },
-            scope: Scope {
-                args: Vec::new(),
-                env,
-                proxies: self.proxies(),
-            },
-            onbuild: Vec::new(),
+        // A stage built on a stage inherits its ENV and, as in BuildKit,
+        // the ARGs it declared (with their values).
+        let (env, args, triggers) = inherited.unwrap_or_default();
+        let name = match &ins.kind {
+            K::From { name, .. } => name.clone(),
+            _ => None,
         };
-        for t in parse_onbuild_triggers(&triggers, self.df.escape, line)? {
-            self.apply(&mut cur, &t)?;
-        }
-        Ok(cur)
+        let mut cur = Current::new(index, name, line, base);
+        cur.scope = Scope {
+            args,
+            env,
+            proxies: self.proxies(),
+        };
+        Ok((cur, triggers))
     }
 
     fn proxies(&mut self) -> Vec<(String, String)> {
@@ -263,14 +338,15 @@ impl Eval<'_> {
         match &ins.kind {
             K::Arg(list) => {
                 for (name, default) in list {
-                    let v = self.arg(ins.line, name, default.as_deref(), Some(&cur.scope))?;
-                    cur.scope.set_arg(name, v);
+                    let name = arg_name(&cur.scope, self.df.escape, ins.line, name)?;
+                    let v = self.arg(ins.line, &name, default.as_deref(), Some(&cur.scope))?;
+                    cur.scope.set_arg(&name, v);
                 }
             }
             kind => {
                 if let K::Maintainer(_) = kind {
-                    self.warnings.push(format!(
-                        "Dockerfile:{}: MAINTAINER is deprecated; kiln made it the \"maintainer\" label",
+                    cur.warnings.push(format!(
+                        "Dockerfile:{}: MAINTAINER is deprecated; kiln set the image's author (use LABEL org.opencontainers.image.authors=...)",
                         ins.line
                     ));
                 }
@@ -282,16 +358,27 @@ impl Eval<'_> {
                     names: &self.names,
                     current: cur.stage.index,
                     all_names: &self.all_names,
+                    cmd_set: cur.cmd_set,
                 };
                 let s = step(&mut cur.scope, &at, ins)?;
                 cur.stage.steps.push(s);
+                if let K::Cmd(_) = kind {
+                    cur.cmd_set = true;
+                }
             }
         }
         Ok(())
     }
 
     fn finish(mut self) -> R<BuildGraph> {
-        let stages: Vec<Stage> = self.done.into_iter().map(|c| c.stage).collect();
+        let mut stages = Vec::new();
+        let mut errors = Vec::new();
+        let mut stage_warnings = Vec::new();
+        for c in self.done {
+            stages.push(c.stage);
+            errors.push(c.error);
+            stage_warnings.push(c.warnings);
+        }
         let target = match &self.opts.target {
             None => stages.len().checked_sub(1).ok_or(DockerfileError::Empty)?,
             Some(t) => {
@@ -309,7 +396,15 @@ impl Eval<'_> {
                     })?
             }
         };
+        // Only what the target needs is built, so only its errors count;
+        // `order` is in file order, so this is the first of them.
         let order = needed(&stages, target);
+        if let Some(e) = order.iter().find_map(|&i| errors[i].clone()) {
+            return Err(e);
+        }
+        for &i in &order {
+            self.warnings.append(&mut stage_warnings[i]);
+        }
         for (k, _) in &self.opts.build_args {
             if !self.used.contains(k) && !PROXY_ARGS.contains(&k.as_str()) {
                 self.warnings.push(format!(
@@ -327,8 +422,23 @@ impl Eval<'_> {
     }
 }
 
-/// The stages `target` needs, through FROM and COPY --from, in index order
-/// (every dependency has a lower index, so that is a valid build order).
+/// An ARG's name, substituted in the scope so far (`ARG ${prefix}_x=1`), as
+/// Docker's classic builder does; each name on a line sees the ones before
+/// it.
+fn arg_name(scope: &Scope, escape: char, line: usize, raw: &str) -> R<String> {
+    let name = sub(scope, escape, line, raw)?;
+    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '=') {
+        return Err(DockerfileError::at(
+            line,
+            format!("invalid ARG name {raw:?} (it is {name:?} after substitution)"),
+        ));
+    }
+    Ok(name)
+}
+
+/// The stages `target` needs, through FROM, COPY --from and RUN --mount
+/// from=, in index order (every dependency has a lower index, so that is a
+/// valid build order).
 fn needed(stages: &[Stage], target: usize) -> Vec<usize> {
     let mut seen = BTreeSet::new();
     let mut todo = vec![target];
@@ -341,12 +451,25 @@ fn needed(stages: &[Stage], target: usize) -> Vec<usize> {
             todo.push(b);
         }
         for st in &s.steps {
-            if let StepKind::Copy {
-                from: Some(CopyFrom::Stage(f)),
-                ..
-            } = st.kind
-            {
-                todo.push(f);
+            match &st.kind {
+                StepKind::Copy {
+                    from: Some(CopyFrom::Stage(f)),
+                    ..
+                } => todo.push(*f),
+                StepKind::Run { mounts, .. } => {
+                    todo.extend(mounts.iter().filter_map(|m| match m {
+                        RunMount::Cache {
+                            from: Some(CopyFrom::Stage(f)),
+                            ..
+                        }
+                        | RunMount::Bind {
+                            from: Some(CopyFrom::Stage(f)),
+                            ..
+                        } => Some(*f),
+                        _ => None,
+                    }));
+                }
+                _ => {}
             }
         }
     }

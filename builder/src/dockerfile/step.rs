@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::DockerfileError;
-use super::args::is_url;
+use super::args::{is_git_url, is_http_url};
 use super::parse::{
     CopyArgs, Healthcheck, Instruction, InstructionKind as K, SecretMount, ShellOrExec,
 };
@@ -65,13 +65,18 @@ pub enum StepKind {
     /// Run a command in the sandbox; its changes make a layer. A shell-form
     /// command runs under the config's SHELL (default `/bin/sh -c`).
     Run {
-        /// The command, unsubstituted (the shell does that).
+        /// The command, unsubstituted (the shell does that). Heredocs are
+        /// already in it as shell text (a lone `#!` heredoc as its
+        /// interpreter reading the script from fd 3), so they need nothing
+        /// of the executor but a POSIX shell.
         command: ShellOrExec,
         /// ARG values visible to the command as environment variables, on
         /// top of the config's Env; not stored in the image.
         env: Vec<(String, String)>,
         /// Secrets to mount while it runs.
         secrets: Vec<SecretMount>,
+        /// The other `--mount`s (cache, bind, tmpfs), in order.
+        mounts: Vec<RunMount>,
     },
     /// COPY or ADD: a layer built straight from files, no sandbox.
     Copy {
@@ -86,11 +91,105 @@ pub enum StepKind {
         chown: Option<String>,
         /// `--chmod`, octal.
         chmod: Option<u32>,
-        /// ADD: a local tar source is extracted into `dest`.
+        /// ADD: a local tar source is extracted into `dest`; an http(s)
+        /// source (kept in `sources` as the URL) is downloaded, not
+        /// extracted.
         add: bool,
+        /// `--link`: accepted for BuildKit compatibility; kiln's layers do
+        /// not depend on the ones below them anyway, so nothing changes.
+        link: bool,
+        /// `--parents` (COPY): each source keeps its path relative to the
+        /// context (or `from`) under `dest`, BuildKit's meaning; a `/./` in a
+        /// source marks where the kept part starts (`a/./b/c` puts `b/c`).
+        parents: bool,
+        /// `--exclude` patterns (substituted): matching files among the
+        /// sources are not copied, with .dockerignore's pattern syntax.
+        exclude: Vec<String>,
+        /// ADD `--checksum`: the digest (`sha256:…`) the one downloaded
+        /// source must have.
+        checksum: Option<String>,
+        /// Heredoc sources (`COPY <<EOF /etc/x`): files written from the
+        /// Dockerfile, after `sources`, with the same `dest` rules (one
+        /// file becomes `dest`, or `dest/name` when `dest` is a directory),
+        /// mode 0644 unless `chmod`, owned per `chown`. ADD does not extract
+        /// them.
+        inline: Vec<InlineFile>,
     },
     /// A change to the running image config; no layer.
     Config(ConfigChange),
+}
+
+/// A file a COPY/ADD heredoc writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlineFile {
+    /// The heredoc's delimiter word, which names the file.
+    pub name: String,
+    /// Its content: `<<-` tabs stripped and, unless the delimiter was
+    /// quoted, `$VAR` substituted (quotes kept), as BuildKit does.
+    pub content: String,
+}
+
+/// A `RUN --mount` other than a secret: something the executor mounts while
+/// the command runs and that never becomes part of the layer. A relative
+/// `target` is under the config's WorkingDir, as in BuildKit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunMount {
+    /// `type=cache`: a directory kept between builds (package caches). Its
+    /// contents are never part of a cache key.
+    Cache {
+        /// Where it appears.
+        target: String,
+        /// Which cache: builds with the same id share it. Defaults to the
+        /// target, cleaned, as in BuildKit.
+        id: String,
+        /// How concurrent builds share it.
+        sharing: CacheSharing,
+        /// `from=`: a stage or image whose files seed an empty cache.
+        from: Option<CopyFrom>,
+        /// `source=`: the directory in `from` that seeds it (its root when
+        /// `None`).
+        source: Option<String>,
+        /// The cache directory's mode when created (default 0755).
+        mode: u32,
+        /// Its owner (default 0).
+        uid: u32,
+        /// Its group (default 0).
+        gid: u32,
+        /// `ro`: mounted read-only.
+        readonly: bool,
+    },
+    /// `type=bind`: files from the build context, a stage or an image,
+    /// read-only unless `rw`, and even then writes are thrown away. What is
+    /// bound from the context must count in the step's cache key, as COPY's
+    /// sources do.
+    Bind {
+        /// Where it appears.
+        target: String,
+        /// The path in `from` (or the context) to bind; `/` is its root.
+        source: String,
+        /// Where the files come from; `None` is the build context.
+        from: Option<CopyFrom>,
+        /// `rw`: writable for the command (changes are discarded).
+        readwrite: bool,
+    },
+    /// `type=tmpfs`: an empty in-memory directory.
+    Tmpfs {
+        /// Where it appears.
+        target: String,
+        /// `size=`, in bytes; `None` is the kernel's default.
+        size: Option<u64>,
+    },
+}
+
+/// `sharing=` of a cache mount, BuildKit's three modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheSharing {
+    /// Any number of builds use it at once (the default).
+    Shared,
+    /// A build that finds it in use gets a fresh cache of its own.
+    Private,
+    /// A build waits until no other build uses it.
+    Locked,
 }
 
 /// Where `COPY --from` reads.
@@ -119,9 +218,15 @@ pub enum ConfigChange {
     Volume(Vec<String>),
     /// Set Cmd (shell form goes through SHELL).
     Cmd(ShellOrExec),
-    /// Set Entrypoint (shell form goes through SHELL); resets Cmd when the
-    /// stage set no CMD of its own, as Docker does.
-    Entrypoint(ShellOrExec),
+    /// Set Entrypoint (shell form goes through SHELL).
+    Entrypoint {
+        /// The new entrypoint.
+        command: ShellOrExec,
+        /// Whether Cmd is cleared too: Docker clears it unless this stage
+        /// has set a CMD of its own before (its `cmdSet`), so a base
+        /// image's CMD does not become arguments of a new entrypoint.
+        reset_cmd: bool,
+    },
     /// Set the shell for later shell-form commands (kept in the config).
     Shell(Vec<String>),
     /// Set StopSignal.
@@ -130,6 +235,9 @@ pub enum ConfigChange {
     Healthcheck(Healthcheck),
     /// Add an ONBUILD trigger, as written.
     OnBuild(String),
+    /// Set the image's author: the top-level `author` of the OCI config,
+    /// which is all MAINTAINER does in Docker (no label).
+    Author(String),
 }
 
 /// Proxy build args Docker passes to RUN without an ARG (never stored).
@@ -191,6 +299,9 @@ pub(crate) struct Place<'a> {
     pub current: usize,
     /// Every stage name in the file, to tell a later stage from an image.
     pub all_names: &'a [String],
+    /// Whether the current stage has had a CMD (Docker's `cmdSet`), which
+    /// decides whether ENTRYPOINT clears Cmd.
+    pub cmd_set: bool,
 }
 
 /// Substitutes one word, errors at `line`.
@@ -199,16 +310,26 @@ pub(crate) fn sub(scope: &Scope, escape: char, line: usize, word: &str) -> R<Str
         .map_err(|e| DockerfileError::at(line, format!("substitution failed: {e}")))
 }
 
-/// ENV: each pair sees the ones before it on the same line.
+/// ENV: every name and value is substituted in the scope as it was before
+/// the line, as Docker does (`ENV a=2 b=$a` gives `b` the old `a`); only
+/// then are they set.
 fn env(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> {
     let K::Env(pairs) = &ins.kind else {
         return Err(DockerfileError::at(ins.line, "internal: not ENV"));
     };
-    let mut out = Vec::new();
-    for (k, v) in pairs {
-        let v = sub(scope, at.escape, ins.line, v)?;
+    let s = |w: &str| sub(scope, at.escape, ins.line, w);
+    let out = pairs
+        .iter()
+        .map(|(k, v)| Ok((s(k)?, s(v)?)))
+        .collect::<R<Vec<_>>>()?;
+    if let Some(((raw, _), _)) = pairs.iter().zip(&out).find(|(_, (k, _))| k.is_empty()) {
+        return Err(DockerfileError::at(
+            ins.line,
+            format!("ENV name {raw:?} is empty after substitution"),
+        ));
+    }
+    for (k, v) in &out {
         scope.set_env(k, v.clone());
-        out.push((k.clone(), v));
     }
     Ok(Step {
         line: ins.line,
@@ -236,12 +357,16 @@ pub(crate) fn step(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> 
             let r = format!("LABEL {}", kv(&out));
             (StepKind::Config(ConfigChange::Label(out)), r)
         }
-        K::Maintainer(who) => {
-            let out = vec![("maintainer".to_string(), who.clone())];
-            let r = format!("LABEL {}", kv(&out));
-            (StepKind::Config(ConfigChange::Label(out)), r)
-        }
-        K::Run { command, secrets } => {
+        K::Maintainer(who) => one("MAINTAINER", who.clone(), ConfigChange::Author),
+        K::Run { command, mounts } => {
+            let mut secrets = Vec::new();
+            let mut others = Vec::new();
+            for m in mounts {
+                match super::mount::resolve(m, scope, at, line)? {
+                    super::mount::Resolved::Secret(s) => secrets.push(s),
+                    super::mount::Resolved::Mount(m) => others.push(m),
+                }
+            }
             let mut env: Vec<(String, String)> = scope
                 .args
                 .iter()
@@ -257,7 +382,7 @@ pub(crate) fn step(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> 
             if !env.is_empty() {
                 r.push_str(&format!("|{} {} ", env.len(), kv(&env)));
             }
-            for m in secrets {
+            for m in &secrets {
                 r.push_str(&format!(
                     "--mount=type=secret,id={},target={},required={} ",
                     m.id,
@@ -265,11 +390,16 @@ pub(crate) fn step(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> 
                     m.required
                 ));
             }
+            for m in &others {
+                r.push_str(&mount_text(m));
+                r.push(' ');
+            }
             r.push_str(&cmd_text(command));
             let k = StepKind::Run {
                 command: command.clone(),
                 env,
-                secrets: secrets.clone(),
+                secrets,
+                mounts: others,
             };
             (k, r)
         }
@@ -298,7 +428,10 @@ pub(crate) fn step(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> 
         K::Cmd(c) => cfg(format!("CMD {}", cmd_text(c)), ConfigChange::Cmd(c.clone())),
         K::Entrypoint(c) => cfg(
             format!("ENTRYPOINT {}", cmd_text(c)),
-            ConfigChange::Entrypoint(c.clone()),
+            ConfigChange::Entrypoint {
+                command: c.clone(),
+                reset_cmd: !at.cmd_set,
+            },
         ),
         K::Shell(v) => cfg(format!("SHELL {}", list(v)), ConfigChange::Shell(v.clone())),
         K::Healthcheck(h) => cfg(
@@ -343,21 +476,36 @@ fn one(name: &str, v: String, f: fn(String) -> ConfigChange) -> (StepKind, Strin
 fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, String)> {
     let s = |w: &str| sub(scope, at.escape, line, w);
     let err = |m: String| DockerfileError::at(line, m);
+    let name = if c.add { "ADD" } else { "COPY" };
     let sources = c.sources.iter().map(|w| s(w)).collect::<R<Vec<_>>>()?;
     let dest = s(&c.dest)?;
-    if let Some(url) = sources.iter().find(|u| c.add && is_url(u)) {
+    if let Some(url) = sources.iter().find(|u| is_git_url(u)) {
         return Err(err(format!(
-            "ADD from a URL is not supported; download it in a RUN step ({url})"
+            "{name} from a git repository is not supported ({url}); clone it in a RUN step"
         )));
     }
-    if sources.iter().any(String::is_empty) || dest.is_empty() {
-        return Err(err(
-            "COPY/ADD paths cannot be empty after substitution".into()
-        ));
+    if let Some(url) = sources.iter().find(|u| !c.add && is_http_url(u)) {
+        return Err(err(format!(
+            "COPY cannot take a URL ({url}); ADD downloads one"
+        )));
     }
+    // BuildKit gives no error for a source that substitutes to nothing: it
+    // normalises "" to "/" and copies the whole build context (or stage).
+    // That is never what an unset ARG meant, so kiln stops instead.
+    if let Some((raw, _)) = c.sources.iter().zip(&sources).find(|(_, v)| v.is_empty()) {
+        return Err(err(format!(
+            "{name} source {raw:?} is empty after substitution (is the ARG set?); BuildKit would copy the whole context there, kiln stops"
+        )));
+    }
+    // An empty destination is the working directory, as in BuildKit.
+    let dest = if dest.is_empty() {
+        "./".to_string()
+    } else {
+        dest
+    };
     let from = match &c.from {
         None => None,
-        Some(f) => Some(copy_from(at, line, &s(f)?)?),
+        Some(f) => Some(copy_from(at, line, "COPY --from", &s(f)?)?),
     };
     let chown = c.chown.as_deref().map(s).transpose()?;
     let chmod = match &c.chmod {
@@ -371,7 +519,51 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
             Some(v)
         }
     };
-    let mut r = String::from(if c.add { "ADD " } else { "COPY " });
+    let exclude = c.exclude.iter().map(|w| s(w)).collect::<R<Vec<_>>>()?;
+    let inline = c
+        .inline
+        .iter()
+        .map(|h| {
+            let body = h.body();
+            let content = if h.expand {
+                super::expand::expand_raw(&body, &|n| scope.lookup(n))
+                    .map_err(|e| err(format!("substitution failed in heredoc <<{}: {e}", h.name)))?
+            } else {
+                body
+            };
+            Ok(InlineFile {
+                name: h.name.clone(),
+                content,
+            })
+        })
+        .collect::<R<Vec<_>>>()?;
+    let checksum = match &c.checksum {
+        None => None,
+        Some(d) => {
+            let d = s(d)?;
+            if !is_digest(&d) {
+                return Err(err(format!(
+                    "--checksum={d} is not a digest such as sha256:<64 hex digits>"
+                )));
+            }
+            // BuildKit's rule: a checksum pins one downloaded file.
+            match sources.as_slice() {
+                [one] if is_http_url(one) => {}
+                [_] => {
+                    return Err(err(
+                        "ADD --checksum is only for a source downloaded over http(s)".into(),
+                    ));
+                }
+                _ => {
+                    return Err(err(
+                        "ADD --checksum takes exactly one source, the URL it checks".into(),
+                    ));
+                }
+            }
+            Some(d)
+        }
+    };
+    let mut r = format!("{name} ");
     match &from {
         Some(CopyFrom::Stage(i)) => r.push_str(&format!("--from=stage:{i} ")),
         Some(CopyFrom::Image(i)) => r.push_str(&format!("--from=image:{i} ")),
@@ -383,7 +575,23 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
     if let Some(m) = chmod {
         r.push_str(&format!("--chmod={m:o} "));
     }
+    if c.link {
+        r.push_str("--link ");
+    }
+    if c.parents {
+        r.push_str("--parents ");
+    }
+    for e in &exclude {
+        r.push_str(&format!("--exclude={} ", quote(e)));
+    }
+    if let Some(d) = &checksum {
+        r.push_str(&format!("--checksum={d} "));
+    }
     r.push_str(&list(&sources));
+    // The files' contents are part of what the step means.
+    for f in &inline {
+        r.push_str(&format!(" <<{}:{:?}", quote(&f.name), f.content));
+    }
     r.push(' ');
     r.push_str(&quote(&dest));
     let k = StepKind::Copy {
@@ -393,31 +601,110 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
         chown,
         chmod,
         add: c.add,
+        link: c.link,
+        parents: c.parents,
+        exclude,
+        checksum,
+        inline,
     };
     Ok((k, r))
 }
 
-/// `--from=`: a stage index, an earlier stage's name, or an image.
-fn copy_from(at: &Place, line: usize, f: &str) -> R<CopyFrom> {
+/// `algorithm:hex` as an OCI digest: sha256, sha384 or sha512, lowercase
+/// hex of the right length.
+fn is_digest(d: &str) -> bool {
+    let Some((alg, hex)) = d.split_once(':') else {
+        return false;
+    };
+    let len = match alg {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return false,
+    };
+    hex.len() == len
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `COPY --from=` or a mount's `from=` (`what` names which, for errors): a
+/// stage index, an earlier stage's name, or an image.
+pub(crate) fn copy_from(at: &Place, line: usize, what: &str, f: &str) -> R<CopyFrom> {
     let err = |m: String| DockerfileError::at(line, m);
     if f.is_empty() {
-        return Err(err("COPY --from needs a stage name, index or image".into()));
+        return Err(err(format!("{what} needs a stage name, index or image")));
     }
     let idx = match f.parse::<usize>() {
         Ok(i) => Some(i),
         Err(_) => at.names.get(&f.to_ascii_lowercase()).copied(),
     };
     match idx {
-        Some(i) if i == at.current => Err(err(format!("COPY --from={f} refers to its own stage"))),
+        Some(i) if i == at.current => Err(err(format!("{what}={f} refers to its own stage"))),
         Some(i) if i > at.current => Err(err(format!(
-            "COPY --from={f}: there is no stage {i} before this one"
+            "{what}={f}: there is no stage {i} before this one"
         ))),
         Some(i) => Ok(CopyFrom::Stage(i)),
         None if at.all_names.contains(&f.to_ascii_lowercase()) => Err(err(format!(
-            "COPY --from={f}: stage {:?} is defined after this one; stages can only copy from earlier ones",
+            "{what}={f}: stage {:?} is defined after this one; stages can only copy from earlier ones",
             f.to_ascii_lowercase()
         ))),
         None => Ok(CopyFrom::Image(f.to_string())),
+    }
+}
+
+/// A mount as it enters the cache key: every setting that changes what the
+/// command sees (a cache's contents are not among them).
+fn mount_text(m: &RunMount) -> String {
+    let from = |f: &Option<CopyFrom>| match f {
+        Some(CopyFrom::Stage(i)) => format!(",from=stage:{i}"),
+        Some(CopyFrom::Image(r)) => format!(",from=image:{}", quote(r)),
+        None => String::new(),
+    };
+    match m {
+        RunMount::Cache {
+            target,
+            id,
+            sharing,
+            from: f,
+            source,
+            mode,
+            uid,
+            gid,
+            readonly,
+        } => format!(
+            "--mount=type=cache,id={},target={},sharing={}{}{},mode={mode:o},uid={uid},gid={gid}{}",
+            quote(id),
+            quote(target),
+            match sharing {
+                CacheSharing::Shared => "shared",
+                CacheSharing::Private => "private",
+                CacheSharing::Locked => "locked",
+            },
+            from(f),
+            source
+                .as_deref()
+                .map(|s| format!(",source={}", quote(s)))
+                .unwrap_or_default(),
+            if *readonly { ",ro" } else { "" },
+        ),
+        RunMount::Bind {
+            target,
+            source,
+            from: f,
+            readwrite,
+        } => format!(
+            "--mount=type=bind,target={},source={}{}{}",
+            quote(target),
+            quote(source),
+            from(f),
+            if *readwrite { ",rw" } else { "" },
+        ),
+        RunMount::Tmpfs { target, size } => format!(
+            "--mount=type=tmpfs,target={}{}",
+            quote(target),
+            size.map(|n| format!(",size={n}")).unwrap_or_default(),
+        ),
     }
 }
 

@@ -67,3 +67,13 @@ fn dockerfile_expand_errors() {
             .contains("unterminated double quote")
     );
 }
+
+#[test]
+fn dockerfile_expand_raw_for_heredoc_content() {
+    let raw = |t: &str| {
+        crate::dockerfile::expand::expand_raw(t, &|n| (n == "A").then(|| "a".to_string()))
+    };
+    assert_eq!(raw("'$A' \"$A\" ${A:-x} $B.").unwrap(), "'a' \"a\" a .");
+    assert_eq!(raw("\\$A \\\\ \\n end\\").unwrap(), "$A \\ n end");
+    assert!(raw("${A").is_err());
+}

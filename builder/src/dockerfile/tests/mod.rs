@@ -2,6 +2,7 @@
 
 mod eval;
 mod expand;
+mod heredoc;
 mod parse;
 mod testdata;
 

@@ -1,6 +1,6 @@
 use super::fail;
 use crate::dockerfile::{
-    DockerfileError, InstructionKind as K, ShellOrExec, parse, parse_onbuild_triggers,
+    DockerfileError, InstructionKind as K, MountSpec, ShellOrExec, parse, parse_onbuild_triggers,
 };
 
 fn kinds(src: &str) -> Vec<K> {
@@ -35,7 +35,7 @@ fn dockerfile_lines_comments_and_continuations() {
         df.instructions[1].kind,
         K::Run {
             command: ShellOrExec::Shell("echo a   && echo b".into()),
-            secrets: vec![]
+            mounts: vec![]
         }
     );
 }
@@ -49,7 +49,7 @@ fn dockerfile_escape_directive_backtick() {
         df.instructions[1].kind,
         K::Run {
             command: ShellOrExec::Shell("echo a   b".into()),
-            secrets: vec![]
+            mounts: vec![]
         }
     );
     let K::Copy(c) = &df.instructions[2].kind else {
@@ -77,13 +77,64 @@ fn dockerfile_exec_and_shell_forms() {
         k[1],
         K::Run {
             command: ShellOrExec::Exec(s(&["echo", "hi"])),
-            secrets: vec![]
+            mounts: vec![]
         }
     );
     assert_eq!(k[2], K::Cmd(ShellOrExec::Shell("[bad json".into())));
     assert_eq!(k[3], K::Entrypoint(ShellOrExec::Exec(s(&["/bin/app"]))));
     assert_eq!(k[4], K::Shell(s(&["/bin/bash", "-c"])));
     assert_eq!(k[5], K::Cmd(ShellOrExec::Exec(vec![])));
+}
+
+#[test]
+fn dockerfile_json_when_the_text_starts_with_a_string_array_as_dockers_parser_reads() {
+    let k = kinds(
+        "FROM a\nCMD [\"a\", \"b\"] # not a comment\nRUN [ -f x ] && echo y\nENTRYPOINT  [\"/app\"]  \nHEALTHCHECK CMD [\"true\"] x\nVOLUME [\"/a\", \"/b c\"]\nVOLUME [/d]\nCOPY [\"a\", \"b\"] /c/\nCOPY [\"x y\", \"/z/\"]",
+    );
+    // Docker decodes the first JSON value and ignores the rest of the line.
+    assert_eq!(k[1], K::Cmd(ShellOrExec::Exec(s(&["a", "b"]))));
+    assert!(
+        matches!(&k[2], K::Run { command: ShellOrExec::Shell(c), .. } if c == "[ -f x ] && echo y")
+    );
+    assert_eq!(k[3], K::Entrypoint(ShellOrExec::Exec(s(&["/app"]))));
+    let K::Healthcheck(h) = &k[4] else { panic!() };
+    assert_eq!(h.test, s(&["CMD", "true"]));
+    assert_eq!(k[5], K::Volume(s(&["/a", "/b c"])));
+    assert_eq!(k[6], K::Volume(s(&["[/d]"])));
+    let K::Copy(c) = &k[7] else { panic!() };
+    assert_eq!((c.sources.clone(), c.dest.as_str()), (s(&["a"]), "b"));
+    let K::Copy(c) = &k[8] else { panic!() };
+    assert_eq!((c.sources.clone(), c.dest.as_str()), (s(&["x y"]), "/z/"));
+    // A JSON array of something else than strings is an error, not shell form.
+    for (src, name) in [
+        ("FROM a\nCMD [1, 2]", "CMD"),
+        ("FROM a\nRUN [\"a\", null]", "RUN"),
+        ("FROM a\nENTRYPOINT [[\"x\"]]", "ENTRYPOINT"),
+        ("FROM a\nSHELL [\"sh\", 1]", "SHELL"),
+        ("FROM a\nHEALTHCHECK CMD [true]", "HEALTHCHECK"),
+        ("FROM a\nVOLUME [1]", "VOLUME"),
+        ("FROM a\nCOPY [\"a\", 2]", "COPY"),
+    ] {
+        assert_eq!(
+            fail(src),
+            (
+                Some(2),
+                format!("{name}: a JSON array must hold only strings, e.g. [\"echo\", \"1\"]")
+            ),
+            "{src}"
+        );
+    }
+    assert_eq!(
+        fail("FROM a\nVOLUME []"),
+        (Some(2), "VOLUME needs at least one path".into())
+    );
+    assert_eq!(
+        fail("FROM a\nSHELL sh -c"),
+        (
+            Some(2),
+            "SHELL needs a JSON array, e.g. SHELL [\"/bin/bash\", \"-c\"]".into()
+        )
+    );
 }
 
 #[test]
@@ -134,29 +185,48 @@ fn dockerfile_copy_flags_and_json() {
 }
 
 #[test]
-fn dockerfile_run_secret_mounts() {
+fn dockerfile_copy_add_buildkit_flags() {
     let k = kinds(
-        "FROM a\nRUN --mount=type=secret,id=tok,target=/t,required=true --mount=type=secret,id=b cat /t",
+        "FROM a\nCOPY --link=false --parents --exclude=*.md --exclude='x y' a/./b /d/\nADD --link=TRUE --checksum=sha256:00 --keep-git-dir=false https://h/f.tgz /opt/",
     );
-    let K::Run { secrets, .. } = &k[1] else {
+    let K::Copy(c) = &k[1] else { panic!() };
+    assert_eq!(
+        (c.link, c.parents, c.exclude.clone(), c.checksum.clone()),
+        (false, true, s(&["*.md", "x y"]), None)
+    );
+    let K::Copy(c) = &k[2] else { panic!() };
+    assert_eq!(
+        (c.link, c.parents, c.checksum.as_deref(), c.sources.clone()),
+        (true, false, Some("sha256:00"), s(&["https://h/f.tgz"]))
+    );
+}
+
+#[test]
+fn dockerfile_run_mount_fields() {
+    let k = kinds(
+        "FROM a\nRUN --mount=type=secret,id=tok,target=/t,required --mount=\"type=cache,Target=/c\" --mount=type=$T,ro cat /t",
+    );
+    let K::Run { mounts, .. } = &k[1] else {
         panic!()
     };
-    assert_eq!(secrets.len(), 2);
+    let f = |v: &[(&str, Option<&str>)]| MountSpec {
+        fields: v
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect(),
+    };
     assert_eq!(
-        (
-            secrets[0].id.as_str(),
-            secrets[0].target.as_deref(),
-            secrets[0].required
-        ),
-        ("tok", Some("/t"), true)
-    );
-    assert_eq!(
-        (
-            secrets[1].id.as_str(),
-            secrets[1].target.as_deref(),
-            secrets[1].required
-        ),
-        ("b", None, false)
+        mounts,
+        &vec![
+            f(&[
+                ("type", Some("secret")),
+                ("id", Some("tok")),
+                ("target", Some("/t")),
+                ("required", None)
+            ]),
+            f(&[("type", Some("cache")), ("target", Some("/c"))]),
+            f(&[("type", Some("$T")), ("ro", None)]),
+        ]
     );
 }
 
@@ -228,37 +298,67 @@ fn dockerfile_parse_errors_with_lines() {
         (
             "FROM a\nCOPY --frm=x a b",
             2,
-            "unknown flag --frm for COPY (it takes --from, --chown, --chmod, --link)",
+            "unknown flag --frm for COPY (it takes --from, --chown, --chmod, --link, --parents, --exclude)",
         ),
         (
             "FROM a\nADD --from=x a b",
             2,
-            "unknown flag --from for ADD (it takes --chown, --chmod, --link)",
+            "unknown flag --from for ADD (it takes --chown, --chmod, --link, --exclude, --checksum, --keep-git-dir)",
         ),
         (
-            "FROM a\nADD https://x/y.tgz /",
+            "FROM a\nCOPY --parents=yes a b",
             2,
-            "ADD from a URL is not supported; download it in a RUN step (https://x/y.tgz)",
+            "--parents takes true or false, not \"yes\"",
         ),
         (
-            "FROM a\nRUN --mount=type=cache,target=/c true",
+            "FROM a\nADD --parents a b",
             2,
-            "only --mount=type=secret is supported, not type=cache",
+            "unknown flag --parents for ADD (it takes --chown, --chmod, --link, --exclude, --checksum, --keep-git-dir)",
         ),
         (
-            "FROM a\nRUN --mount=type=secret true",
+            "FROM a\nADD --keep-git-dir https://x/y.git /",
             2,
-            "--mount=type=secret needs id=NAME",
+            "ADD --keep-git-dir is for git sources, which kiln does not add; clone the repository in a RUN step",
+        ),
+        (
+            "FROM a\nCOPY --exclude a b",
+            2,
+            "--exclude needs a value: --exclude=...",
+        ),
+        (
+            "FROM a\nCOPY --chown=1 --chown=2 a b",
+            2,
+            "--chown is given twice",
+        ),
+        (
+            "FROM a\nRUN --mount=type=ssh git clone x",
+            2,
+            "RUN --mount=type=ssh is not supported: kiln forwards no SSH agent",
+        ),
+        (
+            "FROM a\nRUN --mount=type=volume,target=/c true",
+            2,
+            "unsupported mount type \"volume\" (kiln takes bind, cache, tmpfs, secret)",
+        ),
+        (
+            "FROM a\nRUN --mount=type=cache,target=/c,colour=red true",
+            2,
+            "--mount option \"colour\" is unknown; kiln takes type, target, source, from, id, sharing, mode, uid, gid, readonly, readwrite, size, required",
+        ),
+        (
+            "FROM a\nRUN --mount=type=cache,target true",
+            2,
+            "--mount field \"target\" needs a value: target=...",
+        ),
+        (
+            "FROM a\nRUN --mount=type=cache,target=\"/a b\" true",
+            2,
+            "--mount=type=cache,target=\"/a b\": a \" inside a field; quote the whole field",
         ),
         (
             "FROM a\nRUN --network=none true",
             2,
             "unknown flag --network for RUN (it takes --mount)",
-        ),
-        (
-            "FROM a\nRUN <<EOF\necho\nEOF",
-            2,
-            "heredocs (<<EOF) are not supported in RUN; use a script file or line continuations",
         ),
         (
             "FROM a\nSHELL /bin/bash -c",

@@ -1,0 +1,394 @@
+//! `RUN --mount=...`, BuildKit's keys, defaults and checks. Parsing
+//! ([`spec`]) splits the comma-separated fields and checks the keys; the
+//! values are substituted in the stage's scope, as BuildKit does, so their
+//! meaning is settled at evaluation ([`resolve`]): a secret, or a cache, bind
+//! or tmpfs mount for the executor.
+
+use super::DockerfileError;
+use super::parse::{Ctx, MountSpec, SecretMount};
+use super::step::{CacheSharing, CopyFrom, Place, RunMount, Scope, copy_from, sub};
+
+type R<T> = Result<T, DockerfileError>;
+
+/// Every key BuildKit takes (`src`, `dst`, `destination`, `ro`, `rw` are
+/// aliases).
+const KEYS: [&str; 19] = [
+    "type",
+    "from",
+    "source",
+    "src",
+    "target",
+    "dst",
+    "destination",
+    "readonly",
+    "ro",
+    "readwrite",
+    "rw",
+    "required",
+    "size",
+    "id",
+    "sharing",
+    "mode",
+    "uid",
+    "gid",
+    "env",
+];
+
+/// Keys that may stand alone, meaning true.
+const BARE: [&str; 5] = ["readonly", "ro", "readwrite", "rw", "required"];
+
+/// One `--mount` value, split and its keys checked.
+pub(crate) fn spec(cx: &Ctx, value: &str) -> R<MountSpec> {
+    let fields = csv(value).map_err(|e| cx.err(format!("--mount={value}: {e}")))?;
+    let mut out = Vec::new();
+    for field in fields {
+        let (key, v) = match field.split_once('=') {
+            Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
+            None => (field.to_ascii_lowercase(), None),
+        };
+        if !KEYS.contains(&key.as_str()) {
+            return Err(cx.err(format!(
+                "--mount option {key:?} is unknown; kiln takes type, target, source, from, id, sharing, mode, uid, gid, readonly, readwrite, size, required"
+            )));
+        }
+        if v.is_none() && !BARE.contains(&key.as_str()) {
+            return Err(cx.err(format!("--mount field {field:?} needs a value: {key}=...")));
+        }
+        // A literal type is checked now; one with a variable once substituted.
+        if let (true, Some(t)) = (key == "type", &v)
+            && !t.contains('$')
+        {
+            check_type(t).map_err(|m| cx.err(m))?;
+        }
+        out.push((key, v));
+    }
+    Ok(MountSpec { fields: out })
+}
+
+fn check_type(t: &str) -> Result<(), String> {
+    match t.to_ascii_lowercase().as_str() {
+        "bind" | "cache" | "tmpfs" | "secret" => Ok(()),
+        "ssh" => Err("RUN --mount=type=ssh is not supported: kiln forwards no SSH agent".into()),
+        _ => Err(format!(
+            "unsupported mount type {t:?} (kiln takes bind, cache, tmpfs, secret)"
+        )),
+    }
+}
+
+/// What a `--mount` is once its values are substituted.
+pub(crate) enum Resolved {
+    /// `type=secret`, which the step keeps apart from the other mounts.
+    Secret(SecretMount),
+    /// Any other type.
+    Mount(RunMount),
+}
+
+/// Substitutes a mount's values in the stage's scope and gives it meaning,
+/// with BuildKit's defaults (type bind; bind read-only; cache shared, id
+/// its target, mode 0755 owned by root).
+pub(crate) fn resolve(spec: &MountSpec, scope: &Scope, at: &Place, line: usize) -> R<Resolved> {
+    let mut fields: Vec<(&'static str, Option<String>)> = Vec::new();
+    let mut read_only: Option<bool> = None;
+    for (k, v) in &spec.fields {
+        let v = v
+            .as_deref()
+            .map(|w| sub(scope, at.escape, line, w))
+            .transpose()?;
+        let key = match k.as_str() {
+            "src" => "source",
+            "dst" | "destination" => "target",
+            "ro" => "readonly",
+            "rw" => "readwrite",
+            other => match KEYS.iter().find(|x| **x == other) {
+                Some(k) => k,
+                None => {
+                    return Err(DockerfileError::at(
+                        line,
+                        format!("--mount option {other:?} is unknown"),
+                    ));
+                }
+            },
+        };
+        // readonly and readwrite set one switch; the last one given wins.
+        if key == "readonly" || key == "readwrite" {
+            let b = boolean(k, v.as_deref()).map_err(|m| DockerfileError::at(line, m))?;
+            read_only = Some(if key == "readonly" { b } else { !b });
+        }
+        fields.push((key, v));
+    }
+    // The last value given for a key (`Some(None)` for a bare key).
+    let raw = |k: &str| -> Option<Option<String>> {
+        fields
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone())
+    };
+    let get = |k: &str| raw(k).map(Option::unwrap_or_default);
+    let kind = get("type")
+        .unwrap_or_else(|| "bind".to_string())
+        .to_ascii_lowercase();
+    check_type(&kind).map_err(|m| DockerfileError::at(line, m))?;
+    let err = |m: String| DockerfileError::at(line, format!("--mount=type={kind}: {m}"));
+    let refuse = |keys: &[&str]| -> R<()> {
+        match keys.iter().find(|k| get(k).is_some()) {
+            Some(k) => Err(err(format!("{k}= is not for {kind} mounts"))),
+            None => Ok(()),
+        }
+    };
+    if kind == "secret" {
+        refuse(&["from", "sharing", "size"])?;
+        if let Some(k) = ["mode", "uid", "gid", "env"]
+            .iter()
+            .find(|k| get(k).is_some())
+        {
+            return Err(err(format!("{k}= is not supported for secrets yet")));
+        }
+        let (id, source) = (get("id"), get("source"));
+        if id.is_some() && source.is_some() {
+            return Err(err("give id= or source= (the same thing), not both".into()));
+        }
+        let target = get("target").filter(|t| !t.is_empty());
+        let required = match raw("required") {
+            None => false,
+            Some(v) => {
+                boolean("required", v.as_deref()).map_err(|m| DockerfileError::at(line, m))?
+            }
+        };
+        // Docker names the secret after the target's file name when no id
+        // is given.
+        let id = id.or(source).filter(|i| !i.is_empty()).or_else(|| {
+            target
+                .as_deref()
+                .and_then(|t| t.rsplit('/').next())
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+        });
+        return match id {
+            Some(id) => Ok(Resolved::Secret(SecretMount {
+                id,
+                target,
+                required,
+            })),
+            None => Err(err("needs id=NAME or target=PATH".into())),
+        };
+    }
+    if get("required").is_some() {
+        return Err(err("required= is only for secret mounts".into()));
+    }
+    let target = match get("target") {
+        Some(t) if !t.is_empty() => t,
+        _ => return Err(err("needs target=PATH, where it is mounted".into())),
+    };
+    if clean(&target) == "/" {
+        return Err(err(format!("{target:?} cannot be a mount target")));
+    }
+    let from = |at: &Place| -> R<Option<CopyFrom>> {
+        get("from")
+            .filter(|f| !f.is_empty())
+            .map(|f| copy_from(at, line, "RUN --mount from", &f))
+            .transpose()
+    };
+    Ok(Resolved::Mount(match kind.as_str() {
+        "cache" => {
+            refuse(&["size", "env"])?;
+            let sharing = match get("sharing").map(|s| s.to_ascii_lowercase()).as_deref() {
+                None | Some("shared") => CacheSharing::Shared,
+                Some("private") => CacheSharing::Private,
+                Some("locked") => CacheSharing::Locked,
+                Some(other) => {
+                    return Err(err(format!(
+                        "sharing={other} is not shared, private or locked"
+                    )));
+                }
+            };
+            let number = |k: &str, radix: u32, max: u32, what: &str| -> R<Option<u32>> {
+                get(k)
+                    .map(|v| {
+                        u32::from_str_radix(&v, radix)
+                            .ok()
+                            .filter(|n| *n <= max)
+                            .ok_or_else(|| err(format!("{k}={v} is not {what}")))
+                    })
+                    .transpose()
+            };
+            RunMount::Cache {
+                id: get("id")
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or_else(|| clean(&target)),
+                sharing,
+                from: from(at)?,
+                source: get("source").filter(|s| !s.is_empty()),
+                mode: number("mode", 8, 0o7777, "an octal mode such as 0755")?.unwrap_or(0o755),
+                uid: number("uid", 10, u32::MAX, "a numeric user id")?.unwrap_or(0),
+                gid: number("gid", 10, u32::MAX, "a numeric group id")?.unwrap_or(0),
+                readonly: read_only.unwrap_or(false),
+                target,
+            }
+        }
+        "bind" => {
+            refuse(&["size", "sharing", "id", "mode", "uid", "gid", "env"])?;
+            RunMount::Bind {
+                source: get("source")
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "/".to_string()),
+                from: from(at)?,
+                readwrite: !read_only.unwrap_or(true),
+                target,
+            }
+        }
+        _ => {
+            refuse(&[
+                "from",
+                "source",
+                "id",
+                "sharing",
+                "mode",
+                "uid",
+                "gid",
+                "readonly",
+                "readwrite",
+                "env",
+            ])?;
+            let size = get("size")
+                .map(|v| {
+                    bytes(&v)
+                        .ok_or_else(|| err(format!("size={v} is not a size such as 64m or 1g")))
+                })
+                .transpose()?;
+            RunMount::Tmpfs { target, size }
+        }
+    }))
+}
+
+/// Go's `strconv.ParseBool`, which BuildKit uses; a bare key is true.
+fn boolean(key: &str, v: Option<&str>) -> Result<bool, String> {
+    match v {
+        None | Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
+        Some(other) => Err(format!("--mount {key}={other} is not true or false")),
+    }
+}
+
+/// Go's `path.Clean`: what BuildKit names a cache after when it has no id.
+pub(crate) fn clean(p: &str) -> String {
+    let rooted = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|l| *l != "..") => {
+                parts.pop();
+            }
+            ".." if rooted => {}
+            s => parts.push(s),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// docker/go-units' `RAMInBytes`: `1024`, `64m`, `1.5GiB`, `2 g`; binary
+/// multiples.
+fn bytes(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let n = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let value: f64 = t[..n].parse().ok()?;
+    let mut unit = t[n..].strip_prefix(' ').unwrap_or(&t[n..]).chars();
+    let scale = match unit.next().map(|c| c.to_ascii_lowercase()) {
+        None => 1u64,
+        Some('b') => {
+            return unit.next().is_none().then_some(value as u64);
+        }
+        Some(c) => 1024u64.pow(match c {
+            'k' => 1,
+            'm' => 2,
+            'g' => 3,
+            't' => 4,
+            'p' => 5,
+            _ => return None,
+        }),
+    };
+    let rest: String = unit.collect::<String>().to_ascii_lowercase();
+    if !matches!(rest.as_str(), "" | "i" | "b" | "ib") {
+        return None;
+    }
+    Some((value * scale as f64) as u64)
+}
+
+/// One line of CSV, as Go's `encoding/csv` reads a `--mount` value: commas
+/// split fields; a field may be quoted (`"a,b"`, `""` for a quote inside).
+fn csv(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err("a quoted field has no closing \"".into()),
+                }
+            }
+            match chars.next() {
+                None => {
+                    out.push(field);
+                    return Ok(out);
+                }
+                Some(',') => {}
+                Some(c) => return Err(format!("{c:?} after a quoted field")),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        out.push(field);
+                        return Ok(out);
+                    }
+                    Some(',') => break,
+                    Some('"') => return Err("a \" inside a field; quote the whole field".into()),
+                    Some(c) => field.push(c),
+                }
+            }
+        }
+        out.push(field);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dockerfile_mount_helpers() {
+        assert_eq!(super::clean("/a/./b/../c/"), "/a/c");
+        assert_eq!(super::clean("a//b/.."), "a");
+        assert_eq!(super::clean("../x"), "../x");
+        assert_eq!(super::clean("/.."), "/");
+        assert_eq!(super::clean(""), ".");
+        assert_eq!(super::bytes("1024"), Some(1024));
+        assert_eq!(super::bytes("64m"), Some(64 << 20));
+        assert_eq!(super::bytes("1.5GiB"), Some(3 << 29));
+        assert_eq!(super::bytes("2 k"), Some(2048));
+        assert_eq!(super::bytes("10b"), Some(10));
+        assert_eq!(super::bytes("1x"), None);
+        assert_eq!(super::bytes("m"), None);
+        assert_eq!(
+            super::csv("type=bind,\"target=/a,b\",x").unwrap(),
+            vec!["type=bind", "target=/a,b", "x"]
+        );
+        assert_eq!(super::csv("\"a\"\"b\"").unwrap(), vec!["a\"b".to_string()]);
+        assert!(super::csv("a=\"b\"").is_err());
+        assert!(super::csv("\"open").is_err());
+    }
+}
