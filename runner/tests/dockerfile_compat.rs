@@ -14,7 +14,7 @@
 
 use kiln_testsupport::Bench;
 use kiln_testsupport::fixture::Fixture;
-use kiln_testsupport::imagetree::{Allowed, differences, read_layout};
+use kiln_testsupport::imagetree::{Allowed, ImageTree, content_digest, differences, read_layout};
 
 const KILN: &str = env!("CARGO_BIN_EXE_kiln");
 
@@ -37,8 +37,9 @@ struct Case<'a> {
     env_order: bool,
 }
 
-/// Builds the case with both, returns the differences not allowed.
-fn compare(case: &str, how: &Case) -> Vec<String> {
+/// Builds the case with both, returns the differences not allowed and
+/// kiln's image.
+fn compare(case: &str, how: &Case) -> (Vec<String>, ImageTree) {
     let bench = Bench::get();
     let f = Fixture::copy(KILN, &format!("dockerfile-compat/{case}"));
     let busybox = format!("{}/base/busybox:latest", bench.registry());
@@ -101,7 +102,7 @@ fn compare(case: &str, how: &Case) -> Vec<String> {
         labels: ALLOWED_LABELS.iter().map(|s| s.to_string()).collect(),
         env_order: how.env_order,
     };
-    differences(&ours, &theirs, &allowed)
+    (differences(&ours, &theirs, &allowed), ours)
 }
 
 /// How many layers of the image its Dockerfile made (history entries kiln
@@ -114,14 +115,15 @@ fn own_layers(config: &serde_json::Value) -> usize {
         .count()
 }
 
-fn assert_same(case: &str, how: &Case) {
-    let d = compare(case, how);
+fn assert_same(case: &str, how: &Case) -> ImageTree {
+    let (d, ours) = compare(case, how);
     assert!(
         d.is_empty(),
         "{case} (target {:?}): kiln and Buildah differ:\n{}",
         how.target,
         d.join("\n")
     );
+    ours
 }
 
 /// Git keeps no modes but the executable bit: a case's `.modes` lists
@@ -179,13 +181,14 @@ fn run_as_a_named_user_gets_its_home() {
 fn volume_creates_its_directories() {
     // Buildah 1.28 drops what a RUN writes into a declared volume (the
     // classic builder's rule); kiln keeps it, as BuildKit does.
-    assert_same(
+    let ours = assert_same(
         "volume-dirs",
         &Case {
             allowed: &["vol/a/x"],
             ..Case::default()
         },
     );
+    assert_eq!(ours.files["vol/a/x"].content, content_digest(b"x\n"));
 }
 
 #[test]
@@ -226,4 +229,58 @@ fn copy_from_an_image_pulls_it_like_a_stage() {
 #[test]
 fn the_dockerfiles_own_dockerignore_wins_over_the_contexts() {
     assert_same("own-dockerignore", &Case::default());
+}
+#[test]
+fn cmd_and_entrypoint_interplay_as_docker() {
+    for target in ["one", "two", "four"] {
+        assert_same(
+            "cmd-entrypoint",
+            &Case {
+                target: Some(target),
+                ..Case::default()
+            },
+        );
+    }
+}
+#[test]
+fn env_forms_and_substitution_as_docker() {
+    assert_same(
+        "env",
+        &Case {
+            env_order: true,
+            ..Case::default()
+        },
+    );
+}
+#[test]
+fn maintainer_is_the_author_and_no_label_is_added() {
+    assert_same("labels-maintainer", &Case::default());
+}
+
+#[test]
+fn arg_scoping_follows_docker() {
+    // A stage built on a stage inherits its ARGs in BuildKit (and kiln);
+    // Buildah 1.28 does not, so /inherited says `W= V=` there.
+    let ours = assert_same(
+        "arg-scoping",
+        &Case {
+            allowed: &["inherited"],
+            ..Case::default()
+        },
+    );
+    assert_eq!(
+        ours.files["inherited"].content,
+        content_digest(b"W=stage-default V=global\n")
+    );
+}
+
+#[test]
+fn target_builds_only_the_stages_it_needs() {
+    assert_same(
+        "target-only",
+        &Case {
+            target: Some("wanted"),
+            ..Case::default()
+        },
+    );
 }

@@ -204,6 +204,11 @@ fn apply_layer(files: &mut BTreeMap<String, Entry>, reader: impl Read) {
     }
 }
 
+/// How [`Entry::content`] names `bytes`: a test's expected file content.
+pub fn content_digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))[..16].to_string()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
