@@ -199,19 +199,51 @@ pub struct Planned {
     pub kind: Kind,
 }
 
+/// How sources are laid out beyond Docker's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions<'a> {
+    /// `dest` is a directory whatever the sources (more sources of other
+    /// kinds, heredoc files or downloads, share the COPY).
+    pub dir: bool,
+    /// `--parents`: each source keeps its path under `dest`; in a source
+    /// with `/./`, the part after it.
+    pub parents: bool,
+    /// `--exclude`: entries (and what is under them) these patterns match
+    /// are left out.
+    pub exclude: Option<&'a crate::layer::DockerIgnore>,
+}
+
 /// Plans a COPY of `sources` to `dest` (already absolute) from `tree`:
 /// a directory source copies its contents; several sources, a directory
 /// source or a `dest` ending in `/` make `dest` a directory.
 pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>, CopyError> {
+    plan_with(tree, sources, dest, &PlanOptions::default())
+}
+
+/// [`plan`], with `opts`.
+pub fn plan_with(
+    tree: &Tree,
+    sources: &[String],
+    dest: &str,
+    opts: &PlanOptions,
+) -> Result<Vec<Planned>, CopyError> {
     // (name it is copied under, path read, kind read): a symlink named as
     // a source is followed (inside the tree), as Docker does; links inside
     // a copied directory stay links.
     let mut matched: Vec<(String, String, Kind)> = Vec::new();
     let mut unmatched: Option<String> = None;
+    // With --parents, how many leading components each match drops (those
+    // before a `/./`).
+    let mut strip: Vec<usize> = Vec::new();
     for raw in sources {
         let pattern = normalize(raw).ok_or_else(|| CopyError::Outside(raw.clone()))?;
+        let cut = raw
+            .find("/./")
+            .and_then(|i| normalize(&raw[..i]))
+            .map_or(0, |p| p.split('/').filter(|c| !c.is_empty()).count());
         if pattern.is_empty() {
             matched.push((String::new(), String::new(), Kind::Dir));
+            strip.push(0);
             continue;
         }
         if pattern.contains(['*', '?', '[']) {
@@ -242,6 +274,7 @@ pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>,
                 }
             }
         }
+        strip.resize(matched.len(), if opts.parents { cut } else { 0 });
     }
     if let (true, Some(raw)) = (matched.is_empty(), unmatched) {
         return Err(CopyError::NotFound {
@@ -253,39 +286,64 @@ pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>,
         .trim_start_matches('/')
         .trim_end_matches('/')
         .to_string();
-    let as_dir =
-        dest.ends_with('/') || matched.len() > 1 || matched.iter().any(|(_, _, k)| *k == Kind::Dir);
+    let as_dir = opts.dir
+        || opts.parents
+        || dest.ends_with('/')
+        || matched.len() > 1
+        || matched.iter().any(|(_, _, k)| *k == Kind::Dir);
+    let excluded =
+        |origin: &str| !origin.is_empty() && opts.exclude.is_some_and(|e| e.is_excluded(origin));
+    let kept = |rel: &str, cut: usize| -> String {
+        rel.split('/').skip(cut).collect::<Vec<_>>().join("/")
+    };
     let join = |a: &str, b: &str| match (a.is_empty(), b.is_empty()) {
         (true, _) => b.to_string(),
         (_, true) => a.to_string(),
         _ => format!("{a}/{b}"),
     };
     let mut out: BTreeMap<String, Planned> = BTreeMap::new();
-    for (rel, read, kind) in matched {
+    // BuildKit matches `--exclude` against paths relative to the source
+    // being copied: a named entry by its name, a directory's by their path
+    // under it.
+    for ((rel, read, kind), cut) in matched.into_iter().zip(strip) {
+        if excluded(rel.rsplit('/').next().unwrap_or(&rel)) {
+            continue;
+        }
         if kind == Kind::Dir {
-            // The directory's contents, not the directory itself.
+            // The directory's contents, not the directory itself (with
+            // --parents, under its own path).
             let prefix = if read.is_empty() {
                 String::new()
             } else {
                 format!("{read}/")
             };
+            let base = if opts.parents {
+                join(&dest_rel, &kept(&rel, cut))
+            } else {
+                dest_rel.clone()
+            };
             for (sub, k) in tree.entries.range(prefix.clone()..) {
                 let Some(tail) = sub.strip_prefix(&prefix) else {
                     break;
                 };
+                if excluded(tail) {
+                    continue;
+                }
                 out.insert(
-                    join(&dest_rel, tail),
+                    join(&base, tail),
                     Planned {
                         source: tree.root.join(sub),
                         origin: sub.clone(),
                         direct: false,
-                        dest: join(&dest_rel, tail),
+                        dest: join(&base, tail),
                         kind: *k,
                     },
                 );
             }
         } else {
-            let target = if as_dir {
+            let target = if opts.parents {
+                join(&dest_rel, &kept(&rel, cut))
+            } else if as_dir {
                 let base = rel.rsplit('/').next().unwrap_or(&rel);
                 join(&dest_rel, base)
             } else {
@@ -816,5 +874,40 @@ mod tests {
         // Outside the tree (the host's /etc/passwd): copied as the link.
         let p = plan(&t, &["out".into()], "/x").unwrap();
         assert_eq!(p[0].kind, Kind::Symlink);
+    }
+
+    #[test]
+    fn parents_keep_paths_and_exclude_leaves_entries_out() {
+        let (_d, t) = tree();
+        let ignore = crate::layer::DockerIgnore::parse("*.txt\nsrc/pkg").unwrap();
+        let p = plan_with(
+            &t,
+            &["src".into()],
+            "/s/",
+            &PlanOptions {
+                exclude: Some(&crate::layer::DockerIgnore::parse("pkg").unwrap()),
+                ..PlanOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(dests(&p), ["s/a.py"]);
+        let opts = PlanOptions {
+            exclude: Some(&ignore),
+            ..PlanOptions::default()
+        };
+        let p = plan_with(&t, &[".".into()], "/all/", &opts).unwrap();
+        assert_eq!(dests(&p), ["all/src", "all/src/a.py"]);
+        let opts = PlanOptions {
+            parents: true,
+            ..PlanOptions::default()
+        };
+        let p = plan_with(
+            &t,
+            &["src/pkg/b.py".into(), "./src/./pkg".into()],
+            "/p/",
+            &opts,
+        )
+        .unwrap();
+        assert_eq!(dests(&p), ["p/pkg/b.py", "p/src/pkg/b.py"]);
     }
 }

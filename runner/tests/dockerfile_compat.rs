@@ -35,6 +35,8 @@ struct Case<'a> {
     target: Option<&'a str>,
     /// Compare Env as a set (see [`Allowed::env_order`]).
     env_order: bool,
+    /// `--build-arg`s for both builders.
+    build_args: &'a [String],
 }
 
 /// Builds the case with both, returns the differences not allowed and
@@ -65,7 +67,10 @@ fn compare(case: &str, how: &Case) -> (Vec<String>, ImageTree) {
         "--output",
         &output,
     ];
-    let target: Vec<&str> = how.target.map(|t| vec!["--target", t]).unwrap_or_default();
+    let mut target: Vec<&str> = how.target.map(|t| vec!["--target", t]).unwrap_or_default();
+    for a in how.build_args {
+        target.extend(["--build-arg", a.as_str()]);
+    }
     args.extend(&target);
     args.push(".");
     args.insert(1, "--explain");
@@ -282,5 +287,61 @@ fn target_builds_only_the_stages_it_needs() {
             target: Some("wanted"),
             ..Case::default()
         },
+    );
+}
+
+#[test]
+fn heredocs_run_and_copy_as_buildkit() {
+    assert_same("heredocs", &Case::default());
+}
+
+#[test]
+fn copy_parents_exclude_link_and_add_from_a_url_with_its_checksum() {
+    let server = kiln_testsupport::http::FileServer::start(
+        [("/data.txt".to_string(), b"hello\n".to_vec())].into(),
+    );
+    let ours = assert_same(
+        "copy-flags",
+        &Case {
+            build_args: &[format!("BASE_URL={}", server.url())],
+            ..Case::default()
+        },
+    );
+    assert_eq!(ours.files["dl/data.txt"].mode, 0o600);
+}
+
+#[test]
+fn add_refuses_a_download_whose_checksum_differs() {
+    let server = kiln_testsupport::http::FileServer::start(
+        [("/data.txt".to_string(), b"not hello\n".to_vec())].into(),
+    );
+    let f = Fixture::copy(KILN, "dockerfile-compat/copy-flags");
+    let base = format!("{}/base/busybox:latest", Bench::get().registry());
+    f.edit("Dockerfile", |t| {
+        t.replace("127.0.0.1:5000/base/busybox:latest", &base)
+    });
+    let out_dir = tempfile::tempdir().unwrap();
+    let output = format!("oci:{}", out_dir.path().join("k").display());
+    let arg = format!("BASE_URL={}", server.url());
+    let out = f.kiln(&[
+        "build",
+        "-f",
+        "Dockerfile",
+        "-t",
+        "x:t",
+        "--output",
+        &output,
+        "--build-arg",
+        &arg,
+        ".",
+    ]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("checksum mismatch"), "{}", out.stderr);
+    assert!(out.stderr.contains("Dockerfile:10"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"),
+        "{}",
+        out.stderr
     );
 }

@@ -34,6 +34,7 @@
 
 pub mod cluster;
 pub mod fixture;
+pub mod http;
 pub mod imagetree;
 pub mod proxy;
 

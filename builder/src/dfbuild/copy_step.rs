@@ -5,6 +5,7 @@
 //! neither a listing nor an unpacked root.
 
 use std::io::{self, Read as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::str::FromStr as _;
 
@@ -13,7 +14,7 @@ use kiln_common::sandbox::User;
 use super::{Builder, Built, absolute, workdir};
 use crate::build::BuildError;
 use crate::copy::{self, Kind, Placed, Planned, SourceMeta, Stamp, Tree};
-use crate::dockerfile::{CopyFrom, Step, StepKind};
+use crate::dockerfile::{CopyFrom, InlineFile, Step, StepKind};
 use crate::layer::LayerWriter;
 use crate::listing::{self, LayerListing, Listing};
 use crate::registry::Registry;
@@ -54,18 +55,6 @@ impl Builder<'_> {
         else {
             return Err(self.dferr(step, "internal: not a COPY"));
         };
-        if !inline.is_empty() {
-            return Err(self.dferr(step, "heredoc files (COPY <<EOF) are not supported yet"));
-        }
-        if *parents || !exclude.is_empty() || checksum.is_some() {
-            return Err(self.dferr(
-                step,
-                "--parents, --exclude and --checksum are not supported yet",
-            ));
-        }
-        if let Some(url) = sources.iter().find(|s| crate::fetch::is_http(s)) {
-            return Err(self.dferr(step, format!("ADD from a URL ({url}) is not supported yet")));
-        }
         // An image reads as the stage resolved for it.
         let from = match from {
             Some(CopyFrom::Image(reference)) => match self.images.get(reference) {
@@ -76,6 +65,47 @@ impl Builder<'_> {
         };
         let from = &from;
         let dest = absolute(&workdir(&built.config), dest);
+        let (urls, locals): (Vec<String>, Vec<String>) = sources
+            .iter()
+            .cloned()
+            .partition(|s| *add && crate::fetch::is_http(s));
+        let exclude = match exclude.is_empty() {
+            true => None,
+            false => Some(
+                crate::layer::DockerIgnore::parse(&exclude.join("\n")).map_err(|e| {
+                    self.dferr(step, format!("--exclude: bad pattern {:?}", e.pattern))
+                })?,
+            ),
+        };
+        let plan_opts = copy::PlanOptions {
+            dir: locals.len() + urls.len() + inline.len() > 1,
+            parents: *parents,
+            exclude: exclude.as_ref(),
+        };
+        // Heredoc files and downloads are sources too, each set in a
+        // scratch tree of its own; their content is in the key (heredocs
+        // through the resolved text, downloads by digest, or by
+        // `--checksum` before any download).
+        let mut extra = self
+            .inline_sources(index, step, inline, &dest, &plan_opts)
+            .map_err(|e| self.dferr(step, e))?;
+        let mut url_keys = Vec::new();
+        let mut pending = Vec::new();
+        for url in &urls {
+            match checksum {
+                Some(c) => {
+                    url_keys.push(format!("{url}@{c}"));
+                    pending.push(url.clone());
+                }
+                None => {
+                    let fetched = self
+                        .download(index, step, url, None, &dest, &plan_opts)
+                        .await?;
+                    url_keys.push(format!("{url}@{}", fetched.0));
+                    extra.extend(fetched.1);
+                }
+            }
+        }
         // The key covers the sources' content: the context's files are
         // hashed (cheap); another stage's files are named by that stage's
         // own chained key, so a cache hit needs no unpacked root.
@@ -90,23 +120,35 @@ impl Builder<'_> {
             }
             _ => {
                 let tree = self.context()?;
-                let planned = copy::plan(&tree, sources, &dest).map_err(|e| self.dferr(step, e))?;
+                let planned = match locals.is_empty() {
+                    true => Vec::new(),
+                    false => copy::plan_with(&tree, &locals, &dest, &plan_opts)
+                        .map_err(|e| self.dferr(step, e))?,
+                };
                 let content = copy::content_key(&planned).map_err(|e| self.dferr(step, e))?;
                 (Some(planned), content)
             }
         };
+        let source_key = format!("{source_key}\n{}", url_keys.join("\n"));
         let key = cache_key(&[&built.chain, &step.resolved, &source_key]);
         if let Some(d) = self.store.lookup(&key, Check::Full)? {
             return self.add_layer(index, built, step, &d, true, key);
         }
-        let (planned, source) = match (planned, from) {
+        for url in &pending {
+            let fetched = self
+                .download(index, step, url, checksum.as_deref(), &dest, &plan_opts)
+                .await?;
+            extra.extend(fetched.1);
+        }
+        let (mut planned, source) = match (planned, from) {
             (Some(p), _) => (p, None),
             (None, Some(CopyFrom::Stage(i))) => {
                 let i = *i;
                 let root = self.root_of(i, registry).await?;
                 let tree = Tree::walk(&root, &format!("stage {i}"), |_, _| false)
                     .map_err(|e| self.dferr(step, e))?;
-                let planned = copy::plan(&tree, sources, &dest).map_err(|e| self.dferr(step, e))?;
+                let planned = copy::plan_with(&tree, &locals, &dest, &plan_opts)
+                    .map_err(|e| self.dferr(step, e))?;
                 let from_built = self.done.get(&i).cloned();
                 let listing = match from_built {
                     Some(b) => Some(self.listing(i, &b, registry).await?),
@@ -116,6 +158,8 @@ impl Builder<'_> {
             }
             (None, _) => (Vec::new(), None),
         };
+        planned.extend(extra);
+        planned.sort_by(|a, b| a.dest.cmp(&b.dest));
         let image = self.listing(index, built, registry).await?;
         let chown = match chown {
             Some(spec) => Some(owner(spec, &image).map_err(|e| self.dferr(step, e))?),
@@ -144,6 +188,95 @@ impl Builder<'_> {
             .map_err(|e| self.dferr(step, e))?;
         self.store.insert(&key, &d)?;
         self.add_layer(index, built, step, &d, false, key)
+    }
+
+    /// COPY's heredoc files, written (0644) into a scratch tree of their
+    /// own and planned like context files.
+    fn inline_sources(
+        &self,
+        index: usize,
+        step: &Step,
+        inline: &[InlineFile],
+        dest: &str,
+        opts: &copy::PlanOptions,
+    ) -> Result<Vec<Planned>, String> {
+        if inline.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dir = self
+            .work
+            .path()
+            .join(format!("inline-{index}-{}", step.line));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut names = Vec::new();
+        for f in inline {
+            if f.name.is_empty() || f.name.contains('/') || f.name == "." || f.name == ".." {
+                return Err(format!("heredoc name {:?} cannot name a file", f.name));
+            }
+            let path = dir.join(&f.name);
+            std::fs::write(&path, &f.content).map_err(|e| format!("{}: {e}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            names.push(f.name.clone());
+        }
+        let tree = Tree::walk(&dir, "the heredocs", |_, _| false).map_err(|e| e.to_string())?;
+        let mut planned = copy::plan_with(&tree, &names, dest, opts).map_err(|e| e.to_string())?;
+        for p in &mut planned {
+            p.direct = false; // never extracted by ADD
+        }
+        Ok(planned)
+    }
+
+    /// `ADD <url>`: downloaded into a scratch tree of its own (mode 0600,
+    /// as Docker leaves it), named by the URL's last path segment; its
+    /// digest and its plan.
+    async fn download(
+        &self,
+        index: usize,
+        step: &Step,
+        url: &str,
+        checksum: Option<&str>,
+        dest: &str,
+        opts: &copy::PlanOptions<'_>,
+    ) -> Result<(String, Vec<Planned>), BuildError> {
+        let dir = self
+            .work
+            .path()
+            .join(format!("download-{index}-{}", step.line));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| self.dferr(step, format!("{}: {e}", dir.display())))?;
+        let fetched = crate::fetch::fetch(
+            url,
+            &dir,
+            checksum,
+            kiln_common::unpack::max_bytes_from_env(),
+        )
+        .await
+        .map_err(|e| self.dferr(step, e))?;
+        let name = if fetched.name.is_empty() {
+            "download".to_string()
+        } else {
+            fetched.name.clone()
+        };
+        let named = dir.join(format!(
+            "{}-{name}",
+            fetched.digest.trim_start_matches("sha256:")
+        ));
+        let tree_dir = named.with_extension("d");
+        let err = |e: std::io::Error| self.dferr(step, format!("{}: {e}", tree_dir.display()));
+        std::fs::create_dir_all(&tree_dir).map_err(err)?;
+        let file = tree_dir.join(&name);
+        std::fs::rename(&fetched.path, &file).map_err(err)?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        let tree =
+            Tree::walk(&tree_dir, "the download", |_, _| false).map_err(|e| self.dferr(step, e))?;
+        let mut planned =
+            copy::plan_with(&tree, &[name], dest, opts).map_err(|e| self.dferr(step, e))?;
+        for p in &mut planned {
+            p.direct = false; // a downloaded archive is not extracted
+        }
+        Ok((fetched.digest, planned))
     }
 
     /// The directories WORKDIR or VOLUME name, created where the image
