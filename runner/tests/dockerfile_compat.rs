@@ -345,3 +345,27 @@ fn add_refuses_a_download_whose_checksum_differs() {
         out.stderr
     );
 }
+
+#[test]
+fn run_mounts_cache_bind_and_tmpfs_as_buildkit() {
+    // Buildah 1.28 binds the context without .dockerignore (`bound-listing`
+    // names the ignored file), lets a `rw` bind write into the context
+    // (`after-rw` reads the change back), and leaves the parents of the
+    // mount points it made (`var/cache`); BuildKit and kiln do none of it.
+    let ours = assert_same(
+        "run-mounts",
+        &Case {
+            allowed: &["bound-listing", "after-rw", "var/cache"],
+            ..Case::default()
+        },
+    );
+    for path in ["bound-listing", "after-rw", "bound"] {
+        assert_eq!(
+            ours.files[path].content,
+            content_digest(b"input\n"),
+            "{path}"
+        );
+    }
+    assert_eq!(ours.files["rw"].content, content_digest(b"changed\n"));
+    assert!(!ours.files.contains_key("var/cache/app/hit"));
+}

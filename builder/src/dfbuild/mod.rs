@@ -360,6 +360,7 @@ struct Builder<'a> {
 }
 
 mod copy_step;
+mod mounts;
 
 fn scratch() -> ResolvedImage {
     ResolvedImage {
@@ -463,25 +464,19 @@ impl Builder<'_> {
                     secrets,
                     mounts,
                 } => {
-                    if let Some(m) = mounts.first() {
-                        let kind = match m {
-                            crate::dockerfile::RunMount::Cache { .. } => "cache",
-                            crate::dockerfile::RunMount::Bind { .. } => "bind",
-                            crate::dockerfile::RunMount::Tmpfs { .. } => "tmpfs",
-                        };
-                        return Err(self.dferr(
-                            step,
-                            format!("RUN --mount=type={kind} is not supported yet"),
-                        ));
-                    }
                     let ids: Vec<&str> = secrets.iter().map(|s| s.id.as_str()).collect();
-                    let key = cache_key(&[&built.chain, &step.resolved, &ids.join(",")]);
+                    let bound = self.mounts_key(step, mounts)?;
+                    let key = cache_key(&[&built.chain, &step.resolved, &ids.join(","), &bound]);
                     let (desc, reused) = match self.store.lookup(&key, Check::Full)? {
                         Some(d) => (d, true),
                         None => {
-                            let d = self
-                                .run(index, &built, step, command, env, secrets, registry)
+                            let (binds, held) = self
+                                .prepare_mounts(index, &built, step, mounts, registry)
                                 .await?;
+                            let d = self
+                                .run(index, &built, step, command, env, secrets, &binds, registry)
+                                .await?;
+                            drop(held);
                             self.store.insert(&key, &d)?;
                             (d, false)
                         }
@@ -685,6 +680,7 @@ impl Builder<'_> {
         command: &ShellOrExec,
         env: &[(String, String)],
         secrets: &[crate::dockerfile::SecretMount],
+        binds: &[kiln_common::sandbox::BindMount],
         registry: &R,
     ) -> Result<LayerDescriptor, BuildError> {
         let sandbox = self.sandbox()?;
@@ -755,6 +751,9 @@ impl Builder<'_> {
                 }
                 None => {}
             }
+        }
+        for b in binds {
+            spec = spec.mount(b.clone());
         }
         spec.network = self.opts.network;
         let label = label(step);
