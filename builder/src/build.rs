@@ -340,6 +340,7 @@ async fn build_image<R: Registry>(
                     .into_iter()
                     .collect(),
                 target: None,
+                labels: Vec::new(),
             };
             let parent_opts = BuildOptions {
                 output: Output::Registry,

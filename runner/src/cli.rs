@@ -65,6 +65,9 @@ pub struct BuildArgs {
     /// The Dockerfile stage to build (default: the last).
     #[arg(long, requires = "dockerfile")]
     pub target: Option<String>,
+    /// A label for the image's config (repeatable), as `docker build --label`.
+    #[arg(long = "label", value_name = "K=V", requires = "dockerfile")]
+    pub labels: Vec<String>,
     /// The Dockerfile's build context (default: the current directory).
     #[arg(requires = "dockerfile")]
     pub context: Option<PathBuf>,

@@ -37,6 +37,8 @@ struct Case<'a> {
     env_order: bool,
     /// `--build-arg`s for both builders.
     build_args: &'a [String],
+    /// `--label`s for both builders.
+    labels: &'a [&'a str],
 }
 
 /// Builds the case with both, returns the differences not allowed and
@@ -70,6 +72,9 @@ fn compare(case: &str, how: &Case) -> (Vec<String>, ImageTree) {
     let mut target: Vec<&str> = how.target.map(|t| vec!["--target", t]).unwrap_or_default();
     for a in how.build_args {
         target.extend(["--build-arg", a.as_str()]);
+    }
+    for l in how.labels {
+        target.extend(["--label", l]);
     }
     args.extend(&target);
     args.push(".");
@@ -260,6 +265,15 @@ fn env_forms_and_substitution_as_docker() {
 #[test]
 fn maintainer_is_the_author_and_no_label_is_added() {
     assert_same("labels-maintainer", &Case::default());
+    // Labels the user asks for with --label, as docker build's.
+    let ours = assert_same(
+        "labels-maintainer",
+        &Case {
+            labels: &["org.example.team=ml", "a=overridden"],
+            ..Case::default()
+        },
+    );
+    assert_eq!(ours.config["config"]["Labels"]["a"], "overridden");
 }
 
 #[test]
@@ -368,4 +382,9 @@ fn run_mounts_cache_bind_and_tmpfs_as_buildkit() {
     }
     assert_eq!(ours.files["rw"].content, content_digest(b"changed\n"));
     assert!(!ours.files.contains_key("var/cache/app/hit"));
+}
+
+#[test]
+fn a_source_substituted_to_nothing_copies_the_context_as_docker() {
+    assert_same("empty-source", &Case::default());
 }

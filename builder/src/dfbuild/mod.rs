@@ -41,6 +41,9 @@ pub struct DockerfileRequest {
     pub build_args: Vec<(String, String)>,
     /// `--target`.
     pub target: Option<String>,
+    /// `--label K=V`: set on the image's config, as `docker build --label`
+    /// does; kiln adds no label of its own to a Dockerfile's image.
+    pub labels: Vec<(String, String)>,
 }
 
 /// A stage's result: the base's layers plus what the stage added, and the
@@ -180,9 +183,12 @@ pub async fn build_dockerfile<R: Registry>(
         let built = b.stage(i, registry, &resolved).await?;
         b.done.insert(i, built);
     }
-    let Some(result) = b.done.get(&graph.target).cloned() else {
+    let Some(mut result) = b.done.get(&graph.target).cloned() else {
         return Err(fail("the target stage was not built".into()));
     };
+    if !req.labels.is_empty() {
+        apply_config(&mut result.config, &ConfigChange::Label(req.labels.clone()));
+    }
     let reports = std::mem::take(&mut b.reports);
     drop(b);
 

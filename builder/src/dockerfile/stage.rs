@@ -360,6 +360,20 @@ impl Eval<'_> {
                     all_names: &self.all_names,
                     cmd_set: cur.cmd_set,
                 };
+                if let K::Copy(c) = kind {
+                    for raw in &c.sources {
+                        if sub(&cur.scope, self.df.escape, ins.line, raw)
+                            .is_ok_and(|v| v.is_empty())
+                        {
+                            cur.warnings.push(format!(
+                                "Dockerfile:{}: {} source {raw:?} is empty after substitution: the whole {} is copied, as Docker does (is the ARG set?)",
+                                ins.line,
+                                if c.add { "ADD" } else { "COPY" },
+                                if c.from.is_some() { "stage" } else { "build context" },
+                            ));
+                        }
+                    }
+                }
                 let s = step(&mut cur.scope, &at, ins)?;
                 cur.stage.steps.push(s);
                 if let K::Cmd(_) = kind {

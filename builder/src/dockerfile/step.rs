@@ -489,14 +489,13 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
             "COPY cannot take a URL ({url}); ADD downloads one"
         )));
     }
-    // BuildKit gives no error for a source that substitutes to nothing: it
-    // normalises "" to "/" and copies the whole build context (or stage).
-    // That is never what an unset ARG meant, so kiln stops instead.
-    if let Some((raw, _)) = c.sources.iter().zip(&sources).find(|(_, v)| v.is_empty()) {
-        return Err(err(format!(
-            "{name} source {raw:?} is empty after substitution (is the ARG set?); BuildKit would copy the whole context there, kiln stops"
-        )));
-    }
+    // A source that substitutes to nothing is the root of the context (or
+    // stage), as BuildKit reads it: the whole of it is copied. Evaluation
+    // warns, since an unset ARG rarely meant that.
+    let sources: Vec<String> = sources
+        .into_iter()
+        .map(|v| if v.is_empty() { ".".to_string() } else { v })
+        .collect();
     // An empty destination is the working directory, as in BuildKit.
     let dest = if dest.is_empty() {
         "./".to_string()

@@ -83,7 +83,18 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
                     }),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            let labels = args
+                .labels
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .filter(|(k, _)| !k.is_empty())
+                        .with_context(|| format!("--label {kv:?}: expected KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let request = kiln_builder::dfbuild::DockerfileRequest {
+                labels,
                 dockerfile: dockerfile.clone(),
                 context: args.context.clone().unwrap_or_else(|| PathBuf::from(".")),
                 tags: args.tags.clone(),
