@@ -197,6 +197,25 @@ impl Store {
             }
         }
         remove_stale_temps(&blobs_dir, now)?;
+        // Layer listings and RUN cache mounts: derived or disposable, kept
+        // by the same age rule (all of them with `All`).
+        for dir in [self.root().join("listings"), self.root().join("run-caches")] {
+            let Ok(items) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for item in items.flatten() {
+                let path = item.path();
+                if expired(mtime(&path)?) {
+                    report.bytes_freed += kiln_common::private_dir::bytes_under(&path);
+                    let gone = if path.is_dir() {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
+                    gone.at("removing", &path)?;
+                }
+            }
+        }
         Ok(report)
     }
 
@@ -401,6 +420,25 @@ mod tests {
         assert_eq!(report.bytes_freed, 3 + 12);
         assert!(store.list().unwrap().is_empty());
         assert_eq!(fs::read_dir(store.blobs_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn prune_removes_listings_and_run_caches_by_the_same_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path()).unwrap();
+        let listing = dir.path().join("listings/abc.json");
+        let cache = dir.path().join("run-caches/0123/pip");
+        fs::create_dir_all(listing.parent().unwrap()).unwrap();
+        fs::create_dir_all(&cache).unwrap();
+        fs::write(&listing, b"{}").unwrap();
+        fs::write(cache.join("wheel"), b"12345").unwrap();
+        store
+            .prune(PrunePolicy::OlderThan(Duration::from_secs(3600)))
+            .unwrap();
+        assert!(listing.exists() && cache.exists());
+        let report = store.prune(PrunePolicy::All).unwrap();
+        assert!(!listing.exists() && !dir.path().join("run-caches/0123").exists());
+        assert_eq!(report.bytes_freed, 5);
     }
 
     #[test]
