@@ -89,23 +89,10 @@ impl Builder<'_> {
         let mut extra = self
             .inline_sources(index, step, inline, &dest, &plan_opts)
             .map_err(|e| self.dferr(step, e))?;
-        let mut url_keys = Vec::new();
-        let mut pending = Vec::new();
-        for url in &urls {
-            match checksum {
-                Some(c) => {
-                    url_keys.push(format!("{url}@{c}"));
-                    pending.push(url.clone());
-                }
-                None => {
-                    let fetched = self
-                        .download(index, step, url, None, &dest, &plan_opts)
-                        .await?;
-                    url_keys.push(format!("{url}@{}", fetched.0));
-                    extra.extend(fetched.1);
-                }
-            }
-        }
+        let (url_keys, pending, fetched) = self
+            .url_sources(index, step, &urls, checksum.as_deref(), &dest, &plan_opts)
+            .await?;
+        extra.extend(fetched);
         // The key covers the sources' content: the context's files are
         // hashed (cheap); another stage's files are named by that stage's
         // own chained key, so a cache hit needs no unpacked root.
@@ -143,18 +130,8 @@ impl Builder<'_> {
         let (mut planned, source) = match (planned, from) {
             (Some(p), _) => (p, None),
             (None, Some(CopyFrom::Stage(i))) => {
-                let i = *i;
-                let root = self.root_of(i, registry).await?;
-                let tree = Tree::walk(&root, &format!("stage {i}"), |_, _| false)
-                    .map_err(|e| self.dferr(step, e))?;
-                let planned = copy::plan_with(&tree, &locals, &dest, &plan_opts)
-                    .map_err(|e| self.dferr(step, e))?;
-                let from_built = self.done.get(&i).cloned();
-                let listing = match from_built {
-                    Some(b) => Some(self.listing(i, &b, registry).await?),
-                    None => None,
-                };
-                (planned, listing)
+                self.stage_sources(*i, step, &locals, &dest, &plan_opts, registry)
+                    .await?
             }
             (None, _) => (Vec::new(), None),
         };
@@ -188,6 +165,58 @@ impl Builder<'_> {
             .map_err(|e| self.dferr(step, e))?;
         self.store.insert(&key, &d)?;
         self.add_layer(index, built, step, &d, false, key)
+    }
+
+    /// ADD's URLs: each one's key part (`URL@digest`, or `URL@checksum`
+    /// when `--checksum` names it, which needs no download yet), the URLs
+    /// left to download on a miss, and the plans of those downloaded.
+    async fn url_sources(
+        &self,
+        index: usize,
+        step: &Step,
+        urls: &[String],
+        checksum: Option<&str>,
+        dest: &str,
+        opts: &copy::PlanOptions<'_>,
+    ) -> Result<(Vec<String>, Vec<String>, Vec<Planned>), BuildError> {
+        let (mut keys, mut pending, mut planned) = (Vec::new(), Vec::new(), Vec::new());
+        for url in urls {
+            match checksum {
+                Some(c) => {
+                    keys.push(format!("{url}@{c}"));
+                    pending.push(url.clone());
+                }
+                None => {
+                    let (digest, p) = self.download(index, step, url, None, dest, opts).await?;
+                    keys.push(format!("{url}@{digest}"));
+                    planned.extend(p);
+                }
+            }
+        }
+        Ok((keys, pending, planned))
+    }
+
+    /// A COPY --from's sources: planned in the stage's unpacked root, with
+    /// the stage's listing for what it recorded of them.
+    async fn stage_sources<R: Registry>(
+        &mut self,
+        i: usize,
+        step: &Step,
+        sources: &[String],
+        dest: &str,
+        opts: &copy::PlanOptions<'_>,
+        registry: &R,
+    ) -> Result<(Vec<Planned>, Option<Listing>), BuildError> {
+        let root = self.root_of(i, registry).await?;
+        let tree = Tree::walk(&root, &format!("stage {i}"), |_, _| false)
+            .map_err(|e| self.dferr(step, e))?;
+        let planned =
+            copy::plan_with(&tree, sources, dest, opts).map_err(|e| self.dferr(step, e))?;
+        let listing = match self.done.get(&i).cloned() {
+            Some(b) => Some(self.listing(i, &b, registry).await?),
+            None => None,
+        };
+        Ok((planned, listing))
     }
 
     /// COPY's heredoc files, written (0644) into a scratch tree of their

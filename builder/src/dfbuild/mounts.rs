@@ -105,15 +105,7 @@ impl Builder<'_> {
                 .path()
                 .join(format!("mount-{stage}-{}-{n}", step.line));
             let file = self.req.dockerfile.clone();
-            let io = |what: &str, p: &Path, e: std::io::Error| BuildError::Dockerfile {
-                file: file.clone(),
-                message: format!(
-                    "Dockerfile:{}: {}: --mount: {what} {}: {e}",
-                    step.line,
-                    step.text,
-                    p.display()
-                ),
-            };
+            let io = |what: &str, p: &Path, e: std::io::Error| mount_io(&file, step, what, p, e);
             match m {
                 RunMount::Tmpfs { target, .. } => {
                     let _ = std::fs::remove_dir_all(&scratch);
@@ -129,39 +121,7 @@ impl Builder<'_> {
                 } => {
                     let target = absolute(&wd, target);
                     let dir = match self.mount_source(step, from)? {
-                        None => {
-                            // The context as the build sees it: a copy of
-                            // the files .dockerignore lets through.
-                            let tree = self.context()?;
-                            let planned = copy::plan(&tree, std::slice::from_ref(source), "/")
-                                .map_err(|e| self.dferr(step, e))?;
-                            let _ = std::fs::remove_dir_all(&scratch);
-                            std::fs::create_dir_all(&scratch)
-                                .map_err(|e| io("creating", &scratch, e))?;
-                            let single = matches!(planned.as_slice(), [p] if p.kind != Kind::Dir && p.dest.is_empty());
-                            for p in &planned {
-                                let to = if single {
-                                    scratch.join("file")
-                                } else {
-                                    scratch.join(&p.dest)
-                                };
-                                copy_entry(&p.source, &to, p.kind)
-                                    .map_err(|e| io("copying", &p.source, e))?;
-                            }
-                            // Root's inside the sandbox, as COPY makes them.
-                            let ids = self.sandbox()?.id_map().clone();
-                            let (u, g) = (ids.to_outer_uid(0), ids.to_outer_gid(0));
-                            for entry in walkdir::WalkDir::new(&scratch) {
-                                let entry = entry.map_err(|e| io("walking", &scratch, e.into()))?;
-                                std::os::unix::fs::lchown(entry.path(), u, g)
-                                    .map_err(|e| io("chown", entry.path(), e))?;
-                            }
-                            if single {
-                                scratch.join("file")
-                            } else {
-                                scratch.clone()
-                            }
-                        }
+                        None => self.context_bind(step, source, &scratch)?,
                         Some(i) => {
                             let found = self.stage_path(step, i, source, "bind", registry).await?;
                             if *readwrite {
@@ -192,44 +152,19 @@ impl Builder<'_> {
                     gid,
                     readonly,
                 } => {
-                    let hex = crate::image::hex(&Sha256::digest(id.as_bytes()));
-                    let caches = self.store.root().join("run-caches");
-                    std::fs::create_dir_all(&caches).map_err(|e| io("creating", &caches, e))?;
-                    let lock_path = caches.join(format!("{hex}.lock"));
-                    let lock =
-                        File::create(&lock_path).map_err(|e| io("opening", &lock_path, e))?;
-                    let mut dir = caches.join(&hex);
-                    match sharing {
-                        CacheSharing::Shared => {}
-                        CacheSharing::Locked => {
-                            lock.lock().map_err(|e| io("locking", &lock_path, e))?;
-                            locks.push(lock);
-                        }
-                        CacheSharing::Private => {
-                            if lock.try_lock().is_ok() {
-                                locks.push(lock);
-                            } else {
-                                dir = scratch.clone();
-                                let _ = std::fs::remove_dir_all(&dir);
-                            }
-                        }
-                    }
-                    if !dir.exists() {
-                        match self.mount_source(step, from)? {
-                            Some(i) => {
-                                let rel = source.as_deref().unwrap_or("/");
-                                let found =
-                                    self.stage_path(step, i, rel, "cache", registry).await?;
-                                copy_tree(&found.host_path, &dir)
-                                    .map_err(|e| io("seeding", &dir, e))?;
-                            }
-                            None => {
-                                std::fs::create_dir_all(&dir)
-                                    .map_err(|e| io("creating", &dir, e))?;
-                                self.own(&dir, *uid, *gid, *mode)?;
-                            }
-                        }
-                    }
+                    let (dir, lock) = self
+                        .cache_dir(
+                            step,
+                            id,
+                            *sharing,
+                            from,
+                            source.as_deref(),
+                            (*uid, *gid, *mode),
+                            &scratch,
+                            registry,
+                        )
+                        .await?;
+                    locks.extend(lock);
                     let target = absolute(&wd, target);
                     binds.push(if *readonly {
                         BindMount::read_only(dir, target)
@@ -240,6 +175,97 @@ impl Builder<'_> {
             }
         }
         Ok((binds, Held { _locks: locks }))
+    }
+
+    /// A bind of the context: a scratch copy of the files `.dockerignore`
+    /// lets through (a single file as `file` in it), owned by the
+    /// sandbox's root, as COPY would make them.
+    fn context_bind(
+        &mut self,
+        step: &Step,
+        source: &str,
+        scratch: &Path,
+    ) -> Result<PathBuf, BuildError> {
+        let file = self.req.dockerfile.clone();
+        let io = |what: &str, p: &Path, e: std::io::Error| mount_io(&file, step, what, p, e);
+        let tree = self.context()?;
+        let planned =
+            copy::plan(&tree, &[source.to_string()], "/").map_err(|e| self.dferr(step, e))?;
+        let _ = std::fs::remove_dir_all(scratch);
+        std::fs::create_dir_all(scratch).map_err(|e| io("creating", scratch, e))?;
+        let single = matches!(planned.as_slice(), [p] if p.kind != Kind::Dir && p.dest.is_empty());
+        for p in &planned {
+            let to = if single {
+                scratch.join("file")
+            } else {
+                scratch.join(&p.dest)
+            };
+            copy_entry(&p.source, &to, p.kind).map_err(|e| io("copying", &p.source, e))?;
+        }
+        let ids = self.sandbox()?.id_map().clone();
+        let (u, g) = (ids.to_outer_uid(0), ids.to_outer_gid(0));
+        for entry in walkdir::WalkDir::new(scratch) {
+            let entry = entry.map_err(|e| io("walking", scratch, e.into()))?;
+            std::os::unix::fs::lchown(entry.path(), u, g)
+                .map_err(|e| io("chown", entry.path(), e))?;
+        }
+        Ok(if single {
+            scratch.join("file")
+        } else {
+            scratch.to_path_buf()
+        })
+    }
+
+    /// A cache mount's directory (under the cache directory, by id; a
+    /// scratch one for `sharing=private` when another build holds it),
+    /// made and seeded when new, and the lock to hold while it is used.
+    #[allow(clippy::too_many_arguments)]
+    async fn cache_dir<R: Registry>(
+        &mut self,
+        step: &Step,
+        id: &str,
+        sharing: CacheSharing,
+        from: &Option<CopyFrom>,
+        source: Option<&str>,
+        (uid, gid, mode): (u32, u32, u32),
+        scratch: &Path,
+        registry: &R,
+    ) -> Result<(PathBuf, Option<File>), BuildError> {
+        let file = self.req.dockerfile.clone();
+        let io = |what: &str, p: &Path, e: std::io::Error| mount_io(&file, step, what, p, e);
+        let hex = crate::image::hex(&Sha256::digest(id.as_bytes()));
+        let caches = self.store.root().join("run-caches");
+        std::fs::create_dir_all(&caches).map_err(|e| io("creating", &caches, e))?;
+        let lock_path = caches.join(format!("{hex}.lock"));
+        let lock = File::create(&lock_path).map_err(|e| io("opening", &lock_path, e))?;
+        let mut dir = caches.join(&hex);
+        let held = match sharing {
+            CacheSharing::Shared => None,
+            CacheSharing::Locked => {
+                lock.lock().map_err(|e| io("locking", &lock_path, e))?;
+                Some(lock)
+            }
+            CacheSharing::Private if lock.try_lock().is_ok() => Some(lock),
+            CacheSharing::Private => {
+                dir = scratch.to_path_buf();
+                let _ = std::fs::remove_dir_all(&dir);
+                None
+            }
+        };
+        if !dir.exists() {
+            match self.mount_source(step, from)? {
+                Some(i) => {
+                    let rel = source.unwrap_or("/");
+                    let found = self.stage_path(step, i, rel, "cache", registry).await?;
+                    copy_tree(&found.host_path, &dir).map_err(|e| io("seeding", &dir, e))?;
+                }
+                None => {
+                    std::fs::create_dir_all(&dir).map_err(|e| io("creating", &dir, e))?;
+                    self.own(&dir, uid, gid, mode)?;
+                }
+            }
+        }
+        Ok((dir, held))
     }
 
     /// `source` inside stage `i`'s root (unpacked now if need be), its
@@ -282,6 +308,19 @@ impl Builder<'_> {
             std::os::unix::fs::lchown(dir, u, g).map_err(fail)?;
         }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(fail)
+    }
+}
+
+/// A `--mount` preparation error, at the step.
+fn mount_io(file: &Path, step: &Step, what: &str, p: &Path, e: std::io::Error) -> BuildError {
+    BuildError::Dockerfile {
+        file: file.to_path_buf(),
+        message: format!(
+            "Dockerfile:{}: {}: --mount: {what} {}: {e}",
+            step.line,
+            step.text,
+            p.display()
+        ),
     }
 }
 
