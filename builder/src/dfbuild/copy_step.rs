@@ -283,7 +283,8 @@ impl Builder<'_> {
         )
         .await
         .map_err(|e| self.dferr(step, e))?;
-        let name = if fetched.name.is_empty() {
+        // A name that is no file name (`..`, `.`) cannot name the file.
+        let name = if fetched.name.is_empty() || fetched.name == "." || fetched.name == ".." {
             "download".to_string()
         } else {
             fetched.name.clone()
