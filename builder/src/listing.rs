@@ -216,7 +216,14 @@ impl Listing {
             self.entries.remove(gone);
         }
         for (path, meta) in &layer.entries {
-            if meta.kind != EntryKind::Dir {
+            // Only a directory replaced by something else has children to
+            // drop; most entries replace nothing, so look before scanning.
+            if meta.kind != EntryKind::Dir
+                && self
+                    .entries
+                    .get(path)
+                    .is_some_and(|m| m.kind == EntryKind::Dir)
+            {
                 self.remove_under(path);
             }
             self.entries.insert(path.clone(), meta.clone());

@@ -8,6 +8,7 @@ use std::io::{self, Read as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::str::FromStr as _;
+use std::sync::Arc;
 
 use kiln_common::sandbox::User;
 
@@ -164,6 +165,8 @@ impl Builder<'_> {
             .write_layer(|w| write_entries(&planned, &dest, &image, &stamp, *add, &meta_of, w))
             .map_err(|e| self.dferr(step, e))?;
         self.store.insert(&key, &d)?;
+        // The listing is updated in place once no one else holds it.
+        drop(image);
         self.add_layer(index, built, step, &d, false, key)
     }
 
@@ -206,7 +209,7 @@ impl Builder<'_> {
         dest: &str,
         opts: &copy::PlanOptions<'_>,
         registry: &R,
-    ) -> Result<(Vec<Planned>, Option<Listing>), BuildError> {
+    ) -> Result<(Vec<Planned>, Option<Arc<Listing>>), BuildError> {
         let root = self.root_of(i, registry).await?;
         let tree = Tree::walk(&root, &format!("stage {i}"), |_, _| false)
             .map_err(|e| self.dferr(step, e))?;
@@ -374,9 +377,9 @@ impl Builder<'_> {
         stage: usize,
         built: &Built,
         registry: &R,
-    ) -> Result<Listing, BuildError> {
+    ) -> Result<Arc<Listing>, BuildError> {
         if let Some(l) = self.listings.get(&stage) {
-            return Ok(l.clone());
+            return Ok(Arc::clone(l));
         }
         let mut out = Listing::default();
         let diff_ids = super::strings(&built.base.config["rootfs"]["diff_ids"]);
@@ -404,7 +407,8 @@ impl Builder<'_> {
                 })?;
             out.apply(&l);
         }
-        self.listings.insert(stage, out.clone());
+        let out = Arc::new(out);
+        self.listings.insert(stage, Arc::clone(&out));
         Ok(out)
     }
 

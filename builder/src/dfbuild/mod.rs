@@ -362,7 +362,7 @@ struct Builder<'a> {
     images: HashMap<String, usize>,
     /// Listings of stages' filesystems, by stage index, in sync with their
     /// layers once made (COPY, WORKDIR and VOLUME need them).
-    listings: HashMap<usize, Listing>,
+    listings: HashMap<usize, std::sync::Arc<Listing>>,
 }
 
 mod copy_step;
@@ -535,12 +535,13 @@ impl Builder<'_> {
             }
         }
         // So does a listing of it.
-        if let Some(mut listing) = self.listings.remove(&stage) {
+        if self.listings.contains_key(&stage) {
             let layer = self
                 .layer_listing(&desc.digest, &desc.media_type, &desc.diff_id.to_string())
                 .map_err(|e| self.dferr(step, format!("listing its layer: {e}")))?;
-            listing.apply(&layer);
-            self.listings.insert(stage, listing);
+            if let Some(listing) = self.listings.get_mut(&stage) {
+                std::sync::Arc::make_mut(listing).apply(&layer);
+            }
         }
         let status = if reused {
             LayerStatus::Reused
