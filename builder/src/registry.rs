@@ -33,6 +33,18 @@ impl Default for Platform {
 impl std::str::FromStr for Platform {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        if s.contains(',') {
+            return Err(format!(
+                "{s:?} names several platforms; kiln builds one per build: give one OS/ARCH[/VARIANT], such as linux/amd64"
+            ));
+        }
+        let word =
+            |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !s.split('/').all(word) {
+            return Err(format!(
+                "invalid platform {s:?}: expected OS/ARCH[/VARIANT], such as linux/amd64"
+            ));
+        }
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Self {

@@ -145,6 +145,10 @@ fn bad_flag_values_are_usage_errors() {
         ),
         (&["build", "--output", "oci:"][..], "oci:DIR"),
         (&["build", "--platform", "bogus"][..], "linux/amd64"),
+        (
+            &["build", "--platform", "linux/arm64,linux/amd64"][..],
+            "names several platforms",
+        ),
         (&["build", "--compression", "lz4"][..], "gzip"),
     ] {
         let out = f.kiln(args);
@@ -230,4 +234,35 @@ fn kiln_yaml_paths_stay_in_the_project_symlinks_included() {
             );
         }
     }
+}
+
+#[test]
+fn a_missing_dockerfile_or_context_is_said_before_any_work() {
+    let (f, _) = codeonly("err-df-inputs");
+    let out = f.kiln(&["build", "-f", "Nope", "-t", "127.0.0.1:1/x:y", "."]);
+    assert_failed_cleanly(&out, 1);
+    assert!(
+        out.stderr.contains("Nope") && out.stderr.contains("no such Dockerfile"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("writing"), "{}", out.stderr);
+    std::fs::write(f.root().join("Dockerfile"), "FROM scratch\nCOPY x /\n").unwrap();
+    let out = f.kiln(&[
+        "build",
+        "-f",
+        "Dockerfile",
+        "-t",
+        "127.0.0.1:1/x:y",
+        "no-such-dir",
+    ]);
+    assert_failed_cleanly(&out, 1);
+    assert!(
+        out.stderr
+            .contains("the build context no-such-dir is not a directory"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("walking"), "{}", out.stderr);
+    assert!(!out.stderr.contains("building"), "{}", out.stderr);
 }

@@ -69,14 +69,27 @@ pub async fn build_dockerfile<R: Registry>(
         .first()
         .cloned()
         .unwrap_or_else(|| "dockerfile".to_string());
-    let text = std::fs::read_to_string(&req.dockerfile).map_err(|source| BuildError::Output {
-        path: req.dockerfile.clone(),
-        source,
-    })?;
     let fail = |message: String| BuildError::Dockerfile {
         file: req.dockerfile.clone(),
         message,
     };
+    // The inputs are checked before any work, in the user's words.
+    let text = std::fs::read_to_string(&req.dockerfile).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => fail(format!(
+            "no such Dockerfile: {} (give its path with -f)",
+            req.dockerfile.display()
+        )),
+        _ => fail(format!(
+            "cannot read the Dockerfile {}: {e}",
+            req.dockerfile.display()
+        )),
+    })?;
+    if !req.context.is_dir() {
+        return Err(fail(format!(
+            "the build context {} is not a directory (the last argument of kiln build -f)",
+            req.context.display()
+        )));
+    }
     let parsed = crate::dockerfile::parse(&text).map_err(|e| fail(e.to_string()))?;
     let mut eval = EvalOptions {
         build_args: req.build_args.clone(),
