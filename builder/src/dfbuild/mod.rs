@@ -4,7 +4,10 @@
 //! under a key chained from the base, the resolved instruction and, for
 //! COPY/ADD, the content of its sources. A miss in the middle does not stop
 //! later steps from hitting when their inputs are unchanged. A root
-//! filesystem is unpacked only when a RUN misses or a stage is copied from.
+//! filesystem is unpacked only when a RUN misses or a stage is copied from;
+//! COPY, ADD, WORKDIR and VOLUME are placed on a listing of the stage read
+//! from its layers' headers ([`crate::listing`]), and RUN's `--mount`s are
+//! the sandbox's bind mounts (`mounts`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;

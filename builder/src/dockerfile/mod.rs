@@ -17,9 +17,9 @@
 //! `RUN --mount` of every type but ssh, COPY/ADD's `--link`, `--parents`,
 //! `--exclude`, `--checksum`, and `ADD <http(s) url>`.
 //!
-//! The graph says what those mean; what the executor cannot do yet it
-//! refuses at the step that needs it. Git sources (`ADD <repo>.git`), ADD
-//! `--keep-git-dir` and `--mount=type=ssh` are refused here, with the line.
+//! The graph says what those mean and the executor (`dfbuild`) does all of
+//! it. Git sources (`ADD <repo>.git`), ADD `--keep-git-dir` and
+//! `--mount=type=ssh` are refused here, with the line.
 
 mod args;
 mod error;
