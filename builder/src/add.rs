@@ -29,7 +29,7 @@ pub fn open_archive(path: &Path) -> io::Result<Box<dyn Read>> {
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         Ok(Box::new(lzma_rust2::XzReader::new(file, true)))
     } else {
-        kiln_common::unpack::decompress(file, None)
+        kiln_rootfs::unpack::decompress(file, None)
     }
 }
 
@@ -81,7 +81,7 @@ pub fn append_archive<R: Read, W: io::Write>(
     let mut report = AddReport::default();
     // The layer it makes is capped like an unpacked one: a small sparse
     // archive can stand for terabytes of file data.
-    let cap = kiln_common::unpack::max_bytes_from_env();
+    let cap = kiln_rootfs::unpack::max_bytes_from_env();
     let mut bytes = 0u64;
     // Names (inside the archive) of the files and symlinks it made so far.
     let mut files: HashSet<PathBuf> = HashSet::new();
@@ -181,7 +181,7 @@ pub fn append_archive<R: Read, W: io::Write>(
                         &raw,
                         format!(
                             "takes the archive past {cap} bytes of file data, the most one layer may hold ({})",
-                            kiln_common::unpack::MAX_BYTES_ENV
+                            kiln_rootfs::unpack::MAX_BYTES_ENV
                         ),
                     ));
                 }

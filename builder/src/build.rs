@@ -6,225 +6,20 @@
 //! and a hit skips both the work and the upload.
 
 use std::collections::BTreeMap;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr as _;
 
-use kiln_common::Pipeline;
-use serde::Serialize;
+use kiln_pipeline::Pipeline;
 
-use crate::image::{self, AddedLayer, ConfigEdits, Descriptor, Format};
-use crate::layer::{Compression, LayerError};
-
-use crate::plan::{self, ImagePlan, LayerSlot, PlanError};
+use crate::error::BuildError;
+use crate::image::{self, AddedLayer, ConfigEdits, Descriptor};
+use crate::options::{BuildOptions, Output};
+use crate::plan::{self, ImagePlan, LayerSlot};
 use crate::progress::{Event, LayerStatus, Progress};
 use crate::record::{self, BuildRecord, ImageRecord, LayerRecord};
-use crate::registry::{Platform, Registry, RegistryError};
-use crate::store::{self, Store, StoreError};
-
-/// Where built images go.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Output {
-    /// Pushed to each image's `target_repository`.
-    #[default]
-    Registry,
-    /// Written into an OCI image layout directory.
-    OciLayout(PathBuf),
-    /// Written as an OCI archive (one image).
-    Archive(PathBuf),
-}
-
-impl std::str::FromStr for Output {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.split_once(':') {
-            _ if s == "registry" => Ok(Output::Registry),
-            Some(("oci", dir)) if !dir.is_empty() => Ok(Output::OciLayout(dir.into())),
-            Some(("tar", file)) if !file.is_empty() => Ok(Output::Archive(file.into())),
-            _ => Err(format!(
-                "invalid output {s:?}: expected registry, oci:DIR or tar:FILE"
-            )),
-        }
-    }
-}
-
-/// How to build.
-#[derive(Debug, Clone)]
-pub struct BuildOptions {
-    /// Build only the image this step runs in.
-    pub only_step: Option<String>,
-    /// Target platform.
-    pub platform: Platform,
-    /// OCI or Docker media types.
-    pub format: Format,
-    /// Layer compression.
-    pub compression: Compression,
-    /// Where images go.
-    pub output: Output,
-    /// The content store and cache index.
-    pub cache_dir: PathBuf,
-    /// Where build records are kept.
-    pub data_dir: PathBuf,
-    /// Fixed timestamp for files and history (`SOURCE_DATE_EPOCH`), else 0.
-    pub source_date_epoch: u64,
-    /// Blob uploads at once.
-    pub concurrency: usize,
-    /// Build secrets for commands (`--secret`).
-    pub secrets: Vec<crate::exec::Secret>,
-    /// The network commands see (`--network`).
-    pub network: kiln_common::sandbox::Network,
-}
-
-impl Default for BuildOptions {
-    fn default() -> Self {
-        Self {
-            only_step: None,
-            platform: Platform::default(),
-            format: Format::Oci,
-            compression: Compression::default(),
-            output: Output::Registry,
-            cache_dir: PathBuf::from(".kiln-cache"),
-            data_dir: PathBuf::from(".kiln-data"),
-            source_date_epoch: 0,
-            concurrency: 4,
-            secrets: Vec::new(),
-            network: kiln_common::sandbox::Network::Host,
-        }
-    }
-}
-
-/// What a build did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BuildReport {
-    /// The pipeline.
-    pub pipeline: String,
-    /// Each image built.
-    pub images: Vec<ImageReport>,
-}
-
-/// One image of a build.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ImageReport {
-    /// Plan name.
-    pub name: String,
-    /// Steps it serves.
-    pub steps: Vec<String>,
-    /// Where it was written.
-    pub reference: String,
-    /// Manifest digest.
-    pub digest: String,
-    /// Parent, pinned by digest.
-    pub parent: String,
-    /// kiln's layers.
-    pub layers: Vec<LayerReport>,
-    /// Blobs uploaded to the registry.
-    pub uploaded: usize,
-}
-
-/// One layer of a build.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LayerReport {
-    /// Label.
-    pub label: String,
-    /// Reused or built.
-    pub status: LayerStatus,
-    /// Compressed digest.
-    pub digest: String,
-    /// Compressed size.
-    pub size: u64,
-    /// Why it was built.
-    pub reason: Option<String>,
-}
-
-/// Why a build failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// Planning failed.
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    /// A registry operation failed.
-    #[error("image {image}: {action}: {source}")]
-    Registry {
-        /// The image being built.
-        image: String,
-        /// What kiln was doing.
-        action: String,
-        /// The registry's error.
-        source: RegistryError,
-    },
-    /// Building a layer failed.
-    #[error("image {image}: {layer} layer: {source}")]
-    Layer {
-        /// The image.
-        image: String,
-        /// The layer.
-        layer: String,
-        /// Why.
-        source: LayerError,
-    },
-    /// A layer that runs commands failed.
-    #[error("image {image}: {layer} layer: {source}")]
-    Exec {
-        /// The image.
-        image: String,
-        /// The layer.
-        layer: String,
-        /// Why.
-        source: crate::exec::ExecError,
-    },
-    /// The content store failed.
-    #[error("layer cache: {0}")]
-    Store(#[from] StoreError),
-    /// The image could not be assembled.
-    #[error("image {image}: {source}")]
-    Image {
-        /// The image.
-        image: String,
-        /// Why.
-        source: image::ImageError,
-    },
-    /// Nowhere to push.
-    #[error(
-        "image {image} has no target_repository: set settings.docker.target_repository in the pipeline, or build with --output oci:DIR or --output tar:FILE"
-    )]
-    NoTarget {
-        /// The image.
-        image: String,
-    },
-    /// A `dockerfile` parent needs a repository to push it to.
-    #[error(
-        "image {image} names a dockerfile: its image is pushed next to the step image, so set settings.docker.target_repository"
-    )]
-    DockerfileUnavailable {
-        /// The image.
-        image: String,
-    },
-    /// A Dockerfile is wrong, or one of its steps failed.
-    #[error("{message}")]
-    Dockerfile {
-        /// The Dockerfile.
-        file: PathBuf,
-        /// What went wrong, with the line (`Dockerfile:7: ...`).
-        message: String,
-    },
-    /// An archive holds one image.
-    #[error(
-        "--output tar:FILE holds one image but the plan has {count}; use --step to pick one, or --output oci:DIR"
-    )]
-    ArchiveHoldsOneImage {
-        /// How many images were planned.
-        count: usize,
-    },
-    /// Writing output failed.
-    #[error("writing {}: {source}", path.display())]
-    Output {
-        /// The output path.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
-}
+use crate::registry::{Registry, RegistryError};
+use crate::report::{BuildReport, BuiltLayer, ImageReport, LayerReport};
+use crate::store::{self, Store};
 
 /// Builds the images of `pipeline` (or the one `--step` needs).
 pub async fn build<R: Registry>(
@@ -282,12 +77,6 @@ pub async fn build<R: Registry>(
         pipeline: pipeline.name().into(),
         images,
     })
-}
-
-/// A layer ready to go into the image.
-pub(crate) struct BuiltLayer {
-    pub(crate) added: AddedLayer,
-    pub(crate) record: LayerRecord,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -396,14 +185,7 @@ async fn build_image<R: Registry>(
         let found = crate::exec::lookup(store, &prepared).map_err(exec_error("exec".into()))?;
         let mut parent_blobs = Vec::new();
         if found.iter().any(Option::is_none) {
-            let diff_ids: Vec<String> = parent.config["rootfs"]["diff_ids"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|d| d.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let diff_ids: Vec<String> = image::strings(&parent.config["rootfs"]["diff_ids"]);
             for (layer, diff_id) in parent.layers.iter().zip(diff_ids) {
                 crate::push::fetch_blob(registry, store, &parent.repository, layer)
                     .await
@@ -412,7 +194,7 @@ async fn build_image<R: Registry>(
                         layer.digest
                     )))?;
                 let digest = store::Digest::from_str(&layer.digest).map_err(BuildError::Store)?;
-                parent_blobs.push(kiln_common::unpack::LayerBlob {
+                parent_blobs.push(kiln_rootfs::unpack::LayerBlob {
                     path: store.path(&digest),
                     media_type: Some(layer.media_type.clone()),
                     diff_id,

@@ -7,11 +7,12 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::build::{BuildOptions, BuiltLayer};
 use crate::image::{self, AddedLayer, Descriptor};
 use crate::layer::{CodeLayerOptions, Context, LayerError, LayerWriter, TarOptions};
+use crate::options::BuildOptions;
 use crate::progress::LayerStatus;
 use crate::record::LayerRecord;
+use crate::report::BuiltLayer;
 use crate::store::{Check, HashingWriter, Store, cache_key};
 
 /// Builds (or finds in the cache) the code layer. The tar is hashed first,

@@ -614,7 +614,7 @@ pub fn write_placed<W: Write>(
                 p.source.as_deref().unwrap_or(Path::new(&p.path)),
             )
         };
-        kiln_common::xattr::append_pax(&mut tar, &p.meta.xattrs).map_err(fail())?;
+        kiln_rootfs::xattr::append_pax(&mut tar, &p.meta.xattrs).map_err(fail())?;
         let fail = fail();
         match (p.kind, &p.source) {
             (Kind::Dir, _) | (_, None) => {

@@ -18,10 +18,10 @@ use std::io::Read as _;
 use std::path::Path;
 use std::sync::mpsc;
 
-use kiln_common::pipeline::Installer;
-use kiln_common::sandbox::{BindMount, Network, Output, RunSpec, Sandbox, SandboxConfig};
-use kiln_common::snapshot::{self, Excludes, LayerOptions, Manifest};
-use kiln_common::unpack::{self, LayerBlob, UnpackOptions};
+use kiln_pipeline::Installer;
+use kiln_rootfs::sandbox::{BindMount, Network, Output, RunSpec, Sandbox, SandboxConfig};
+use kiln_rootfs::snapshot::{self, Excludes, LayerOptions, Manifest};
+use kiln_rootfs::unpack::{self, LayerBlob, UnpackOptions};
 use sha2::{Digest as _, Sha256};
 
 use crate::image;
@@ -61,13 +61,13 @@ impl std::fmt::Debug for Secret {
 pub enum ExecError {
     /// The sandbox cannot start (user namespaces, subordinate ids...).
     #[error(transparent)]
-    Sandbox(#[from] kiln_common::sandbox::Error),
+    Sandbox(#[from] kiln_rootfs::sandbox::Error),
     /// Unpacking the parent failed.
     #[error("unpacking the parent image: {0}")]
-    Unpack(#[from] kiln_common::unpack::Error),
+    Unpack(#[from] kiln_rootfs::unpack::Error),
     /// Snapshotting failed.
     #[error("taking the layer snapshot: {0}")]
-    Snapshot(#[from] kiln_common::snapshot::Error),
+    Snapshot(#[from] kiln_rootfs::snapshot::Error),
     /// The layer's commands failed.
     #[error("its commands exited with code {code}; last output:\n{tail}")]
     Command {
@@ -566,8 +566,8 @@ pub fn run_streaming(
     progress: &dyn Progress,
     image: &str,
     layer: &str,
-) -> (Result<i32, kiln_common::sandbox::Error>, Vec<String>) {
-    let (tx, rx) = mpsc::channel::<kiln_common::sandbox::OutputLine>();
+) -> (Result<i32, kiln_rootfs::sandbox::Error>, Vec<String>) {
+    let (tx, rx) = mpsc::channel::<kiln_rootfs::sandbox::OutputLine>();
     std::thread::scope(|scope| {
         let forward = scope.spawn(|| {
             let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
@@ -625,7 +625,7 @@ pub fn passwd_ids(text: &str, user: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_common::pipeline::Installer;
+    use kiln_pipeline::Installer;
 
     fn req(source: RequirementSource) -> LayerSlot {
         LayerSlot::Requirements {

@@ -99,7 +99,7 @@ pub async fn fetch(
         .get(url)
         .send()
         .await
-        .map_err(|e| http(kiln_common::error_chain(&e)))?;
+        .map_err(|e| http(kiln_pipeline::error_chain(&e)))?;
     if !response.status().is_success() {
         return Err(http(format!("the server answered {}", response.status())));
     }
@@ -115,7 +115,7 @@ pub async fn fetch(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| http(kiln_common::error_chain(&e)))?
+        .map_err(|e| http(kiln_pipeline::error_chain(&e)))?
     {
         total += chunk.len() as u64;
         if total > max_bytes {

@@ -7,8 +7,9 @@ use std::str::FromStr as _;
 
 use serde_json::Value;
 
-use crate::build::{BuildError, BuildOptions, Output};
+use crate::error::BuildError;
 use crate::image::{self, AddedLayer, Descriptor, Format};
+use crate::options::{BuildOptions, Output};
 use crate::output::{self, Blob, BlobData, ImageBlobs};
 use crate::progress::{Event, Progress};
 use crate::registry::{Registry, RegistryError, ResolvedImage};

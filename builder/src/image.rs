@@ -151,15 +151,7 @@ pub fn derive_config(
     };
 
     if !edits.env.is_empty() {
-        let mut env: Vec<String> = inner
-            .get("Env")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut env: Vec<String> = strings(inner.get("Env").unwrap_or(&Value::Null));
         for (key, value) in &edits.env {
             let line = format!("{key}={value}");
             match env
@@ -290,7 +282,21 @@ pub fn config_env(config: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 /// Image `created` times (RFC 3339, UTC).
-pub use kiln_common::time::rfc3339;
+pub use kiln_pipeline::time::rfc3339;
+
+/// A JSON array of strings, as image configs and pod specs hold them
+/// (`Env`, `Cmd`, `rootfs.diff_ids`); anything else is empty, so a config
+/// that lacks the field reads as one without entries.
+pub fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 #[cfg(test)]
 mod tests {

@@ -170,7 +170,7 @@ impl LayerListing {
             return Ok(l);
         }
         let file = std::fs::File::open(blob)?;
-        let listing = LayerListing::read(kiln_common::unpack::decompress(file, media_type)?)?;
+        let listing = LayerListing::read(kiln_rootfs::unpack::decompress(file, media_type)?)?;
         if let Some(c) = cache
             && let Some(dir) = c.parent()
             && std::fs::create_dir_all(dir).is_ok()

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kiln_common::pipeline::{
+use kiln_pipeline::{
     ImageSettings, Installer, Pipeline, PipelineError, ReplicateLocal, Requirements,
 };
 use serde::Serialize;

@@ -6,7 +6,7 @@ use std::str::FromStr as _;
 
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 
-use crate::build::BuildError;
+use crate::error::BuildError;
 use crate::image::{AddedLayer, Descriptor};
 use crate::progress::{BlobStatus, Event, Progress};
 use crate::registry::{Registry, RegistryError, ResolvedImage, registry_of};

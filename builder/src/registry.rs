@@ -165,13 +165,13 @@ pub fn registry_of(repository: &str) -> &str {
 }
 
 /// The real registry: kiln's distribution client.
-impl Registry for kiln_common::distribution::Client {
+impl Registry for kiln_oci::Client {
     async fn resolve(
         &self,
         reference: &str,
         platform: &Platform,
     ) -> Result<ResolvedImage, RegistryError> {
-        let r = kiln_common::distribution::Client::resolve(
+        let r = kiln_oci::Client::resolve(
             self,
             reference,
             &platform.os,
@@ -196,7 +196,7 @@ impl Registry for kiln_common::distribution::Client {
     }
 
     async fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool, RegistryError> {
-        Ok(kiln_common::distribution::Client::blob_exists(self, repository, digest).await?)
+        Ok(kiln_oci::Client::blob_exists(self, repository, digest).await?)
     }
 
     async fn mount_blob(
@@ -205,15 +205,7 @@ impl Registry for kiln_common::distribution::Client {
         from_repository: &str,
         digest: &str,
     ) -> Result<bool, RegistryError> {
-        Ok(
-            kiln_common::distribution::Client::mount_blob(
-                self,
-                repository,
-                from_repository,
-                digest,
-            )
-            .await?,
-        )
+        Ok(kiln_oci::Client::mount_blob(self, repository, from_repository, digest).await?)
     }
 
     async fn push_blob_file(
@@ -222,14 +214,10 @@ impl Registry for kiln_common::distribution::Client {
         blob: &Descriptor,
         path: &Path,
     ) -> Result<(), RegistryError> {
-        Ok(kiln_common::distribution::Client::push_blob_file(
-            self,
-            repository,
-            &blob.digest,
-            blob.size,
-            path,
+        Ok(
+            kiln_oci::Client::push_blob_file(self, repository, &blob.digest, blob.size, path)
+                .await?,
         )
-        .await?)
     }
 
     async fn push_blob_bytes(
@@ -238,10 +226,7 @@ impl Registry for kiln_common::distribution::Client {
         digest: &str,
         bytes: &[u8],
     ) -> Result<(), RegistryError> {
-        Ok(
-            kiln_common::distribution::Client::push_blob_bytes(self, repository, digest, bytes)
-                .await?,
-        )
+        Ok(kiln_oci::Client::push_blob_bytes(self, repository, digest, bytes).await?)
     }
 
     async fn pull_blob_to_file(
@@ -250,13 +235,7 @@ impl Registry for kiln_common::distribution::Client {
         blob: &Descriptor,
         path: &Path,
     ) -> Result<(), RegistryError> {
-        Ok(kiln_common::distribution::Client::pull_blob_to_file(
-            self,
-            repository,
-            &blob.digest,
-            path,
-        )
-        .await?)
+        Ok(kiln_oci::Client::pull_blob_to_file(self, repository, &blob.digest, path).await?)
     }
 
     async fn manifest_digest(
@@ -264,7 +243,7 @@ impl Registry for kiln_common::distribution::Client {
         repository: &str,
         reference: &str,
     ) -> Result<Option<String>, RegistryError> {
-        Ok(kiln_common::distribution::Client::manifest_digest(self, repository, reference).await?)
+        Ok(kiln_oci::Client::manifest_digest(self, repository, reference).await?)
     }
 
     async fn push_manifest(
@@ -274,10 +253,7 @@ impl Registry for kiln_common::distribution::Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<String, RegistryError> {
-        Ok(kiln_common::distribution::Client::push_manifest(
-            self, repository, tag, media_type, bytes,
-        )
-        .await?)
+        Ok(kiln_oci::Client::push_manifest(self, repository, tag, media_type, bytes).await?)
     }
 }
 

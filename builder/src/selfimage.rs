@@ -49,7 +49,7 @@
 //! # async fn example() -> Result<(), kiln_builder::selfimage::SelfImageError> {
 //! use kiln_builder::selfimage::{OrchestratorImageOptions, push_orchestrator_image};
 //!
-//! let client = kiln_common::distribution::Client::new(Default::default())
+//! let client = kiln_oci::Client::new(Default::default())
 //!     .expect("a registry client");
 //! let options = OrchestratorImageOptions::new("/home/me/.cache/kiln");
 //! let image = push_orchestrator_image(&client, "127.0.0.1:5000/team/quickstart", &options).await?;
@@ -66,11 +66,12 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::build::{BuildError, BuildOptions, Output};
+use crate::error::BuildError;
 use crate::finish::{Finished, write_image};
 use crate::image::{self, AddedLayer, Descriptor, Format};
 use crate::layer::context::header;
 use crate::layer::{Compression, LayerError, LayerWriter, TarOptions};
+use crate::options::{BuildOptions, Output};
 use crate::progress::Silent;
 use crate::registry::{Platform, Registry, RegistryError, ResolvedImage};
 use crate::store::{Check, Digest, LayerDescriptor, Store, StoreError, cache_key};
@@ -389,7 +390,7 @@ fn check_repository(repository: &str) -> Result<(), SelfImageError> {
         repository: repository.to_string(),
         reason,
     };
-    let parsed = kiln_common::reference::parse(repository).map_err(invalid)?;
+    let parsed = kiln_pipeline::reference::parse(repository).map_err(invalid)?;
     if parsed.tag().is_some() || parsed.digest().is_some() {
         return Err(invalid(
             "give the repository alone; kiln picks the tag and refers to the image by digest"

@@ -36,9 +36,9 @@ use std::time::{Duration, Instant};
 
 use kiln_builder::registry::Platform;
 use kiln_builder::store::Store;
-use kiln_common::distribution::{Client, ClientOptions};
-use kiln_common::sandbox::Sandbox;
-use kiln_common::unpack::{RootCache, UnpackOptions};
+use kiln_oci::{Client, ClientOptions};
+use kiln_rootfs::sandbox::Sandbox;
+use kiln_rootfs::unpack::{RootCache, UnpackOptions};
 use serde_json::{Value, json};
 
 pub use api::{Api, ApiError};
@@ -577,19 +577,9 @@ pub fn service_env(server: &str) -> Result<Vec<(String, String)>, ServerUrlError
     ])
 }
 
-pub(crate) use kiln_common::time::now_rfc3339;
+pub(crate) use kiln_pipeline::time::now_rfc3339;
 
-/// A JSON array of strings (anything else is empty).
-pub(crate) fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub(crate) use kiln_builder::image::strings;
 
 #[cfg(test)]
 mod tests {

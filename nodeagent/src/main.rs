@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kiln_common::sandbox::{Sandbox, SandboxConfig};
 use kiln_node_agent::{Agent, Api, Config, KubeletEndpoint};
+use kiln_rootfs::sandbox::{Sandbox, SandboxConfig};
 
 /// Registers a Node with the API server and runs the pods bound to it in
 /// kiln's sandbox.
@@ -58,12 +58,12 @@ struct Args {
 
 fn main() -> ExitCode {
     // First: this process may be started as the sandbox's init.
-    kiln_common::sandbox::run_init_if_requested();
+    kiln_rootfs::sandbox::run_init_if_requested();
     let args = Args::parse();
     // Containers run as root of a user namespace mapped to the user's
     // subordinate ids, as `kiln run` does; without it the sandbox's own
     // preflight explains what is missing.
-    let _ = kiln_common::sandbox::reexec_in_user_namespace();
+    let _ = kiln_rootfs::sandbox::reexec_in_user_namespace();
     if args.exit_on_stdin_eof {
         std::thread::spawn(|| {
             let _ = std::io::stdin().read_to_end(&mut Vec::new());

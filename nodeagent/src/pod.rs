@@ -10,9 +10,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_common::distribution::{Client, ClientOptions, CredentialSource};
-use kiln_common::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, User};
-use kiln_runner::local::image::{self, ReadyImage};
+use kiln_builder::ready::{self, ReadyImage};
+use kiln_oci::{Client, ClientOptions, CredentialSource};
+use kiln_rootfs::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, User};
 use serde_json::{Value, json};
 
 use crate::pull::Keyring;
@@ -114,7 +114,7 @@ impl Worker {
 
 /// `reference` pulled through `client` into the agent's image cache.
 async fn ready_with(im: &Images, client: &Client, reference: &str) -> Result<ReadyImage, String> {
-    image::ready(
+    ready::ready(
         client,
         &im.store,
         &im.roots,
@@ -123,6 +123,7 @@ async fn ready_with(im: &Images, client: &Client, reference: &str) -> Result<Rea
         &im.unpack,
     )
     .await
+    .map_err(|e| e.to_string())
 }
 
 struct PodRun {

@@ -12,7 +12,7 @@
 //! Secret, the key and the registry only.
 
 use base64::Engine as _;
-use kiln_common::distribution::{Credentials, Repository};
+use kiln_oci::{Credentials, Repository};
 use serde_json::Value;
 
 /// The Secret type of a docker config (`.dockerconfigjson`).

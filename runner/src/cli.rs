@@ -79,7 +79,7 @@ pub struct BuildArgs {
     pub platform: String,
     /// Where images go: registry (each image's target_repository),
     /// oci:DIR (an OCI image layout) or tar:FILE (an OCI archive).
-    #[arg(long, default_value = "registry", value_parser = |s: &str| s.parse::<kiln_builder::build::Output>().map(|_| s.to_owned()))]
+    #[arg(long, default_value = "registry", value_parser = |s: &str| s.parse::<kiln_builder::Output>().map(|_| s.to_owned()))]
     pub output: String,
     /// Layer compression.
     #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]

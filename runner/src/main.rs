@@ -13,14 +13,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     // First: this process may be started as the sandbox's init.
-    kiln_common::sandbox::run_init_if_requested();
+    kiln_rootfs::sandbox::run_init_if_requested();
     let cli = cli::Cli::parse();
     if matches!(cli.command, cli::Command::Build(_) | cli::Command::Run(_)) {
         // Unprivileged builds run as root of a user namespace mapped to the
         // user's subordinate ids, as rootless Buildah does. If that cannot
         // be set up, carry on: builds without exec layers need no sandbox,
         // and those with them fail later with the sandbox's own advice.
-        let _ = kiln_common::sandbox::reexec_in_user_namespace();
+        let _ = kiln_rootfs::sandbox::reexec_in_user_namespace();
     }
     match commands::dispatch(cli) {
         Ok(code) => code,
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
 /// errors already fold their source into their own message, so a cause
 /// whose text the line already holds is not repeated.
 fn describe(err: &anyhow::Error) -> String {
-    kiln_common::error_chain(err.as_ref())
+    kiln_pipeline::error_chain(err.as_ref())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::Instant;
 use kiln_builder::selfimage::{
     OrchestratorImage, OrchestratorImageOptions, push_orchestrator_image,
 };
-use kiln_common::distribution::{Client, ClientOptions};
+use kiln_oci::{Client, ClientOptions};
 use kiln_testsupport::fixture::unique_repo;
 use kiln_testsupport::proxy::{Proxy, Request};
 use kiln_testsupport::{

@@ -166,7 +166,7 @@ fn judge(report: &str, host: &HostFiles) -> Facts {
     assert_eq!(facts.no_new_privs, "1", "no_new_privs is off:\n{report}");
     assert_eq!(
         facts.nproc,
-        kiln_common::sandbox::DEFAULT_PIDS_LIMIT.to_string(),
+        kiln_rootfs::sandbox::DEFAULT_PIDS_LIMIT.to_string(),
         "{report}"
     );
     assert_eq!(facts.uid_map.len(), 3, "{report}");

@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::CronJob;
-use kiln_common::pipeline::{ConcurrencyPolicy, KubernetesSettings};
+use kiln_pipeline::{ConcurrencyPolicy, KubernetesSettings};
 use kiln_runner::k8s::job::{CronSpec, OrchestratorJob, orchestrator_cronjob};
 use kiln_runner::k8s::plan::RunPlan;
 use kiln_runner::k8s::schedules::{Applied, apply_schedule};

@@ -10,12 +10,12 @@ use std::path::Path;
 use std::str::FromStr as _;
 use std::sync::Arc;
 
-use kiln_common::sandbox::User;
+use kiln_rootfs::sandbox::User;
 
 use super::{Builder, Built, absolute, workdir};
-use crate::build::BuildError;
 use crate::copy::{self, Kind, Placed, Planned, SourceMeta, Stamp, Tree};
 use crate::dockerfile::{CopyFrom, InlineFile, Step, StepKind};
+use crate::error::BuildError;
 use crate::layer::LayerWriter;
 use crate::listing::{self, LayerListing, Listing};
 use crate::registry::Registry;
@@ -282,7 +282,7 @@ impl Builder<'_> {
             url,
             &dir,
             checksum,
-            kiln_common::unpack::max_bytes_from_env(),
+            kiln_rootfs::unpack::max_bytes_from_env(),
         )
         .await
         .map_err(|e| self.dferr(step, e))?;
@@ -382,7 +382,7 @@ impl Builder<'_> {
             return Ok(Arc::clone(l));
         }
         let mut out = Listing::default();
-        let diff_ids = super::strings(&built.base.config["rootfs"]["diff_ids"]);
+        let diff_ids = crate::image::strings(&built.base.config["rootfs"]["diff_ids"]);
         for (layer, diff_id) in built.base.layers.iter().zip(diff_ids) {
             let cached = listing::cache_path(self.store.root(), &diff_id);
             if !cached.exists() {

@@ -13,21 +13,23 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr as _;
 
-use kiln_common::sandbox::{RunSpec, Sandbox, SandboxConfig, User};
-use kiln_common::snapshot::{self, Excludes, LayerOptions, Manifest};
-use kiln_common::unpack::{self, LayerBlob, UnpackOptions};
+use kiln_rootfs::sandbox::{RunSpec, Sandbox, SandboxConfig, User};
+use kiln_rootfs::snapshot::{self, Excludes, LayerOptions, Manifest};
+use kiln_rootfs::unpack::{self, LayerBlob, UnpackOptions};
 use serde_json::{Value, json};
 
-use crate::build::{BuildError, BuildOptions, ImageReport, LayerReport};
 use crate::copy::Tree;
 use crate::dockerfile::{
     Base, BaseImage, BuildGraph, ConfigChange, CopyFrom, EvalOptions, ShellOrExec, Step, StepKind,
 };
-use crate::image::{AddedLayer, Descriptor};
+use crate::error::BuildError;
+use crate::image::{AddedLayer, Descriptor, strings};
 use crate::layer::{DockerIgnore, LayerWriter};
 use crate::listing::Listing;
+use crate::options::BuildOptions;
 use crate::progress::{Event, LayerStatus, Progress};
 use crate::registry::{Registry, ResolvedImage};
+use crate::report::{ImageReport, LayerReport};
 use crate::store::{self, Check, LayerDescriptor, Store, cache_key};
 
 /// What to build.
@@ -209,8 +211,8 @@ pub async fn build_dockerfile<R: Registry>(
     drop(b);
 
     let (target, tag) = match opts.output {
-        crate::build::Output::Registry => {
-            let reference = kiln_common::reference::parse(&name).map_err(fail)?;
+        crate::options::Output::Registry => {
+            let reference = kiln_pipeline::reference::parse(&name).map_err(fail)?;
             (
                 Some(format!(
                     "{}/{}",
@@ -244,9 +246,9 @@ pub async fn build_dockerfile<R: Registry>(
     .await?;
     // Further -t tags name the same manifest: its blobs are there already,
     // so each costs a few HEAD requests and the manifest PUT.
-    if let crate::build::Output::Registry = opts.output {
+    if let crate::options::Output::Registry = opts.output {
         for extra in req.tags.iter().skip(1) {
-            let r = kiln_common::reference::parse(extra).map_err(fail)?;
+            let r = kiln_pipeline::reference::parse(extra).map_err(fail)?;
             let repo = format!("{}/{}", r.registry(), r.repository());
             crate::finish::write_image(
                 registry,
@@ -346,16 +348,6 @@ async fn copy_from_images<R: Registry>(
         }
     }
     Ok((images, stages))
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 struct Builder<'a> {
@@ -703,7 +695,7 @@ impl Builder<'_> {
         command: &ShellOrExec,
         env: &[(String, String)],
         secrets: &[crate::dockerfile::SecretMount],
-        binds: &[kiln_common::sandbox::BindMount],
+        binds: &[kiln_rootfs::sandbox::BindMount],
         registry: &R,
     ) -> Result<LayerDescriptor, BuildError> {
         let sandbox = self.sandbox()?;

@@ -18,13 +18,13 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use kiln_common::sandbox::BindMount;
+use kiln_rootfs::sandbox::BindMount;
 use sha2::{Digest as _, Sha256};
 
 use super::{Builder, Built, absolute, workdir};
-use crate::build::BuildError;
 use crate::copy::{self, Kind, Tree};
 use crate::dockerfile::{CacheSharing, CopyFrom, RunMount, Step};
+use crate::error::BuildError;
 use crate::registry::Registry;
 
 /// What must live until the command has run: cache locks.
@@ -277,10 +277,10 @@ impl Builder<'_> {
         source: &str,
         kind: &str,
         registry: &R,
-    ) -> Result<kiln_common::unpack::Resolved, BuildError> {
+    ) -> Result<kiln_rootfs::unpack::Resolved, BuildError> {
         let root = self.root_of(i, registry).await?;
         let rel = source.trim_start_matches('/');
-        kiln_common::unpack::resolve_in_root(&root, Path::new(rel), true)
+        kiln_rootfs::unpack::resolve_in_root(&root, Path::new(rel), true)
             .ok()
             .filter(|r| r.missing == 0)
             .ok_or_else(|| {

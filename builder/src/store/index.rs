@@ -206,7 +206,7 @@ impl Store {
             for item in items.flatten() {
                 let path = item.path();
                 if expired(mtime(&path)?) {
-                    report.bytes_freed += kiln_common::private_dir::bytes_under(&path);
+                    report.bytes_freed += kiln_rootfs::private_dir::bytes_under(&path);
                     let gone = if path.is_dir() {
                         fs::remove_dir_all(&path)
                     } else {

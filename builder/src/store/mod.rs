@@ -32,7 +32,7 @@ pub use index::{CacheEntry, Check, PrunePolicy, PruneReport};
 pub use scratch::{Leftover, Scratch};
 
 use error::IoContext as _;
-use kiln_common::private_dir::create_private_dir;
+use kiln_rootfs::private_dir::create_private_dir;
 
 /// Prefix of temp files inside store directories; never a valid blob or key.
 const TMP_PREFIX: &str = ".tmp-";

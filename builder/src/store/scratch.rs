@@ -10,7 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kiln_common::private_dir::create_private_dir;
+use kiln_rootfs::private_dir::create_private_dir;
 
 use super::Store;
 use super::error::{IoContext as _, Result};
@@ -97,7 +97,7 @@ impl Store {
             .unheld()?
             .into_iter()
             .map(|(path, _lock)| Leftover {
-                bytes: kiln_common::private_dir::bytes_under(&path),
+                bytes: kiln_rootfs::private_dir::bytes_under(&path),
                 path,
             })
             .collect())
@@ -112,7 +112,7 @@ impl Store {
     pub fn remove_leftovers(&self) -> Result<(usize, u64)> {
         let mut freed = (0, 0);
         for (path, lock) in self.unheld()? {
-            let bytes = kiln_common::private_dir::bytes_under(&path);
+            let bytes = kiln_rootfs::private_dir::bytes_under(&path);
             std::fs::remove_dir_all(&path).at("removing", path.clone())?;
             drop(lock);
             let _ = std::fs::remove_file(lock_path(&path));
@@ -144,7 +144,7 @@ impl Store {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    if kiln_common::private_dir::modified_before(&path, UNLOCKED_GRACE) {
+                    if kiln_rootfs::private_dir::modified_before(&path, UNLOCKED_GRACE) {
                         out.push((path, None));
                     }
                 }

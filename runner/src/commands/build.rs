@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use kiln_builder::build::{BuildOptions, BuildReport, Output};
 use kiln_builder::image::Format;
 use kiln_builder::layer::Compression;
-use kiln_common::distribution::{Client, ClientOptions, CredentialSource, Credentials};
+use kiln_builder::{BuildOptions, BuildReport, Output};
+use kiln_oci::{Client, ClientOptions, CredentialSource, Credentials};
 
 use super::load_pipeline;
 use crate::cli::{BuildArgs, CompressionArg, FormatArg, NetworkArg, RegistryArgs};
@@ -47,8 +47,8 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
         concurrency: 4,
         secrets: secrets.clone(),
         network: match args.network {
-            NetworkArg::Host => kiln_common::sandbox::Network::Host,
-            NetworkArg::None => kiln_common::sandbox::Network::None,
+            NetworkArg::Host => kiln_rootfs::sandbox::Network::Host,
+            NetworkArg::None => kiln_rootfs::sandbox::Network::None,
         },
     };
     let client = registry_client(
@@ -125,13 +125,13 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
 /// The registries kiln pushes to: the only ones `--username` and
 /// `--password-stdin` are sent to. A parent image's registry gets its own
 /// credentials from the docker config, or none.
-pub fn push_registries(pipeline: Option<&kiln_common::Pipeline>, tags: &[String]) -> Vec<String> {
+pub fn push_registries(pipeline: Option<&kiln_pipeline::Pipeline>, tags: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(p) = pipeline {
         for step in p.steps() {
             if let Ok(s) = p.effective(&step.name.value)
                 && let Some(repo) = &s.docker.target_repository
-                && let Ok(r) = kiln_common::reference::parse(&repo.value)
+                && let Ok(r) = kiln_pipeline::reference::parse(&repo.value)
             {
                 out.push(r.registry().to_string());
             }
@@ -139,7 +139,7 @@ pub fn push_registries(pipeline: Option<&kiln_common::Pipeline>, tags: &[String]
     }
     out.extend(
         tags.iter()
-            .filter_map(|t| kiln_common::reference::parse(t).ok())
+            .filter_map(|t| kiln_pipeline::reference::parse(t).ok())
             .map(|r| r.registry().to_string()),
     );
     out.sort();

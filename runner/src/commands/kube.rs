@@ -2,8 +2,8 @@
 //! What the Kubernetes commands share: which cluster and namespace, from
 //! the pipeline file's connection settings and the command line.
 
-use kiln_common::Pipeline;
-use kiln_common::pipeline::KubernetesSettings;
+use kiln_pipeline::KubernetesSettings;
+use kiln_pipeline::Pipeline;
 use kiln_runner::k8s::connect::Target;
 
 use crate::cli::KubeArgs;

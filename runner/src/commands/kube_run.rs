@@ -12,7 +12,7 @@ use futures_util::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kiln_builder::selfimage::{OrchestratorImageOptions, push_orchestrator_image};
-use kiln_common::Pipeline;
+use kiln_pipeline::Pipeline;
 use kiln_runner::k8s::connect::{SERVICE_ACCOUNT, connect, ensure_service_account};
 use kiln_runner::k8s::job::{
     CronSpec, OrchestratorJob, job_name, orchestrator_cronjob, orchestrator_job,
@@ -197,7 +197,7 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     if let Err(e) = rt.block_on(refresh(&client, &records, &run_id, &at)) {
         eprintln!(
             "kiln: warning: could not record the run's end: {}",
-            kiln_common::error_chain(&e)
+            kiln_pipeline::error_chain(&e)
         );
     }
     let Some((status, steps)) = status else {
@@ -241,7 +241,7 @@ fn push_images(
     rt: &tokio::runtime::Runtime,
     pipeline: &Pipeline,
     cache_dir: &std::path::Path,
-    client: &kiln_common::distribution::Client,
+    client: &kiln_oci::Client,
     json: bool,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     let plan = kiln_builder::plan::plan(pipeline, None)?;
@@ -266,11 +266,11 @@ fn push_images(
 async fn apply_pull_secrets<'a>(
     client: &kube::Client,
     namespace: &str,
-    registry: &kiln_common::distribution::Client,
+    registry: &kiln_oci::Client,
     references: impl Iterator<Item = &'a str>,
 ) -> anyhow::Result<Vec<String>> {
     let hosts: std::collections::BTreeSet<String> = references
-        .map(|r| kiln_common::distribution::Repository::parse(r).registry)
+        .map(|r| kiln_oci::Repository::parse(r).registry)
         .collect();
     let mut found = Vec::new();
     for host in hosts {
@@ -349,7 +349,7 @@ fn schedule_run(
             .and_then(|s| s.failed_jobs_history_limit.as_ref())
             .map(|v| v.value),
     };
-    kiln_common::cron::check(&cron).map_err(|e| anyhow::anyhow!("schedule {cron:?}: {e}"))?;
+    kiln_pipeline::cron::check(&cron).map_err(|e| anyhow::anyhow!("schedule {cron:?}: {e}"))?;
     let settings = pipeline.kubernetes();
     let cronjob = orchestrator_cronjob(
         &OrchestratorJob {

@@ -50,10 +50,10 @@ pub fn cache_dir(given: &Option<std::path::PathBuf>) -> anyhow::Result<std::path
 
 /// Loads a pipeline; an invalid one prints its diagnostics (file, line,
 /// column) and yields `None` so the caller exits 1.
-pub fn load_pipeline(path: &std::path::Path) -> anyhow::Result<Option<kiln_common::Pipeline>> {
-    match kiln_common::Pipeline::load(path) {
+pub fn load_pipeline(path: &std::path::Path) -> anyhow::Result<Option<kiln_pipeline::Pipeline>> {
+    match kiln_pipeline::Pipeline::load(path) {
         Ok(p) => Ok(Some(p)),
-        Err(err @ kiln_common::PipelineError::Invalid { .. }) => {
+        Err(err @ kiln_pipeline::PipelineError::Invalid { .. }) => {
             eprintln!("{err}");
             Ok(None)
         }

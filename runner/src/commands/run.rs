@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, bail};
-use kiln_builder::build::{BuildOptions, Output};
 use kiln_builder::registry::Platform;
 use kiln_builder::store::Store;
-use kiln_common::Pipeline;
-use kiln_common::sandbox::{Sandbox, SandboxConfig};
-use kiln_common::unpack::{RootCache, UnpackOptions};
+use kiln_builder::{BuildOptions, Output};
+use kiln_pipeline::Pipeline;
+use kiln_rootfs::sandbox::{Sandbox, SandboxConfig};
+use kiln_rootfs::unpack::{RootCache, UnpackOptions};
 use kiln_runner::driver::{self, AttemptOutcome, Observer, Report};
 use kiln_runner::local::console::{Console, Lines};
 use kiln_runner::local::{LocalBackend, LocalStep, RunPaths, image};
@@ -88,7 +88,7 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     };
     // A run's logs and scratch roots are its owner's only; the steps reach
     // the run directory through kiln's bind mount, not through the path.
-    kiln_common::private_dir::create_private_dir(&run_root)
+    kiln_rootfs::private_dir::create_private_dir(&run_root)
         .with_context(|| format!("creating {}", run_root.display()))?;
     // Scratch left by runs whose kiln was killed goes first; this run's
     // directory is locked for as long as this kiln lives.
@@ -290,9 +290,11 @@ fn prepare_steps(
             &runtime, pipeline, image, cache_dir, &data, &client, &display,
         )
         .and_then(|reference| {
-            runtime.block_on(image::ready(
-                &client, &store, &roots, &reference, &platform, &unpack,
-            ))
+            runtime
+                .block_on(kiln_builder::ready::ready(
+                    &client, &store, &roots, &reference, &platform, &unpack,
+                ))
+                .map_err(|e| e.to_string())
         });
         if let Err(reason) = &ready {
             eprintln!("kiln: {reason}");
@@ -316,7 +318,7 @@ pub(super) fn build_pinned(
     image: &kiln_builder::plan::ImagePlan,
     cache_dir: &std::path::Path,
     data: &std::path::Path,
-    client: &kiln_common::distribution::Client,
+    client: &kiln_oci::Client,
     display: &Display,
 ) -> Result<String, String> {
     let opts = BuildOptions {
@@ -334,14 +336,14 @@ pub(super) fn build_pinned(
         Err(e) => Err(format!(
             "building image {}: {}",
             image.name,
-            kiln_common::error_chain(&e)
+            kiln_pipeline::error_chain(&e)
         )),
     }
 }
 
 /// `registry/repo@digest` from a pushed `registry/repo:tag` and its digest.
 fn pinned(reference: &str, digest: &str) -> Result<String, String> {
-    let r = kiln_common::reference::parse(reference)?;
+    let r = kiln_pipeline::reference::parse(reference)?;
     Ok(format!("{}/{}@{digest}", r.registry(), r.repository()))
 }
 
@@ -397,7 +399,7 @@ fn retry_policy(pipeline: &Pipeline, step: &str) -> RetryPolicy {
     match pipeline.effective(step) {
         Ok(e) if has_own => RetryPolicy {
             max_retries: e.retry.max_retries,
-            delay: kiln_common::time::duration_from_secs(e.retry.delay_seconds),
+            delay: kiln_pipeline::time::duration_from_secs(e.retry.delay_seconds),
             backoff: e.retry.backoff,
         },
         _ => RetryPolicy::default(),

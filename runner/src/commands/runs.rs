@@ -137,7 +137,7 @@ fn refresh_cluster_runs(
             .collect();
         let why = match outcome {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(kiln_common::error_chain(&e)),
+            Ok(Err(e)) => Some(kiln_pipeline::error_chain(&e)),
             Err(_) => Some(format!("no answer within {}s", REFRESH_TIMEOUT.as_secs())),
         };
         if let Some(why) = why {
@@ -153,7 +153,7 @@ fn refresh_cluster_runs(
             }
             eprintln!(
                 "kiln: warning: run {id}: {}; showing its last known state",
-                kiln_common::error_chain(&e)
+                kiln_pipeline::error_chain(&e)
             );
         }
     }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kiln_common::{Pipeline, PipelineError};
+use kiln_pipeline::{Pipeline, PipelineError};
 
 use crate::cli::ValidateArgs;
 

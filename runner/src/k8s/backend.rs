@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::api::core::v1::Pod;
-use kiln_common::pipeline::KubernetesSettings;
+use kiln_pipeline::KubernetesSettings;
 use kube::api::{Api, DeleteParams, LogParams, PostParams};
 use kube::runtime::watcher;
 

@@ -4,7 +4,7 @@
 //! pod setting means the same for the orchestrator as for steps.
 
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use kiln_common::pipeline::{ConcurrencyPolicy, KubernetesSettings};
+use kiln_pipeline::{ConcurrencyPolicy, KubernetesSettings};
 use serde_json::{Value, json};
 
 use super::names::{dns_label, label_value};
@@ -109,7 +109,7 @@ pub fn orchestrator_cronjob(o: &OrchestratorJob<'_>, cron: &CronSpec) -> Result<
         "jobTemplate": {"metadata": job_metadata, "spec": template["spec"]},
     });
     let s = o.settings;
-    let history = |own: Option<i64>, setting: &Option<kiln_common::pipeline::Spanned<i64>>| {
+    let history = |own: Option<i64>, setting: &Option<kiln_pipeline::Spanned<i64>>| {
         own.or(setting.as_ref().map(|v| v.value))
     };
     if let Some(d) = cron.starting_deadline_seconds {
@@ -147,9 +147,8 @@ fn job_template(o: &OrchestratorJob<'_>) -> Result<Value, PodError> {
     // its pod needs the run's pull secrets as much as theirs.
     super::pull_secret::attach(&mut settings, &o.plan.pull_secrets);
     settings.privileged = None;
-    settings.step_pod_service_account_name = Some(kiln_common::pipeline::spanned(
-        o.service_account.to_string(),
-    ));
+    settings.step_pod_service_account_name =
+        Some(kiln_pipeline::spanned(o.service_account.to_string()));
     let pod = step_pod(&StepPod {
         namespace: &o.plan.namespace,
         pipeline: o.pipeline,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kiln_common::Pipeline;
+use kiln_pipeline::Pipeline;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -44,7 +44,7 @@ pub enum OrchestrateError {
     Plan(#[from] PlanError),
     /// The pipeline in the plan does not parse (a kiln version mismatch).
     #[error("the pipeline in the run plan: {0}")]
-    Pipeline(#[from] kiln_common::PipelineError),
+    Pipeline(#[from] kiln_pipeline::PipelineError),
     /// The plan has no image for a step.
     #[error("the run plan has no image for step {0:?}")]
     NoImage(String),
@@ -123,7 +123,7 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
         if !annotations.contains_key(ANNOTATION_STARTED) {
             a.insert(
                 ANNOTATION_STARTED.to_string(),
-                kiln_common::time::now_rfc3339(),
+                kiln_pipeline::time::now_rfc3339(),
             );
         }
         rt.block_on(w.patch(json!({"metadata": {"labels": labels, "annotations": a}})));
@@ -146,7 +146,7 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
                 upstream: steps[i].upstream.clone(),
                 retry: retry.map_or_else(RetryPolicy::default, |r| RetryPolicy {
                     max_retries: r.max_retries,
-                    delay: kiln_common::time::duration_from_secs(r.delay_seconds),
+                    delay: kiln_pipeline::time::duration_from_secs(r.delay_seconds),
                     backoff: r.backoff,
                 }),
             }
@@ -307,7 +307,7 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
         );
         a.insert(
             ANNOTATION_FINISHED.to_string(),
-            kiln_common::time::now_rfc3339(),
+            kiln_pipeline::time::now_rfc3339(),
         );
         rt.block_on(w.patch(json!({"metadata": {"annotations": a}})));
     }
@@ -414,7 +414,7 @@ fn run_config(pipeline: &Pipeline) -> RunConfig {
             .parallel_step_startup_waiting_period
             .as_ref()
             .map_or(Duration::ZERO, |p| {
-                kiln_common::time::duration_from_secs(p.value)
+                kiln_pipeline::time::duration_from_secs(p.value)
             }),
         fail_fast: pipeline.model().fail_fast,
         timeout: None,

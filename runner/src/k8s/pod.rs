@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use kiln_common::pipeline::KubernetesSettings;
+use kiln_pipeline::KubernetesSettings;
 use serde_json::{Map, Value, json};
 
 use super::names::{label_value, pod_name};

@@ -16,8 +16,8 @@ use base64::Engine as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kiln_common::distribution::Credentials;
-use kiln_common::pipeline::{KubernetesSettings, spanned};
+use kiln_oci::Credentials;
+use kiln_pipeline::{KubernetesSettings, spanned};
 use kube::api::Api;
 use serde_json::json;
 
@@ -268,7 +268,7 @@ mod tests {
         let mut s = KubernetesSettings::default();
         attach(&mut s, &[]);
         assert!(s.pod_settings.is_none(), "nothing to attach, nothing set");
-        s.pod_settings = Some(kiln_common::pipeline::PodSettings {
+        s.pod_settings = Some(kiln_pipeline::PodSettings {
             image_pull_secrets: Some(vec![spanned("regcred".to_string())]),
             ..Default::default()
         });

@@ -160,7 +160,7 @@ pub async fn update_schedule(
     name: &str,
     cron: &str,
 ) -> Result<ScheduleInfo, ScheduleError> {
-    kiln_common::cron::check(cron).map_err(|reason| ScheduleError::InvalidCron {
+    kiln_pipeline::cron::check(cron).map_err(|reason| ScheduleError::InvalidCron {
         name: name.to_string(),
         // The parser's sentences may end in a full stop; this one goes on.
         reason: reason.trim_end_matches('.').to_string(),

@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use kiln_common::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, Sandbox, Stream, User};
+use kiln_rootfs::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, Sandbox, Stream, User};
 
 use crate::driver::{Backend, Input};
 use crate::scheduler::Event;

@@ -5,7 +5,7 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use kiln_common::sandbox::Stream;
+use kiln_rootfs::sandbox::Stream;
 
 use super::backend::LineSink;
 use crate::driver::{AttemptOutcome, Observer, Report};

@@ -61,7 +61,7 @@ pub fn sweep_scratch(run_base: &Path) -> (usize, u64) {
                 Err(_) => continue,
             },
             Err(_) => {
-                if !kiln_common::private_dir::modified_before(&dir, UNLOCKED_GRACE) {
+                if !kiln_rootfs::private_dir::modified_before(&dir, UNLOCKED_GRACE) {
                     continue;
                 }
                 match File::open(&dir) {
@@ -70,7 +70,7 @@ pub fn sweep_scratch(run_base: &Path) -> (usize, u64) {
                 }
             }
         };
-        let bytes = kiln_common::private_dir::bytes_under(&scratch);
+        let bytes = kiln_rootfs::private_dir::bytes_under(&scratch);
         let Ok(attempts) = std::fs::read_dir(&scratch) else {
             continue;
         };

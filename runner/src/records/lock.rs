@@ -40,7 +40,7 @@ impl RunLock {
             let path = path.to_path_buf();
             move |source| RecordsError::Io { path, source }
         };
-        kiln_common::private_dir::create_private_dir(&dir).map_err(io_err(&dir))?;
+        kiln_rootfs::private_dir::create_private_dir(&dir).map_err(io_err(&dir))?;
         let tmp = tempfile::Builder::new()
             .prefix(".taking-")
             .tempfile_in(&dir)

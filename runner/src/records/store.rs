@@ -35,7 +35,7 @@ impl Records {
     /// Opens the records in `data_dir`, creating the directory, `runs.db`
     /// and its schema as needed.
     pub fn open(data_dir: &Path) -> Result<Records, RecordsError> {
-        kiln_common::private_dir::create_private_dir(data_dir).map_err(|source| {
+        kiln_rootfs::private_dir::create_private_dir(data_dir).map_err(|source| {
             RecordsError::Io {
                 path: data_dir.to_path_buf(),
                 source,

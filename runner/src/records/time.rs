@@ -41,7 +41,7 @@ fn utc(t: SystemTime) -> Utc {
     let millis = nanos.rem_euclid(1_000_000_000) / 1_000_000;
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
-    let (year, month, day) = kiln_common::time::civil_from_days(days);
+    let (year, month, day) = kiln_pipeline::time::civil_from_days(days);
     Utc {
         year,
         month,

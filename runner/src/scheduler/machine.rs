@@ -13,7 +13,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use kiln_common::dag::topological_order;
+use kiln_pipeline::dag::topological_order;
 
 pub use resume::{Observed, ObservedState};
 

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use kiln_common::Pipeline;
+use kiln_pipeline::Pipeline;
 
 use super::*;
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use kiln_common::{Pipeline, PipelineError};
+use kiln_pipeline::{Pipeline, PipelineError};
 use proptest::prelude::*;
 
 /// Parses `text`; a panic fails the test, an error must be located.

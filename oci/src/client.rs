@@ -21,7 +21,7 @@ use super::auth::{Challenge, CredentialSource, Credentials, parse_challenge};
 use super::error::{RegistryError, Result};
 use super::retry::RetryPolicy;
 use super::{Repository, media};
-use crate::error_chain as chain;
+use kiln_pipeline::error_chain as chain;
 
 /// How the client connects and authenticates.
 #[derive(Debug, Clone)]
@@ -587,7 +587,7 @@ impl Client {
         architecture: &str,
         variant: Option<&str>,
     ) -> Result<ResolvedImage> {
-        let parsed = crate::reference::parse(reference).map_err(|reason| {
+        let parsed = kiln_pipeline::reference::parse(reference).map_err(|reason| {
             RegistryError::InvalidReference {
                 reference: reference.into(),
                 reason,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use kiln_common::{Pipeline, PipelineError};
+use kiln_pipeline::{Pipeline, PipelineError};
 
 #[test]
 fn every_bad_file_fails_with_its_expected_error() {

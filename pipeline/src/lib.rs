@@ -1,9 +1,22 @@
-//! The pipeline file (`kiln.yaml`): parse, validate, and resolve each step's
-//! effective settings (step > pipeline > orchestrator > kiln's defaults).
+//! kiln-pipeline: the pipeline file (`kiln.yaml`): parse, validate, and
+//! resolve each step's effective settings (step > pipeline > orchestrator >
+//! kiln's defaults); the step DAG; and the naming rules of the systems kiln
+//! talks to (OCI references, Kubernetes labels and quantities, cron).
+//!
+//! Pure by design: it parses from text and needs no async runtime, no
+//! network and no filesystem walking, so the model can be tested with plain
+//! strings and used by every other kiln crate without pulling I/O in. The
+//! one file it reads is kiln.yaml itself ([`Pipeline::load`]), with the
+//! symlink check of the paths it names.
 
+pub mod cron;
+pub mod dag;
 mod error;
+pub mod k8s;
 mod model;
 pub mod paths;
+pub mod reference;
+pub mod time;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -444,6 +457,22 @@ fn key_and_token_at(source: &str, at: Location) -> (Option<String>, String) {
         .map(|k| k.trim_start().trim_start_matches("- ").trim().to_string())
         .filter(|k| !k.is_empty() && !k.contains([' ', '{', '[']));
     (key, token)
+}
+
+/// An error and its causes on one line, each said once: many errors fold
+/// their source into their own message already.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

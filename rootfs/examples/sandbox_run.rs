@@ -19,11 +19,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use kiln_common::sandbox::{
+use kiln_rootfs::sandbox::{
     self, BindMount, CaBundleMode, Output, RunSpec, Sandbox, SandboxConfig, User,
 };
-use kiln_common::snapshot::{self, Excludes, LayerOptions, Manifest};
-use kiln_common::unpack::{UnpackOptions, apply_layer_blob};
+use kiln_rootfs::snapshot::{self, Excludes, LayerOptions, Manifest};
+use kiln_rootfs::unpack::{UnpackOptions, apply_layer_blob};
 
 #[derive(Default)]
 struct Args {
@@ -189,7 +189,7 @@ fn run() -> Result<i32, String> {
 
 fn main() -> ExitCode {
     // First: this process may be started as the sandbox's init.
-    kiln_common::sandbox::run_init_if_requested();
+    kiln_rootfs::sandbox::run_init_if_requested();
     match run() {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(e) => {

@@ -10,7 +10,7 @@ mod sandbox_support;
 use std::path::Path;
 use std::process::Command;
 
-use kiln_common::sandbox::{
+use kiln_rootfs::sandbox::{
     BindMount, CaBundleMode, Error, FORCE_NO_USERNS_ENV, Output, RunSpec, Sandbox, SandboxConfig,
     User,
 };

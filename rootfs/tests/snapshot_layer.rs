@@ -9,9 +9,9 @@ mod sandbox_support;
 
 use std::path::Path;
 
-use kiln_common::sandbox::{IdMap, Sandbox};
-use kiln_common::snapshot::{self, Excludes, LayerOptions, Manifest};
-use kiln_common::unpack::{UnpackOptions, apply_tar};
+use kiln_rootfs::sandbox::{IdMap, Sandbox};
+use kiln_rootfs::snapshot::{self, Excludes, LayerOptions, Manifest};
+use kiln_rootfs::unpack::{UnpackOptions, apply_tar};
 use sandbox_support::*;
 
 const EPOCH: u64 = 1_700_000_000;
@@ -27,7 +27,7 @@ fn opts(sb: &Sandbox) -> LayerOptions {
 fn run_and_snapshot(
     sb: &Sandbox,
     root: &Path,
-    spec: kiln_common::sandbox::RunSpec,
+    spec: kiln_rootfs::sandbox::RunSpec,
 ) -> (Vec<u8>, snapshot::Summary) {
     let before = Manifest::capture(root, &Excludes::default()).unwrap();
     let out = run_capture(sb, &spec);

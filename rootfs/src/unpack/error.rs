@@ -111,7 +111,7 @@ pub enum Error {
     /// Ownership cannot be applied by this process.
     #[error(
         "unpacking with ownership needs root or kiln's user namespace (running as uid {uid}); \
-         fix: call `kiln_common::sandbox::reexec_in_user_namespace()` first, or unpack with \
+         fix: call `kiln_rootfs::sandbox::reexec_in_user_namespace()` first, or unpack with \
          `Ownership::Ignore`"
     )]
     NeedsRoot {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc;
 
-use kiln_common::sandbox::{IdMap, Output, OutputLine, RunSpec, Sandbox, SandboxConfig, Stream};
-use kiln_common::unpack::{UnpackOptions, apply_layer_blob};
+use kiln_rootfs::sandbox::{IdMap, Output, OutputLine, RunSpec, Sandbox, SandboxConfig, Stream};
+use kiln_rootfs::unpack::{UnpackOptions, apply_layer_blob};
 
 /// Where fetched layouts are kept between test runs.
 pub const CACHE_DIR: &str = "/var/tmp/kiln-sandbox-tests";
@@ -182,7 +182,7 @@ pub fn example_binary() -> PathBuf {
     let path = debug.join("examples/sandbox_run");
     assert!(
         path.is_file(),
-        "{} missing: run `cargo build -p kiln-common --example sandbox_run`",
+        "{} missing: run `cargo build -p kiln-rootfs --example sandbox_run`",
         path.display()
     );
     path

@@ -51,7 +51,7 @@ pub enum Error {
     /// No program to run as the sandbox's init was found.
     #[error(
         "kiln's sandbox init was not found: this program does not host it (call \
-         `kiln_common::sandbox::run_init_if_requested()` first in main) and there is no \
+         `kiln_rootfs::sandbox::run_init_if_requested()` first in main) and there is no \
          `kiln-sandbox-init` or `kiln` beside {exe}; fix: set {env} to a kiln binary"
     )]
     NoInit {
@@ -73,7 +73,7 @@ pub enum Error {
     /// namespace) and this process is neither.
     #[error(
         "{what} needs root or kiln's user namespace, and this process runs as uid {uid}; fix: \
-         call `kiln_common::sandbox::reexec_in_user_namespace()` at the start of main (the kiln \
+         call `kiln_rootfs::sandbox::reexec_in_user_namespace()` at the start of main (the kiln \
          binary does), or run as root"
     )]
     NeedsRoot {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_common::unpack::LayerBlob;
+use kiln_rootfs::unpack::LayerBlob;
 
 /// The layers (bottom first) of the first manifest in `layout`'s index.
 pub fn layout_layers(layout: &Path) -> Result<Vec<LayerBlob>, String> {

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_common::unpack::{
+use kiln_rootfs::unpack::{
     Error, LayerReport, OnUnsafe, Ownership, SkipReason, UnpackOptions, apply_tar,
 };
 use tar::EntryType;
@@ -101,7 +101,7 @@ fn opts(on_unsafe: OnUnsafe) -> UnpackOptions {
     UnpackOptions {
         ownership: Ownership::Ignore,
         on_unsafe,
-        max_bytes: kiln_common::unpack::DEFAULT_MAX_BYTES,
+        max_bytes: kiln_rootfs::unpack::DEFAULT_MAX_BYTES,
     }
 }
 

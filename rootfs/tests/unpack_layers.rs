@@ -11,8 +11,8 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use kiln_common::sandbox::{IdMap, IdRange};
-use kiln_common::unpack::{
+use kiln_rootfs::sandbox::{IdMap, IdRange};
+use kiln_rootfs::unpack::{
     Error, LayerBlob, OnUnsafe, Ownership, RootCache, UnpackOptions, apply_layer_blob, apply_tar,
     chain_id,
 };
@@ -48,7 +48,7 @@ fn ignore() -> UnpackOptions {
     UnpackOptions {
         ownership: Ownership::Ignore,
         on_unsafe: OnUnsafe::Fail,
-        max_bytes: kiln_common::unpack::DEFAULT_MAX_BYTES,
+        max_bytes: kiln_rootfs::unpack::DEFAULT_MAX_BYTES,
     }
 }
 

@@ -1,12 +1,12 @@
 //! The sandbox's init as a program of its own, for executables that cannot
-//! host it in their `main` (test harnesses, other tools linking kiln-common):
+//! host it in their `main` (test harnesses, other tools linking kiln-rootfs):
 //! the sandbox finds it beside them.
 
 fn main() {
-    kiln_common::sandbox::run_init_if_requested();
+    kiln_rootfs::sandbox::run_init_if_requested();
     eprintln!(
         "kiln-sandbox-init is started by kiln's sandbox (as `kiln-sandbox-init {}`), not by hand",
-        kiln_common::sandbox::INIT_ARG
+        kiln_rootfs::sandbox::INIT_ARG
     );
     std::process::exit(2);
 }
