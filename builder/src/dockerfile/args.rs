@@ -1,17 +1,118 @@
-//! Each instruction's arguments: flags, JSON-or-shell forms, key=value
-//! pairs, with an error naming what was expected.
+//! One logical line to an [`Instruction`]: the instruction's name (with a
+//! suggestion when it is misspelt) and its arguments: flags, JSON-or-shell
+//! forms, key=value pairs, with an error naming what was expected. ONBUILD's
+//! trigger is an instruction too, hence one module.
 
 use std::time::Duration;
 
 use super::DockerfileError;
 use super::heredoc::opener;
-use super::lines::{Logical, json_array, take_flags, words};
-use super::parse::{
-    CopyArgs, Ctx, Healthcheck, InstructionKind as K, ShellOrExec, check_trigger, instruction,
-    with_bodies,
+use super::lines::Logical;
+use super::syntax::{
+    CopyArgs, Ctx, Healthcheck, Heredoc, Instruction, InstructionKind as K, ShellOrExec,
 };
+use super::words::{json_array, take_flags, words};
 
 type R<T> = Result<T, DockerfileError>;
+
+const NAMES: [&str; 18] = [
+    "FROM",
+    "ARG",
+    "ENV",
+    "LABEL",
+    "RUN",
+    "COPY",
+    "ADD",
+    "WORKDIR",
+    "USER",
+    "EXPOSE",
+    "VOLUME",
+    "CMD",
+    "ENTRYPOINT",
+    "SHELL",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "ONBUILD",
+    "MAINTAINER",
+];
+
+pub(crate) fn instruction(l: &Logical, escape: char) -> Result<Instruction, DockerfileError> {
+    let text = l.text.as_str();
+    let name_end = text.find(char::is_whitespace).unwrap_or(text.len());
+    let word = &text[..name_end];
+    let upper = word.to_ascii_uppercase();
+    let Some(&name) = NAMES.iter().find(|n| **n == upper) else {
+        let hint = suggest(&upper)
+            .map(|s| format!(" (did you mean {s}?)"))
+            .unwrap_or_default();
+        return Err(DockerfileError::Line {
+            line: l.line,
+            column: Some(1).filter(|_| l.single),
+            message: format!("unknown instruction {word:?}{hint}"),
+        });
+    };
+    let args = text[name_end..].trim_start();
+    let cx = Ctx {
+        line: l.line,
+        single: l.single,
+        name,
+        args_at: text.len() - args.len(),
+        escape,
+        heredocs: &l.heredocs,
+    };
+    let kind = super::args::kind(&cx, args)?;
+    Ok(Instruction {
+        line: l.line,
+        text: with_bodies(text, &l.heredocs),
+        kind,
+    })
+}
+
+/// An instruction's text with its heredocs after it, each body followed by
+/// its delimiter, as written (BuildKit's form, also for ONBUILD triggers).
+pub(crate) fn with_bodies(text: &str, heredocs: &[Heredoc]) -> String {
+    let mut out = text.to_string();
+    for h in heredocs {
+        out.push('\n');
+        out.push_str(&h.content);
+        out.push_str(&h.name);
+    }
+    out
+}
+
+/// The known instruction nearest to a misspelt one, if it is close.
+fn suggest(word: &str) -> Option<&'static str> {
+    NAMES
+        .iter()
+        .map(|n| (distance(word, n), *n))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, n)| n)
+}
+
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+pub(crate) fn check_trigger(i: &Instruction) -> Result<(), DockerfileError> {
+    let bad = match i.kind {
+        K::OnBuild { .. } => "ONBUILD ONBUILD",
+        K::From { .. } => "ONBUILD FROM",
+        K::Maintainer(_) => "ONBUILD MAINTAINER",
+        _ => return Ok(()),
+    };
+    Err(DockerfileError::at(i.line, format!("{bad} is not allowed")))
+}
 
 /// Flags by name, with their values.
 type Flags = Vec<(String, Option<String>)>;

@@ -23,8 +23,8 @@
 //!   command line and the bodies as written, each followed by its delimiter,
 //!   which `sh -c` reads as the heredocs they are.
 
-use super::lines::words;
-use super::parse::Heredoc;
+use super::syntax::Heredoc;
+use super::words::words;
 
 /// What the word opening a heredoc says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,22 +24,27 @@
 mod args;
 mod error;
 mod expand;
+mod graph;
 mod heredoc;
 mod lines;
 mod mount;
 mod parse;
+mod scope;
 mod stage;
 mod step;
+mod syntax;
+mod words;
 
 pub use error::DockerfileError;
 pub use expand::expand;
-pub use parse::{
-    CopyArgs, Dockerfile, Healthcheck, Heredoc, Instruction, InstructionKind, MountSpec,
-    SecretMount, ShellOrExec, parse, parse_onbuild_triggers,
-};
-pub use stage::{BaseImage, BuildGraph, EvalOptions, evaluate};
-pub use step::{
+pub use graph::{
     Base, CacheSharing, ConfigChange, CopyFrom, InlineFile, RunMount, Stage, Step, StepKind,
+};
+pub use parse::{parse, parse_onbuild_triggers};
+pub use stage::{BaseImage, BuildGraph, EvalOptions, evaluate};
+pub use syntax::{
+    CopyArgs, Dockerfile, Healthcheck, Heredoc, Instruction, InstructionKind, MountSpec,
+    SecretMount, ShellOrExec,
 };
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 //! or tmpfs mount for the executor.
 
 use super::DockerfileError;
-use super::parse::{Ctx, MountSpec, SecretMount};
-use super::step::{CacheSharing, CopyFrom, Place, RunMount, Scope, copy_from, sub};
+use super::graph::{CacheSharing, CopyFrom, RunMount};
+use super::scope::{Place, Scope, copy_from, sub};
+use super::syntax::{Ctx, MountSpec, SecretMount};
 
 type R<T> = Result<T, DockerfileError>;
 

@@ -18,8 +18,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::DockerfileError;
-use super::parse::{Dockerfile, Instruction, InstructionKind as K, parse_onbuild_triggers};
-use super::step::{Base, CopyFrom, PROXY_ARGS, Place, RunMount, Scope, Stage, StepKind, step, sub};
+use super::graph::{Base, CopyFrom, RunMount, Stage, StepKind};
+use super::parse::parse_onbuild_triggers;
+use super::scope::{PROXY_ARGS, Place, Scope, sub};
+use super::step::step;
+use super::syntax::{Dockerfile, Instruction, InstructionKind as K};
 
 type R<T> = Result<T, DockerfileError>;
 

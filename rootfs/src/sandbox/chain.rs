@@ -30,13 +30,6 @@ use super::init::{INIT_ARG, InitPlan};
 use super::preflight::UsernsMode;
 use super::spec::Network;
 
-/// Devices bind-mounted from the host into the sandbox's `/dev` tmpfs.
-///
-/// Not `tty`: the run shares kiln's session (signals to kiln's process
-/// group reach it, as a node's graceful stop needs), so `/dev/tty` would
-/// be kiln's terminal, and `TIOCSTI` could type into the caller's shell.
-pub(crate) const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
-
 /// The name of the marker file the init writes into the run directory once
 /// the root is switched, just before starting the command.
 pub(crate) const SETUP_OK: &str = "setup-ok";

@@ -28,9 +28,15 @@ use rustix::mount::{MountFlags, UnmountFlags};
 use rustix::thread::CapabilitySet;
 use serde::{Deserialize, Serialize};
 
-use super::chain::DEVICES;
 use super::preflight::find_tool;
 use super::spec::{Network, SECRETS_DIR, Secret};
+
+/// Devices bind-mounted from the host into the sandbox's `/dev` tmpfs.
+///
+/// Not `tty`: the run shares kiln's session (signals to kiln's process
+/// group reach it, as a node's graceful stop needs), so `/dev/tty` would
+/// be kiln's terminal, and `TIOCSTI` could type into the caller's shell.
+pub(crate) const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
 /// The first argument that makes a kiln binary act as the sandbox's init.
 pub const INIT_ARG: &str = "__kiln-sandbox-init";

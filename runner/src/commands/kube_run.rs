@@ -26,10 +26,10 @@ use kiln_runner::records::{ClusterRun, NewRun, NewStep, Records, RunStatus};
 use kube::api::{Api, LogParams, PostParams};
 use kube::runtime::watcher;
 
+use super::build::build_pinned;
 use super::build::{data_dir, push_registries, registry_client};
 use super::kube::{runtime, target};
 use super::load_pipeline;
-use super::run::build_pinned;
 use crate::cli::RunArgs;
 use crate::progress::Display;
 

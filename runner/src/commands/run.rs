@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context as _, bail};
 use kiln_builder::registry::Platform;
 use kiln_builder::store::Store;
-use kiln_builder::{BuildOptions, Output};
 use kiln_pipeline::Pipeline;
 use kiln_rootfs::sandbox::{Sandbox, SandboxConfig};
 use kiln_rootfs::unpack::{RootCache, UnpackOptions};
@@ -26,7 +25,7 @@ use kiln_runner::scheduler::{
     Observed, ObservedState, RetryPolicy, RunConfig, RunOutcome, Scheduler, StepSpec, Terminal,
 };
 
-use super::build::{data_dir, push_registries, registry_client};
+use super::build::{build_pinned, data_dir, push_registries, registry_client};
 use super::load_pipeline;
 use crate::cli::{Backend, RunArgs};
 use crate::progress::Display;
@@ -308,43 +307,6 @@ fn prepare_steps(
         }
     }
     Ok(launches)
-}
-
-/// Builds (through the cache) and pushes the image `image` of the plan;
-/// returns it pinned by digest, or why it could not be built.
-pub(super) fn build_pinned(
-    runtime: &tokio::runtime::Runtime,
-    pipeline: &Pipeline,
-    image: &kiln_builder::plan::ImagePlan,
-    cache_dir: &std::path::Path,
-    data: &std::path::Path,
-    client: &kiln_oci::Client,
-    display: &Display,
-) -> Result<String, String> {
-    let opts = BuildOptions {
-        only_step: image.steps.first().cloned(),
-        output: Output::Registry,
-        cache_dir: cache_dir.to_path_buf(),
-        data_dir: data.to_path_buf(),
-        ..BuildOptions::default()
-    };
-    match runtime.block_on(kiln_builder::build::build(pipeline, &opts, client, display)) {
-        Ok(report) => match report.images.iter().find(|i| i.name == image.name) {
-            Some(built) => pinned(&built.reference, &built.digest),
-            None => Err(format!("the build did not produce image {}", image.name)),
-        },
-        Err(e) => Err(format!(
-            "building image {}: {}",
-            image.name,
-            kiln_pipeline::error_chain(&e)
-        )),
-    }
-}
-
-/// `registry/repo@digest` from a pushed `registry/repo:tag` and its digest.
-fn pinned(reference: &str, digest: &str) -> Result<String, String> {
-    let r = kiln_pipeline::reference::parse(reference)?;
-    Ok(format!("{}/{}@{digest}", r.registry(), r.repository()))
 }
 
 /// Where runs keep their files: the local settings' `run_directory`, else
