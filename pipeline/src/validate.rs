@@ -79,16 +79,30 @@ impl Checker {
         }
     }
 
+    /// The steps: each on its own, then their names against each other and
+    /// the DAG their upstream lists make.
     fn steps(&mut self, steps: &Spanned<Vec<Step>>) {
         if steps.value.is_empty() {
             self.error(steps.referenced, "expected at least one step under `steps`");
             return;
         }
+        let index = self.step_index(&steps.value);
+        self.folded_collisions(&steps.value);
+        let upstream = self.upstream_edges(&steps.value, &index);
+        if let Err(dag::Cycle(cycle)) = dag::topological_order(&upstream) {
+            self.cycle(steps, cycle);
+        }
+    }
+
+    /// Checks each step on its own and indexes the steps by name (the first
+    /// of a duplicate keeps the name), which the upstream checks resolve
+    /// against.
+    fn step_index<'s>(&mut self, steps: &'s [Step]) -> HashMap<&'s str, usize> {
         let mut index: HashMap<&str, usize> = HashMap::new();
-        for (i, step) in steps.value.iter().enumerate() {
+        for (i, step) in steps.iter().enumerate() {
             self.name("step name", &step.name);
             if let Some(&first) = index.get(step.name.value.as_str()) {
-                let first_line = steps.value[first].name.referenced.line();
+                let first_line = steps[first].name.referenced.line();
                 self.error(
                     step.name.referenced,
                     format!(
@@ -99,27 +113,36 @@ impl Checker {
             } else {
                 index.insert(&step.name.value, i);
             }
-            self.command(&step.command);
-            self.environment(
-                step.name.referenced,
-                &format!("step {:?}: environment", step.name.value),
-                &step.environment,
-            );
-            self.settings(&step.settings, Level::Step);
-            if let Some(retry) = &step.retry {
-                self.at_least("retry.max_retries", &retry.max_retries, 0);
-                if let Some(d) = &retry.delay {
-                    self.at_least_f("retry.delay", d, 0.0);
-                }
-                if let Some(b) = &retry.backoff {
-                    self.above_f("retry.backoff", b, 0.0);
-                }
+            self.step(step);
+        }
+        index
+    }
+
+    /// The fields of one step that need no other step to check.
+    fn step(&mut self, step: &Step) {
+        self.command(&step.command);
+        self.environment(
+            step.name.referenced,
+            &format!("step {:?}: environment", step.name.value),
+            &step.environment,
+        );
+        self.settings(&step.settings, Level::Step);
+        if let Some(retry) = &step.retry {
+            self.at_least("retry.max_retries", &retry.max_retries, 0);
+            if let Some(d) = &retry.delay {
+                self.at_least_f("retry.delay", d, 0.0);
+            }
+            if let Some(b) = &retry.backoff {
+                self.above_f("retry.backoff", b, 0.0);
             }
         }
-        // Pod names and Kubernetes labels fold case and turn `_` and `.`
-        // into `-`: two steps that fold alike would share their pods.
+    }
+
+    /// Pod names and Kubernetes labels fold case and turn `_` and `.`
+    /// into `-`: two steps that fold alike would share their pods.
+    fn folded_collisions(&mut self, steps: &[Step]) {
         let mut folded: HashMap<String, &Spanned<String>> = HashMap::new();
-        for step in &steps.value {
+        for step in steps {
             let key = fold_k8s(&step.name.value);
             match folded.get(&key) {
                 Some(first) if first.value != step.name.value => {
@@ -137,18 +160,14 @@ impl Checker {
                 }
             }
         }
-        let known = || {
-            let mut names: Vec<&str> = index.keys().copied().collect();
-            names.sort_unstable();
-            let more = names.len().saturating_sub(LIST_AT_MOST);
-            let mut text = names[..names.len().min(LIST_AT_MOST)].join(", ");
-            if more > 0 {
-                text.push_str(&format!(", and {more} more"));
-            }
-            text
-        };
-        let mut upstream = vec![Vec::new(); steps.value.len()];
-        for (i, step) in steps.value.iter().enumerate() {
+    }
+
+    /// Each step's upstream steps as indices into `steps`, for the cycle
+    /// check; an upstream listed twice or naming no step is an error and
+    /// is left out.
+    fn upstream_edges(&mut self, steps: &[Step], index: &HashMap<&str, usize>) -> Vec<Vec<usize>> {
+        let mut upstream = vec![Vec::new(); steps.len()];
+        for (i, step) in steps.iter().enumerate() {
             let mut listed: HashMap<&str, u64> = HashMap::new();
             for up in &step.upstream {
                 if let Some(line) = listed.insert(&up.value, up.referenced.line()) {
@@ -168,43 +187,33 @@ impl Checker {
                             "step {:?} names unknown upstream step {:?}; expected one of: {}",
                             step.name.value,
                             up.value,
-                            known()
+                            known_steps(index)
                         );
                         self.error(up.referenced, message);
                     }
                 }
             }
         }
-        if let Err(dag::Cycle(mut cycle)) = dag::topological_order(&upstream) {
-            // Start the loop at the step declared first, so the message reads
-            // like the file.
-            cycle.pop();
-            if let Some(first) = cycle
-                .iter()
-                .enumerate()
-                .min_by_key(|&(_, &n)| n)
-                .map(|(i, _)| i)
-            {
-                cycle.rotate_left(first);
-            }
-            if let Some(&head) = cycle.first() {
-                cycle.push(head);
-            }
-            let names: Vec<&str> = cycle
-                .iter()
-                .map(|&i| steps.value[i].name.value.as_str())
-                .collect();
-            let at = cycle
-                .first()
-                .map_or(steps.referenced, |&i| steps.value[i].name.referenced);
-            self.error(
-                at,
-                format!(
-                    "the steps form a cycle: {} (each must finish before the next starts); a pipeline must be a DAG",
-                    names.join(" -> ")
-                ),
-            );
-        }
+        upstream
+    }
+
+    /// Says the cycle `dag` found, as a loop of step names.
+    fn cycle(&mut self, steps: &Spanned<Vec<Step>>, cycle: Vec<usize>) {
+        let cycle = cycle_from_first(cycle);
+        let names: Vec<&str> = cycle
+            .iter()
+            .map(|&i| steps.value[i].name.value.as_str())
+            .collect();
+        let at = cycle
+            .first()
+            .map_or(steps.referenced, |&i| steps.value[i].name.referenced);
+        self.error(
+            at,
+            format!(
+                "the steps form a cycle: {} (each must finish before the next starts); a pipeline must be a DAG",
+                names.join(" -> ")
+            ),
+        );
     }
 
     fn command(&mut self, command: &Spanned<Command>) {
@@ -632,6 +641,38 @@ fn fold_k8s(name: &str) -> String {
         .collect::<String>()
         .trim_matches('-')
         .to_string()
+}
+
+/// The step names an unknown upstream could have meant, sorted, at most
+/// [`LIST_AT_MOST`] of them and a count of the rest.
+fn known_steps(index: &HashMap<&str, usize>) -> String {
+    let mut names: Vec<&str> = index.keys().copied().collect();
+    names.sort_unstable();
+    let more = names.len().saturating_sub(LIST_AT_MOST);
+    let mut text = names[..names.len().min(LIST_AT_MOST)].join(", ");
+    if more > 0 {
+        text.push_str(&format!(", and {more} more"));
+    }
+    text
+}
+
+/// A cycle as `dag` gives it (closed: its last step is its first) turned
+/// to start at the step declared first, so the message reads like the
+/// file; closed again.
+fn cycle_from_first(mut cycle: Vec<usize>) -> Vec<usize> {
+    cycle.pop();
+    if let Some(first) = cycle
+        .iter()
+        .enumerate()
+        .min_by_key(|&(_, &n)| n)
+        .map(|(i, _)| i)
+    {
+        cycle.rotate_left(first);
+    }
+    if let Some(&head) = cycle.first() {
+        cycle.push(head);
+    }
+    cycle
 }
 
 /// A Debian package name (Policy 5.6.7) with an optional `:arch` and
