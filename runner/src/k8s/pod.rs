@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use kiln_pipeline::KubernetesSettings;
+use kiln_pipeline::{KubernetesSettings, PodSettings};
 use serde_json::{Map, Value, json};
 
 use super::names::{label_value, pod_name};
@@ -85,13 +85,29 @@ pub struct PodError {
 
 /// The pod manifest of one step attempt.
 pub fn step_pod(p: &StepPod<'_>) -> Result<Pod, PodError> {
-    let s = p.settings;
-    let pod_settings = s.pod_settings.clone().unwrap_or_default();
-    let prefix = s
+    let pod_settings = p.settings.pod_settings.clone().unwrap_or_default();
+    let container = container(p, &pod_settings)?;
+    let manifest = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata(p, &pod_settings),
+        "spec": pod_spec(p.settings, &pod_settings, container)?,
+    });
+    serde_json::from_value(manifest).map_err(|e| PodError {
+        setting: "pod_settings".into(),
+        message: format!("the pod does not have the shape Kubernetes expects: {e}"),
+    })
+}
+
+/// The pod's name, labels and annotations (the user's, then kiln's, which
+/// win) and its owner: what `kubectl get pods -l` and the garbage collector
+/// go by.
+fn metadata(p: &StepPod<'_>, pod_settings: &PodSettings) -> Value {
+    let prefix = p
+        .settings
         .pod_name_prefix
         .as_ref()
         .map_or_else(|| p.pipeline.to_string(), |x| x.value.clone());
-
     let mut labels: BTreeMap<String, String> = pod_settings
         .labels
         .as_ref()
@@ -130,7 +146,12 @@ pub fn step_pod(p: &StepPod<'_>) -> Result<Pod, PodError> {
             "blockOwnerDeletion": true,
         }]);
     }
+    metadata
+}
 
+/// The step's one container: kiln's image, command and environment with
+/// the container fields of the pod settings.
+fn container(p: &StepPod<'_>, pod_settings: &PodSettings) -> Result<Value, PodError> {
     let mut env: Vec<Value> = p
         .env
         .iter()
@@ -176,13 +197,22 @@ pub fn step_pod(p: &StepPod<'_>) -> Result<Pod, PodError> {
         .security_context
         .as_ref()
         .map_or_else(|| json!({}), |c| c.value.clone());
-    if s.privileged == Some(true) {
+    if p.settings.privileged == Some(true) {
         security["privileged"] = Value::Bool(true);
     }
     if security.as_object().is_some_and(|m| !m.is_empty()) {
         container["securityContext"] = security;
     }
+    Ok(container)
+}
 
+/// The `PodSpec` around `container`: the pod-wide settings, then
+/// `additional_pod_spec_args` merged over them.
+fn pod_spec(
+    s: &KubernetesSettings,
+    pod_settings: &PodSettings,
+    container: Value,
+) -> Result<Value, PodError> {
     let mut spec = json!({
         "restartPolicy": "Never",
         "containers": [container],
@@ -233,17 +263,7 @@ pub fn step_pod(p: &StepPod<'_>) -> Result<Pod, PodError> {
         }
         merge(&mut spec, &extra.value);
     }
-
-    let manifest = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": spec,
-    });
-    serde_json::from_value(manifest).map_err(|e| PodError {
-        setting: "pod_settings".into(),
-        message: format!("the pod does not have the shape Kubernetes expects: {e}"),
-    })
+    Ok(spec)
 }
 
 /// A setting that must be a list (of Kubernetes objects).
