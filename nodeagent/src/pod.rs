@@ -217,8 +217,6 @@ impl PodRun {
     }
 
     async fn run(&mut self) -> Result<(), ApiError> {
-        let state = Arc::clone(&self.state);
-        let state = state.as_ref();
         let specs = containers(&self.pod);
         if specs.is_empty() {
             return self.report("Failed").await;
@@ -227,126 +225,187 @@ impl PodRun {
         if !self.mount_volumes().await {
             return Ok(());
         }
-        // Every image next: a pod whose image cannot be pulled stays
-        // Pending, as on a kubelet.
-        let mut images = Vec::new();
-        for (i, c) in specs.iter().enumerate() {
-            let reference = c["image"].as_str().unwrap_or_default();
-            // As the kubelet: the first failure is ErrImagePull, the retries
-            // after a growing pause (1 s, 2 s, 4 s, ... 10 s) ImagePullBackOff.
-            let mut backoff = Duration::from_secs(1);
-            let mut reason = "ErrImagePull";
-            loop {
-                match self.pull(reference).await {
-                    Ok(ready) => {
-                        images.push(ready);
-                        break;
-                    }
-                    Err(message) => {
-                        self.statuses[i] = container_status(
-                            c,
-                            json!({"waiting": {"reason": reason, "message": message}}),
-                        );
-                        self.report("Pending").await?;
-                        if !pause(state, backoff).await {
-                            return Ok(());
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                        reason = "ImagePullBackOff";
-                    }
-                }
-            }
-        }
+        let Some(images) = self.pull_images(&specs).await? else {
+            return Ok(());
+        };
         let mut phase = "Succeeded";
         for (i, (c, ready)) in specs.iter().zip(&images).enumerate() {
-            if state.killed.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            let name = c["name"].as_str().unwrap_or_default().to_string();
-            // A missing ConfigMap or Secret may yet be created: the kubelet
-            // keeps retrying, and so does the agent, until the pod goes.
-            let env = loop {
-                match self.api_env(c).await {
-                    Ok(env) => break env,
-                    Err(message) => {
-                        if state.killed.load(Ordering::SeqCst) {
-                            return Ok(());
-                        }
-                        self.statuses[i] = container_status(
-                            c,
-                            json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}}),
-                        );
-                        self.report("Pending").await?;
-                        if !pause(state, Duration::from_secs(1)).await {
-                            return Ok(());
-                        }
-                    }
+            match self.run_one(i, c, ready).await? {
+                ContainerEnd::Succeeded => {}
+                ContainerEnd::Failed => {
+                    phase = "Failed";
+                    break;
                 }
-            };
-            let spec = match self.spec(c, ready, &name, env) {
-                Ok(spec) => spec,
-                Err(message) => {
-                    self.statuses[i] = container_status(
-                        c,
-                        json!({"waiting": {"reason": "CreateContainerError", "message": message}}),
-                    );
-                    return self.report("Pending").await;
-                }
-            };
-            let log = log_path(&self.shared.config.state_dir, &self.ns, &self.name, &name);
-            let started = now_rfc3339();
-            let shared = Arc::clone(&self.shared);
-            // The sandbox is synchronous: it runs on a blocking thread, which
-            // hands the killer over as soon as the process exists.
-            let (killer_tx, killer_rx) = tokio::sync::oneshot::channel();
-            let run =
-                tokio::task::spawn_blocking(move || run_container(&shared, &spec, &log, killer_tx));
-            if let Ok(killer) = killer_rx.await
-                && let Ok(mut slot) = state.killer.lock()
-            {
-                *slot = Some(killer);
-            }
-            // Deleted while starting: the kill above found no killer yet.
-            if state.killed.load(Ordering::SeqCst)
-                && let Ok(slot) = state.killer.lock()
-                && let Some((k, _)) = slot.as_ref()
-            {
-                let _ = k.kill();
-            }
-            self.statuses[i] = container_status(c, json!({"running": {"startedAt": started}}));
-            self.statuses[i]["started"] = json!(true);
-            self.statuses[i]["ready"] = json!(true);
-            if !state.killed.load(Ordering::SeqCst) {
-                self.report("Running").await?;
-            }
-            let outcome = run
-                .await
-                .unwrap_or_else(|e| Err(format!("the container thread failed: {e}")));
-            if let Ok(mut slot) = state.killer.lock() {
-                *slot = None;
-            }
-            if state.killed.load(Ordering::SeqCst) {
-                // The pod is being deleted: its status no longer matters.
-                return Ok(());
-            }
-            let terminated = match outcome {
-                Ok(0) => json!({"exitCode": 0, "reason": "Completed"}),
-                Ok(code) => json!({"exitCode": code, "reason": "Error"}),
-                Err(message) => {
-                    json!({"exitCode": 128, "reason": "ContainerCannotRun", "message": message})
-                }
-            };
-            let failed = terminated["exitCode"] != json!(0);
-            let mut terminated = terminated;
-            terminated["startedAt"] = json!(started);
-            terminated["finishedAt"] = json!(now_rfc3339());
-            self.statuses[i] = container_status(c, json!({"terminated": terminated}));
-            if failed {
-                phase = "Failed";
-                break;
+                ContainerEnd::Stopped => return Ok(()),
             }
         }
         self.report(phase).await
+    }
+
+    /// Every image before any container starts: a pod whose image cannot
+    /// be pulled stays Pending, as on a kubelet. `None` when the pod is to
+    /// stop first.
+    async fn pull_images(&mut self, specs: &[Value]) -> Result<Option<Vec<ReadyImage>>, ApiError> {
+        let mut images = Vec::new();
+        for (i, c) in specs.iter().enumerate() {
+            match self.pull_until_ready(i, c).await? {
+                Some(ready) => images.push(ready),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(images))
+    }
+
+    /// Retries container `c`'s image until it is pulled, its waiting state
+    /// saying why not, as the kubelet does: the first failure is
+    /// ErrImagePull, the retries after a growing pause (1 s, 2 s, 4 s, ...
+    /// 10 s) ImagePullBackOff. `None` when the pod is to stop first.
+    async fn pull_until_ready(
+        &mut self,
+        i: usize,
+        c: &Value,
+    ) -> Result<Option<ReadyImage>, ApiError> {
+        let reference = c["image"].as_str().unwrap_or_default();
+        let mut backoff = Duration::from_secs(1);
+        let mut reason = "ErrImagePull";
+        loop {
+            match self.pull(reference).await {
+                Ok(ready) => return Ok(Some(ready)),
+                Err(message) => {
+                    self.waiting(i, c, reason, &message).await?;
+                    if !pause(&self.state, backoff).await {
+                        return Ok(None);
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    reason = "ImagePullBackOff";
+                }
+            }
+        }
+    }
+
+    /// Reports container `i` as waiting for `reason` and the pod Pending.
+    async fn waiting(
+        &mut self,
+        i: usize,
+        c: &Value,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        self.statuses[i] = container_status(
+            c,
+            json!({"waiting": {"reason": reason, "message": message}}),
+        );
+        self.report("Pending").await
+    }
+
+    /// Runs container `i` (`c`, its image `ready`) to its end, its states
+    /// reported on the way, and says how the pod goes on.
+    async fn run_one(
+        &mut self,
+        i: usize,
+        c: &Value,
+        ready: &ReadyImage,
+    ) -> Result<ContainerEnd, ApiError> {
+        if self.killed() {
+            return Ok(ContainerEnd::Stopped);
+        }
+        let name = c["name"].as_str().unwrap_or_default().to_string();
+        let Some(env) = self.env_when_ready(i, c).await? else {
+            return Ok(ContainerEnd::Stopped);
+        };
+        let spec = match self.spec(c, ready, &name, env) {
+            Ok(spec) => spec,
+            Err(message) => {
+                self.waiting(i, c, "CreateContainerError", &message).await?;
+                return Ok(ContainerEnd::Stopped);
+            }
+        };
+        let started = now_rfc3339();
+        let run = self.launch(spec, &name).await;
+        self.statuses[i] = container_status(c, json!({"running": {"startedAt": started}}));
+        self.statuses[i]["started"] = json!(true);
+        self.statuses[i]["ready"] = json!(true);
+        if !self.killed() {
+            self.report("Running").await?;
+        }
+        let outcome = run
+            .await
+            .unwrap_or_else(|e| Err(format!("the container thread failed: {e}")));
+        if let Ok(mut slot) = self.state.killer.lock() {
+            *slot = None;
+        }
+        if self.killed() {
+            // The pod is being deleted: its status no longer matters.
+            return Ok(ContainerEnd::Stopped);
+        }
+        let (terminated, failed) = terminated(outcome, &started);
+        self.statuses[i] = container_status(c, json!({"terminated": terminated}));
+        Ok(if failed {
+            ContainerEnd::Failed
+        } else {
+            ContainerEnd::Succeeded
+        })
+    }
+
+    /// Container `c`'s environment from the API. A missing ConfigMap or
+    /// Secret may yet be created: the kubelet keeps retrying, and so does
+    /// the agent, until the pod goes (`None`).
+    async fn env_when_ready(
+        &mut self,
+        i: usize,
+        c: &Value,
+    ) -> Result<Option<Vec<(String, String)>>, ApiError> {
+        loop {
+            match self.api_env(c).await {
+                Ok(env) => return Ok(Some(env)),
+                Err(message) => {
+                    if self.killed() {
+                        return Ok(None);
+                    }
+                    self.waiting(i, c, "CreateContainerConfigError", &message)
+                        .await?;
+                    if !pause(&self.state, Duration::from_secs(1)).await {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts container `name` from `spec`. The sandbox is synchronous: it
+    /// runs on a blocking thread, which hands the killer over as soon as
+    /// the process exists, for [`Worker::kill`] and [`Worker::terminate`]
+    /// to find.
+    async fn launch(
+        &self,
+        spec: RunSpec,
+        name: &str,
+    ) -> tokio::task::JoinHandle<Result<i32, String>> {
+        let state = self.state.as_ref();
+        let log = log_path(&self.shared.config.state_dir, &self.ns, &self.name, name);
+        let shared = Arc::clone(&self.shared);
+        let (killer_tx, killer_rx) = tokio::sync::oneshot::channel();
+        let run =
+            tokio::task::spawn_blocking(move || run_container(&shared, &spec, &log, killer_tx));
+        if let Ok(killer) = killer_rx.await
+            && let Ok(mut slot) = state.killer.lock()
+        {
+            *slot = Some(killer);
+        }
+        // Deleted while starting: [`Worker::kill`] found no killer yet.
+        if self.killed()
+            && let Ok(slot) = state.killer.lock()
+            && let Some((k, _)) = slot.as_ref()
+        {
+            let _ = k.kill();
+        }
+        run
+    }
+
+    /// Whether the pod is to stop, read afresh at every check: a deletion
+    /// may come during any wait.
+    fn killed(&self) -> bool {
+        self.state.killed.load(Ordering::SeqCst)
     }
 
     /// Pulls and unpacks `reference` as the kubelet does: with the
@@ -754,6 +813,34 @@ fn container_status(c: &Value, state: Value) -> Value {
         "restartCount": 0,
         "state": state,
     })
+}
+
+/// How one container's run leaves the pod.
+enum ContainerEnd {
+    /// The next container may start.
+    Succeeded,
+    /// The pod has failed: no further container starts.
+    Failed,
+    /// The pod is to stop here, its status reported already or of no
+    /// matter any more (it is being deleted).
+    Stopped,
+}
+
+/// A container's `terminated` state from how its run ended, and whether it
+/// failed; a run that could not start counts as exit code 128
+/// (ContainerCannotRun).
+fn terminated(outcome: Result<i32, String>, started: &str) -> (Value, bool) {
+    let mut terminated = match outcome {
+        Ok(0) => json!({"exitCode": 0, "reason": "Completed"}),
+        Ok(code) => json!({"exitCode": code, "reason": "Error"}),
+        Err(message) => {
+            json!({"exitCode": 128, "reason": "ContainerCannotRun", "message": message})
+        }
+    };
+    let failed = terminated["exitCode"] != json!(0);
+    terminated["startedAt"] = json!(started);
+    terminated["finishedAt"] = json!(now_rfc3339());
+    (terminated, failed)
 }
 
 #[cfg(test)]
