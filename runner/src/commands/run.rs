@@ -17,6 +17,7 @@ use kiln_rootfs::sandbox::{Sandbox, SandboxConfig};
 use kiln_rootfs::unpack::{RootCache, UnpackOptions};
 use kiln_runner::driver::{self, AttemptOutcome, Observer, Report};
 use kiln_runner::local::console::{Console, Lines};
+use kiln_runner::local::leftovers::RunDirLock;
 use kiln_runner::local::{LocalBackend, LocalStep, RunPaths, image};
 use kiln_runner::records::{
     AttemptStatus, NewRun, NewStep, Records, RunDetail, RunLock, RunStatus, StepStatus,
@@ -58,97 +59,12 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     let launches = prepare_steps(&pipeline, &names, &reused, &sandbox, &cache_dir, args, json)?;
 
     // The run and where its files go.
-    let upstream = |i: usize| -> Vec<String> {
-        pipeline.steps()[i]
-            .upstream
-            .iter()
-            .map(|u| u.value.clone())
-            .collect()
-    };
     let started = SystemTime::now();
-    // A folder per run, named before the run has its id (the id comes from
-    // the records); a retry works in the original run's files, so the
-    // outputs of the steps it reuses are there.
-    let stamp = started
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let run_root = run_base(&pipeline, &data).join(format!(
-        "{}-{}-{}",
-        pipeline.name(),
-        stamp.as_secs(),
-        std::process::id()
-    ));
-    let paths = RunPaths {
-        files: previous
-            .as_ref()
-            .map_or_else(|| run_root.join("files"), |p| p.run_dir.clone()),
-        logs: run_root.join("logs"),
-        scratch: run_root.join("scratch"),
-    };
-    // A run's logs and scratch roots are its owner's only; the steps reach
-    // the run directory through kiln's bind mount, not through the path.
-    kiln_rootfs::private_dir::create_private_dir(&run_root)
-        .with_context(|| format!("creating {}", run_root.display()))?;
-    // Scratch left by runs whose kiln was killed goes first; this run's
-    // directory is locked for as long as this kiln lives.
-    kiln_runner::local::leftovers::sweep_scratch(&run_base(&pipeline, &data));
-    let _run_lock = kiln_runner::local::leftovers::lock_run_dir(&run_root)
-        .with_context(|| format!("locking {}", run_root.display()))?;
-    for dir in [&paths.files, &paths.logs, &paths.scratch] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    // Every step may write the run directory, whatever user its image has.
-    std::fs::set_permissions(
-        &paths.files,
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-    .with_context(|| format!("opening {} to the steps", paths.files.display()))?;
-    let new = NewRun {
-        pipeline: pipeline.name().to_string(),
-        file: std::path::absolute(pipeline.file()).unwrap_or_else(|_| pipeline.file().into()),
-        run_dir: paths.files.clone(),
-        log_dir: paths.logs.clone(),
-        steps: (0..names.len())
-            .map(|i| NewStep {
-                name: names[i].clone(),
-                image: None,
-                upstream: upstream(i),
-            })
-            .collect(),
-        retry_of: previous.as_ref().map(|p| p.id.clone()),
-        started,
-        pid: std::process::id(),
-    };
-    let run_id = records.create_run(&new)?;
-    let _lock = RunLock::acquire(&data, &run_id)?;
-    for (i, r) in reused.iter().enumerate() {
-        if *r {
-            records.step_ended(&run_id, &names[i], StepStatus::Reused, None)?;
-        }
-    }
+    let (paths, _run_lock) = create_run_dirs(&pipeline, &data, previous.as_ref(), started)?;
+    let new = new_run(&pipeline, &names, &paths, previous.as_ref(), started);
+    let (run_id, _lock) = record_run(&records, &data, &new, &reused)?;
 
-    // The scheduler, resumed past the reused steps.
-    let specs: Vec<StepSpec> = (0..names.len())
-        .map(|i| StepSpec {
-            name: names[i].clone(),
-            upstream: upstream(i)
-                .iter()
-                .filter_map(|u| names.iter().position(|n| n == u))
-                .collect(),
-            retry: retry_policy(&pipeline, &names[i]),
-        })
-        .collect();
-    let config = run_config(&pipeline);
-    let observed: Vec<Observed> = (0..names.len())
-        .filter(|&i| reused[i])
-        .map(|i| Observed {
-            step: i,
-            attempt: 1,
-            state: ObservedState::Succeeded,
-        })
-        .collect();
-    let mut scheduler = Scheduler::resume(specs, config, &observed)?;
-
+    let mut scheduler = resumed_scheduler(&pipeline, &names, &reused)?;
     let colour = std::io::stdout().is_terminal();
     let mut console = Console::new(names.clone(), colour);
     for (i, r) in reused.iter().enumerate() {
@@ -156,20 +72,10 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
             console.reused(i);
         }
     }
-    let steps: Vec<LocalStep> = names
-        .iter()
-        .map(|n| LocalStep {
-            name: n.clone(),
-            launch: launches
-                .get(n)
-                .cloned()
-                .unwrap_or_else(|| Err(format!("no image was prepared for step {n}"))),
-        })
-        .collect();
     let mut backend = LocalBackend::new(
         sandbox,
         &run_id,
-        steps,
+        local_steps(&names, &launches),
         paths.clone(),
         Arc::new(Lines::new(names.clone(), colour)),
     );
@@ -200,32 +106,197 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&paths.scratch);
     records.finish_run(&run_id, run_status(outcome), SystemTime::now())?;
 
-    if json {
-        println!("{}", serde_json::to_string_pretty(&records.run(&run_id)?)?);
-    } else {
-        eprintln!();
-        eprint!("{}", console.summary());
-        eprintln!(
-            "kiln: run {run_id} {} in {:.1}s",
-            match outcome {
-                RunOutcome::Succeeded => "succeeded".to_string(),
-                RunOutcome::Failed => "failed".to_string(),
-                RunOutcome::Stopped { force } => if force {
-                    "was cancelled"
-                } else {
-                    "was stopped"
-                }
-                .to_string(),
-                RunOutcome::TimedOut => "timed out".to_string(),
-            },
-            started.elapsed().unwrap_or_default().as_secs_f64()
-        );
-    }
+    say_end(&records, &run_id, &console, outcome, started, json)?;
     Ok(if outcome.is_success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Creates the run's folders and locks them for as long as this kiln
+/// lives. A folder per run, named before the run has its id (the id comes
+/// from the records); a retry works in the original run's files, so the
+/// outputs of the steps it reuses are there.
+fn create_run_dirs(
+    pipeline: &Pipeline,
+    data: &std::path::Path,
+    previous: Option<&RunDetail>,
+    started: SystemTime,
+) -> anyhow::Result<(RunPaths, RunDirLock)> {
+    let stamp = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let run_root = run_base(pipeline, data).join(format!(
+        "{}-{}-{}",
+        pipeline.name(),
+        stamp.as_secs(),
+        std::process::id()
+    ));
+    let paths = RunPaths {
+        files: previous.map_or_else(|| run_root.join("files"), |p| p.run_dir.clone()),
+        logs: run_root.join("logs"),
+        scratch: run_root.join("scratch"),
+    };
+    // A run's logs and scratch roots are its owner's only; the steps reach
+    // the run directory through kiln's bind mount, not through the path.
+    kiln_rootfs::private_dir::create_private_dir(&run_root)
+        .with_context(|| format!("creating {}", run_root.display()))?;
+    // Scratch left by runs whose kiln was killed goes first; this run's
+    // directory is locked for as long as this kiln lives.
+    kiln_runner::local::leftovers::sweep_scratch(&run_base(pipeline, data));
+    let run_lock = kiln_runner::local::leftovers::lock_run_dir(&run_root)
+        .with_context(|| format!("locking {}", run_root.display()))?;
+    for dir in [&paths.files, &paths.logs, &paths.scratch] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Every step may write the run directory, whatever user its image has.
+    std::fs::set_permissions(
+        &paths.files,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .with_context(|| format!("opening {} to the steps", paths.files.display()))?;
+    Ok((paths, run_lock))
+}
+
+/// The run as the records first hold it: its steps, with no image (a
+/// local run has no pushed reference), and where its files are.
+fn new_run(
+    pipeline: &Pipeline,
+    names: &[String],
+    paths: &RunPaths,
+    previous: Option<&RunDetail>,
+    started: SystemTime,
+) -> NewRun {
+    NewRun {
+        pipeline: pipeline.name().to_string(),
+        file: std::path::absolute(pipeline.file()).unwrap_or_else(|_| pipeline.file().into()),
+        run_dir: paths.files.clone(),
+        log_dir: paths.logs.clone(),
+        steps: (0..names.len())
+            .map(|i| NewStep {
+                name: names[i].clone(),
+                image: None,
+                upstream: upstream_names(pipeline, i),
+            })
+            .collect(),
+        retry_of: previous.map(|p| p.id.clone()),
+        started,
+        pid: std::process::id(),
+    }
+}
+
+/// Records the run and its reused steps, and takes the run's lock, held
+/// until the run is finished so that readers know it is alive.
+fn record_run(
+    records: &Records,
+    data: &std::path::Path,
+    new: &NewRun,
+    reused: &[bool],
+) -> anyhow::Result<(String, RunLock)> {
+    let run_id = records.create_run(new)?;
+    let lock = RunLock::acquire(data, &run_id)?;
+    for (step, r) in new.steps.iter().zip(reused) {
+        if *r {
+            records.step_ended(&run_id, &step.name, StepStatus::Reused, None)?;
+        }
+    }
+    Ok((run_id, lock))
+}
+
+/// The names of step `i`'s upstream steps, as the pipeline lists them.
+fn upstream_names(pipeline: &Pipeline, i: usize) -> Vec<String> {
+    pipeline.steps()[i]
+        .upstream
+        .iter()
+        .map(|u| u.value.clone())
+        .collect()
+}
+
+/// The scheduler, resumed past the reused steps.
+fn resumed_scheduler(
+    pipeline: &Pipeline,
+    names: &[String],
+    reused: &[bool],
+) -> anyhow::Result<Scheduler> {
+    let specs: Vec<StepSpec> = (0..names.len())
+        .map(|i| StepSpec {
+            name: names[i].clone(),
+            upstream: upstream_names(pipeline, i)
+                .iter()
+                .filter_map(|u| names.iter().position(|n| n == u))
+                .collect(),
+            retry: retry_policy(pipeline, &names[i]),
+        })
+        .collect();
+    let config = run_config(pipeline);
+    let observed: Vec<Observed> = (0..names.len())
+        .filter(|&i| reused[i])
+        .map(|i| Observed {
+            step: i,
+            attempt: 1,
+            state: ObservedState::Succeeded,
+        })
+        .collect();
+    Ok(Scheduler::resume(specs, config, &observed)?)
+}
+
+/// Each step with what it runs, or why it cannot: a step with no prepared
+/// image (a reused one) fails if it is ever started.
+fn local_steps(
+    names: &[String],
+    launches: &HashMap<String, Result<kiln_runner::local::StepLaunch, String>>,
+) -> Vec<LocalStep> {
+    names
+        .iter()
+        .map(|n| LocalStep {
+            name: n.clone(),
+            launch: launches
+                .get(n)
+                .cloned()
+                .unwrap_or_else(|| Err(format!("no image was prepared for step {n}"))),
+        })
+        .collect()
+}
+
+/// The run's end, as its record (`--json`) or as the console's summary
+/// and a last line.
+fn say_end(
+    records: &Records,
+    run_id: &str,
+    console: &Console,
+    outcome: RunOutcome,
+    started: SystemTime,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records.run(run_id)?)?);
+    } else {
+        eprintln!();
+        eprint!("{}", console.summary());
+        eprintln!(
+            "kiln: run {run_id} {} in {:.1}s",
+            outcome_words(outcome),
+            started.elapsed().unwrap_or_default().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// How the run's last line says it ended.
+fn outcome_words(outcome: RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::Failed => "failed",
+        RunOutcome::Stopped { force } => {
+            if force {
+                "was cancelled"
+            } else {
+                "was stopped"
+            }
+        }
+        RunOutcome::TimedOut => "timed out",
+    }
 }
 
 /// Steps to reuse from the run being retried: those that succeeded there.
