@@ -12,8 +12,8 @@ use futures_util::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kiln_builder::selfimage::{OrchestratorImageOptions, push_orchestrator_image};
-use kiln_pipeline::Pipeline;
-use kiln_runner::k8s::connect::{SERVICE_ACCOUNT, connect, ensure_service_account};
+use kiln_pipeline::{KubernetesSettings, Pipeline};
+use kiln_runner::k8s::connect::{SERVICE_ACCOUNT, Target, connect, ensure_service_account};
 use kiln_runner::k8s::job::{
     CronSpec, OrchestratorJob, job_name, orchestrator_cronjob, orchestrator_job,
 };
@@ -43,27 +43,219 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let settings = pipeline.kubernetes();
-    let target = target(Some(&pipeline), &args.kube);
-    let rt = runtime()?;
-    let client = rt
-        .block_on(connect(&target))
-        .context("connecting to the Kubernetes cluster")?;
-    let account = match &settings.service_account_name {
-        Some(a) => a.value.clone(),
-        None => {
-            rt.block_on(ensure_service_account(&client, &target.namespace))?;
-            SERVICE_ACCOUNT.to_string()
-        }
-    };
+    let cluster = Cluster::connect(&pipeline, args)?;
+    let account = cluster.service_account(&settings)?;
 
     // One registry client for every push: --password-stdin is read once,
     // and --image-pull-secret hands on the credentials those pushes used.
     let registry = registry_client(&args.registry, push_registries(Some(&pipeline), &[]))?;
     // Every step's image, pushed and pinned.
     let cache_dir = super::cache_dir(&args.cache_dir)?;
-    let images = push_images(&rt, &pipeline, &cache_dir, &registry, json)?;
+    let images = push_images(&cluster.rt, &pipeline, &cache_dir, &registry, json)?;
     local_checks(&pipeline, &images);
-    // The orchestrator image goes beside the first step's image.
+    let orchestrator = push_orchestrator(&cluster.rt, &pipeline, &images, &registry, &cache_dir)?;
+
+    let mut plan = cluster.run_plan(args, &registry, images, &orchestrator)?;
+    let schedule = args.schedule.clone().or_else(|| {
+        pipeline
+            .model()
+            .schedule
+            .as_ref()
+            .map(|s| s.cron_expression.value.clone())
+    });
+    if let Some(cron) = schedule {
+        return schedule_run(
+            &cluster.rt,
+            &cluster.client,
+            &pipeline,
+            &plan,
+            &orchestrator,
+            &account,
+            cron,
+        );
+    }
+
+    // The run's record: the same ids and commands as a local run; where it
+    // lives comes first, so `kiln runs` can find it from the start.
+    let records = Records::open(&data_dir()?).context("opening the run records")?;
+    let (run_id, at) = record_run(&records, &pipeline, &plan, &cluster.target)?;
+    plan.run_id = Some(run_id.clone());
+    let job = OrchestratorJob {
+        pipeline: pipeline.name(),
+        plan: &plan,
+        image: &orchestrator,
+        settings: &settings,
+        service_account: &account,
+    };
+    let job_name = cluster.submit(&records, &run_id, &job)?;
+    let namespace = &cluster.target.namespace;
+    eprintln!(
+        "kiln: run {run_id} of {} submitted: Job {job_name} in namespace {namespace}",
+        pipeline.name(),
+    );
+    let synchronous = settings.synchronous.unwrap_or(true) && !args.detach;
+    if !synchronous {
+        eprintln!("kiln: follow it with: kiln logs {run_id} -f");
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"run": run_id, "job": job_name, "namespace": namespace})
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let limit = follow_limit(&settings);
+    cluster.follow_to_end(&records, &run_id, &at, &job_name, limit, json)
+}
+
+/// The cluster a run is submitted to: kiln's async runtime, a client of
+/// the API server, and the context and namespace of the run.
+struct Cluster {
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
+    target: Target,
+}
+
+impl Cluster {
+    /// Connects to the cluster the pipeline and the command line name.
+    fn connect(pipeline: &Pipeline, args: &RunArgs) -> anyhow::Result<Cluster> {
+        let target = target(Some(pipeline), &args.kube);
+        let rt = runtime()?;
+        let client = rt
+            .block_on(connect(&target))
+            .context("connecting to the Kubernetes cluster")?;
+        Ok(Cluster { rt, client, target })
+    }
+
+    /// The orchestrator's service account: the pipeline's, or kiln's own,
+    /// created in the namespace when it is missing.
+    fn service_account(&self, settings: &KubernetesSettings) -> anyhow::Result<String> {
+        Ok(match &settings.service_account_name {
+            Some(a) => a.value.clone(),
+            None => {
+                self.rt
+                    .block_on(ensure_service_account(&self.client, &self.target.namespace))?;
+                SERVICE_ACCOUNT.to_string()
+            }
+        })
+    }
+
+    /// The plan the orchestrator reads: the pipeline file as written, the
+    /// steps' pinned `images` and, with `--image-pull-secret`, the pull
+    /// secrets for them and the `orchestrator` image, applied in the run's
+    /// namespace once the file has been read.
+    fn run_plan(
+        &self,
+        args: &RunArgs,
+        registry: &kiln_oci::Client,
+        images: BTreeMap<String, String>,
+        orchestrator: &str,
+    ) -> anyhow::Result<RunPlan> {
+        let file = args
+            .pipeline
+            .file_name()
+            .map_or_else(|| "kiln.yaml".into(), |f| f.to_string_lossy().into_owned());
+        let text = std::fs::read_to_string(&args.pipeline)
+            .with_context(|| format!("reading {}", args.pipeline.display()))?;
+        let pull_secrets = if args.image_pull_secret {
+            let references = images.values().map(String::as_str).chain([orchestrator]);
+            self.rt.block_on(apply_pull_secrets(
+                &self.client,
+                &self.target.namespace,
+                registry,
+                references,
+            ))?
+        } else {
+            Vec::new()
+        };
+        Ok(RunPlan {
+            run_id: None,
+            file,
+            pipeline: text,
+            images,
+            namespace: self.target.namespace.clone(),
+            pull_secrets,
+        })
+    }
+
+    /// Creates the orchestrator Job of run `run_id`; its name. A Job the
+    /// cluster refuses ends the run's record as failed: no orchestrator
+    /// will ever write its end.
+    fn submit(
+        &self,
+        records: &Records,
+        run_id: &str,
+        job: &OrchestratorJob<'_>,
+    ) -> anyhow::Result<String> {
+        let job = orchestrator_job(job)?;
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.target.namespace);
+        if let Err(e) = self.rt.block_on(jobs.create(&PostParams::default(), &job)) {
+            let _ = records.finish_run(run_id, RunStatus::Failed, SystemTime::now());
+            return Err(
+                anyhow::Error::new(e).context(format!("creating the orchestrator Job {name}"))
+            );
+        }
+        Ok(name)
+    }
+
+    /// Follows the orchestrator Job `job` until the run ends (or `limit`
+    /// passes), brings its end into the records and says it.
+    fn follow_to_end(
+        &self,
+        records: &Records,
+        run_id: &str,
+        at: &ClusterRun,
+        job: &str,
+        limit: Option<Duration>,
+        json: bool,
+    ) -> anyhow::Result<ExitCode> {
+        let namespace = &self.target.namespace;
+        let status = self
+            .rt
+            .block_on(follow_run(&self.client, namespace, job, limit))?;
+        // What the cluster says, into the records (`kiln runs show`).
+        if let Err(e) = self.rt.block_on(refresh(&self.client, records, run_id, at)) {
+            eprintln!(
+                "kiln: warning: could not record the run's end: {}",
+                kiln_pipeline::error_chain(&e)
+            );
+        }
+        let Some((status, steps)) = status else {
+            eprintln!(
+                "kiln: run {run_id} is still going after the timeout; follow it with: kiln logs {run_id} -f"
+            );
+            return Ok(ExitCode::from(1));
+        };
+        say_end(run_id, job, namespace, &status, &steps, json);
+        Ok(if status == "succeeded" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    }
+}
+
+/// How long a synchronous run is followed: the settings' `timeout`, when
+/// positive.
+fn follow_limit(settings: &KubernetesSettings) -> Option<Duration> {
+    settings
+        .timeout
+        .as_ref()
+        .and_then(|t| u64::try_from(t.value).ok())
+        .filter(|t| *t > 0)
+        .map(Duration::from_secs)
+}
+
+/// Pushes the orchestrator image beside the first step's image; its
+/// pinned reference.
+fn push_orchestrator(
+    rt: &tokio::runtime::Runtime,
+    pipeline: &Pipeline,
+    images: &BTreeMap<String, String>,
+    registry: &kiln_oci::Client,
+    cache_dir: &std::path::Path,
+) -> anyhow::Result<String> {
     let repository = pipeline
         .steps()
         .first()
@@ -73,62 +265,23 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
         .context("the pipeline has no step")?;
     let orchestrator = rt
         .block_on(push_orchestrator_image(
-            &registry,
+            registry,
             &repository,
-            &OrchestratorImageOptions::new(&cache_dir),
+            &OrchestratorImageOptions::new(cache_dir),
         ))
         .context("pushing the orchestrator image")?;
+    Ok(orchestrator.reference)
+}
 
-    let file = args
-        .pipeline
-        .file_name()
-        .map_or_else(|| "kiln.yaml".into(), |f| f.to_string_lossy().into_owned());
-    let text = std::fs::read_to_string(&args.pipeline)
-        .with_context(|| format!("reading {}", args.pipeline.display()))?;
-    let schedule = args.schedule.clone().or_else(|| {
-        pipeline
-            .model()
-            .schedule
-            .as_ref()
-            .map(|s| s.cron_expression.value.clone())
-    });
-    let pull_secrets = if args.image_pull_secret {
-        let references = images
-            .values()
-            .map(String::as_str)
-            .chain([orchestrator.reference.as_str()]);
-        rt.block_on(apply_pull_secrets(
-            &client,
-            &target.namespace,
-            &registry,
-            references,
-        ))?
-    } else {
-        Vec::new()
-    };
-    let mut plan = RunPlan {
-        run_id: None,
-        file,
-        pipeline: text,
-        images,
-        namespace: target.namespace.clone(),
-        pull_secrets,
-    };
-    if let Some(cron) = schedule {
-        return schedule_run(
-            &rt,
-            &client,
-            &pipeline,
-            &plan,
-            &orchestrator.reference,
-            &account,
-            cron,
-        );
-    }
-
-    // The run's record: the same ids and commands as a local run; where it
-    // lives comes first, so `kiln runs` can find it from the start.
-    let records = Records::open(&data_dir()?).context("opening the run records")?;
+/// Records the run before it is submitted, with where in the cluster it
+/// will live, so that `kiln runs` finds it from the start; its id and
+/// that place.
+fn record_run(
+    records: &Records,
+    pipeline: &Pipeline,
+    plan: &RunPlan,
+    target: &Target,
+) -> anyhow::Result<(String, ClusterRun)> {
     let new = NewRun {
         pipeline: pipeline.name().to_string(),
         file: std::path::absolute(pipeline.file()).unwrap_or_else(|_| pipeline.file().into()),
@@ -154,59 +307,13 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
         job: job_name(pipeline.name(), &run_id),
     };
     records.set_cluster_run(&run_id, &at)?;
-    plan.run_id = Some(run_id.clone());
-    let job = orchestrator_job(&OrchestratorJob {
-        pipeline: pipeline.name(),
-        plan: &plan,
-        image: &orchestrator.reference,
-        settings: &settings,
-        service_account: &account,
-    })?;
-    let job_name = job.metadata.name.clone().unwrap_or_default();
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &target.namespace);
-    if let Err(e) = rt.block_on(jobs.create(&PostParams::default(), &job)) {
-        let _ = records.finish_run(&run_id, RunStatus::Failed, SystemTime::now());
-        return Err(
-            anyhow::Error::new(e).context(format!("creating the orchestrator Job {job_name}"))
-        );
-    }
-    eprintln!(
-        "kiln: run {run_id} of {} submitted: Job {job_name} in namespace {}",
-        pipeline.name(),
-        target.namespace
-    );
-    let synchronous = settings.synchronous.unwrap_or(true) && !args.detach;
-    if !synchronous {
-        eprintln!("kiln: follow it with: kiln logs {run_id} -f");
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({"run": run_id, "job": job_name, "namespace": target.namespace})
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let limit = settings
-        .timeout
-        .as_ref()
-        .and_then(|t| u64::try_from(t.value).ok())
-        .filter(|t| *t > 0)
-        .map(Duration::from_secs);
-    let status = rt.block_on(follow_run(&client, &target.namespace, &job_name, limit))?;
-    // What the cluster says, into the records (`kiln runs show`).
-    if let Err(e) = rt.block_on(refresh(&client, &records, &run_id, &at)) {
-        eprintln!(
-            "kiln: warning: could not record the run's end: {}",
-            kiln_pipeline::error_chain(&e)
-        );
-    }
-    let Some((status, steps)) = status else {
-        eprintln!(
-            "kiln: run {run_id} is still going after the timeout; follow it with: kiln logs {run_id} -f"
-        );
-        return Ok(ExitCode::from(1));
-    };
-    for (name, s) in &steps {
+    Ok((run_id, at))
+}
+
+/// Says how the run ended: each failed step's reason, the run's status,
+/// and with `--json` the whole of it on stdout.
+fn say_end(run_id: &str, job: &str, namespace: &str, status: &str, steps: &Steps, json: bool) {
+    for (name, s) in steps {
         if s.status == "failed" {
             eprintln!(
                 "kiln: step {name} failed: {}",
@@ -220,18 +327,13 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::json!({
                 "run": run_id,
-                "job": job_name,
-                "namespace": target.namespace,
+                "job": job,
+                "namespace": namespace,
                 "status": status,
                 "steps": steps,
             })
         );
     }
-    Ok(if status == "succeeded" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 /// Builds and pushes every image the steps need; step name to pinned
