@@ -82,61 +82,209 @@ pub struct Figures {
 
 /// Conducts the run described by `$KILN_RUN_PLAN` to its end.
 pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
-    let plan = RunPlan::from_env_value(std::env::var(PLAN_ENV).ok().as_deref())?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(OrchestrateError::Runtime)?;
-    let client = rt
-        .block_on(kube::Client::try_default())
-        .map_err(api("connecting to the API server"))?;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &plan.namespace);
-
-    // Our Job: the run's record and the owner of its pods.
-    let (job, owner) = rt.block_on(own_job(&client, &plan))?;
-    let run = match (&plan.run_id, &owner) {
-        (Some(id), _) => id.clone(),
-        (None, Some(o)) => run_id_from_uid(&o.uid),
-        (None, None) => run_id_from_uid(&std::process::id().to_string()),
-    };
-    let annotations = job
-        .as_ref()
-        .and_then(|j| j.metadata.annotations.clone())
-        .unwrap_or_default();
+    let (c, job) = Conductor::start()?;
+    let annotations = job.and_then(|j| j.metadata.annotations).unwrap_or_default();
     if let Some(status) = annotations.get(ANNOTATION_STATUS)
         && is_final(status)
     {
-        eprintln!("kiln: run {run} already ended ({status}); nothing to do");
+        eprintln!(
+            "kiln: run {} already ended ({status}); nothing to do",
+            c.run
+        );
         return Ok((outcome_of(status), Figures::default()));
     }
-    let writer = owner.as_ref().map(|o| StatusWriter {
-        jobs: jobs.clone(),
-        name: o.name.clone(),
-    });
+    let writer = c.writer();
     if let Some(w) = &writer {
-        let mut labels = BTreeMap::new();
-        labels.insert(LABEL_RUN.to_string(), label_value(&run));
-        let mut a = BTreeMap::new();
-        a.insert(ANNOTATION_RUN.to_string(), run.clone());
-        a.insert(ANNOTATION_STATUS.to_string(), "running".to_string());
-        if !annotations.contains_key(ANNOTATION_STARTED) {
-            a.insert(
-                ANNOTATION_STARTED.to_string(),
-                kiln_pipeline::time::now_rfc3339(),
-            );
-        }
-        rt.block_on(w.patch(json!({"metadata": {"labels": labels, "annotations": a}})));
+        c.rt.block_on(w.patch(running_patch(&c.run, &annotations)));
     }
 
-    let pipeline = Pipeline::parse(&plan.pipeline, &plan.file)?;
+    let pipeline = Pipeline::parse(&c.plan.pipeline, &c.plan.file)?;
     let names: Vec<String> = pipeline
         .steps()
         .iter()
         .map(|s| s.name.value.clone())
         .collect();
-    let steps = kube_steps(&pipeline, &plan, &run, &names)?;
-    let specs: Vec<StepSpec> = names
+    let steps = kube_steps(&pipeline, &c.plan, &c.run, &names)?;
+    let specs = step_specs(&pipeline, &names, &steps);
+    // What the cluster holds of this run already.
+    let adopted = c.adopted(&names)?;
+    let mut scheduler = Scheduler::resume(specs, run_config(&pipeline), &observed(&adopted))?;
+    c.say_start(&pipeline, &names, &adopted);
+
+    let (sender, inputs) = driver::channel();
+    let mut backend = c.backend(&pipeline, &names, steps, &adopted, sender.clone());
+    let stop_watch = c.owner.as_ref().map(|o| {
+        c.rt.spawn(watch_stop(c.jobs.clone(), o.name.clone(), sender.clone()))
+    });
+    let mut console = crate::local::console::Console::new(names.clone(), false);
+    let mut record = JobRecord::new(names.clone(), writer.clone(), &c.rt);
+    // Steps that ended before a restart keep their record.
+    record.restore(&annotations);
+    let mut observers = Pair(&mut console, &mut record);
+    let outcome = driver::drive(
+        &mut scheduler,
+        &mut backend,
+        &mut observers,
+        &sender,
+        &inputs,
+    )?;
+    backend.flush_logs(Duration::from_secs(5));
+    if let Some(w) = stop_watch {
+        w.abort();
+    }
+    eprintln!();
+    eprint!("{}", console.summary());
+    let figures = Figures {
+        overheads: backend.overheads(),
+    };
+    drop(backend);
+    record.finish(&c.rt, writer.as_ref(), outcome);
+    Ok((outcome, figures))
+}
+
+/// The run being conducted and the cluster it is conducted in: what every
+/// stage of [`orchestrate`] reads.
+struct Conductor {
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
+    plan: RunPlan,
+    /// The run's id.
+    run: String,
+    /// The orchestrator's Job, when it runs in one.
+    owner: Option<Owner>,
+    jobs: Api<Job>,
+}
+
+impl Conductor {
+    /// Reads the plan, connects to the API server and finds our Job: the
+    /// run's record and the owner of its pods. The Job comes back beside
+    /// the conductor, as its annotations hold the run's record so far.
+    fn start() -> Result<(Conductor, Option<Job>), OrchestrateError> {
+        let plan = RunPlan::from_env_value(std::env::var(PLAN_ENV).ok().as_deref())?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(OrchestrateError::Runtime)?;
+        let client = rt
+            .block_on(kube::Client::try_default())
+            .map_err(api("connecting to the API server"))?;
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &plan.namespace);
+        let (job, owner) = rt.block_on(own_job(&client, &plan))?;
+        let run = match (&plan.run_id, &owner) {
+            (Some(id), _) => id.clone(),
+            (None, Some(o)) => run_id_from_uid(&o.uid),
+            (None, None) => run_id_from_uid(&std::process::id().to_string()),
+        };
+        let conductor = Conductor {
+            rt,
+            client,
+            plan,
+            run,
+            owner,
+            jobs,
+        };
+        Ok((conductor, job))
+    }
+
+    /// Where the run's state is written: our Job, when there is one.
+    fn writer(&self) -> Option<StatusWriter> {
+        self.owner.as_ref().map(|o| StatusWriter {
+            jobs: self.jobs.clone(),
+            name: o.name.clone(),
+        })
+    }
+
+    /// The step pods of this run already in the cluster (a restarted
+    /// orchestrator finds those of the one before).
+    fn adopted(&self, names: &[String]) -> Result<Vec<Adopted>, OrchestrateError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.plan.namespace);
+        let selector = format!("{LABEL_RUN}={}", label_value(&self.run));
+        let existing = self
+            .rt
+            .block_on(pods.list(&ListParams::default().labels(&selector)))
+            .map_err(api("listing the run's pods"))?;
+        Ok(adopt(&existing.items, &self.run, names))
+    }
+
+    /// The run's first line: what is conducted where, and what a restart
+    /// found done.
+    fn say_start(&self, pipeline: &Pipeline, names: &[String], adopted: &[Adopted]) {
+        let reused = adopted
+            .iter()
+            .filter(|a| a.state == PodState::Succeeded)
+            .count();
+        eprintln!(
+            "kiln: orchestrating run {} of {} ({} steps) in namespace {}{}",
+            self.run,
+            pipeline.name(),
+            names.len(),
+            self.plan.namespace,
+            if adopted.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; resumed from {} pods found: {reused} of {} steps already succeeded",
+                    adopted.len(),
+                    names.len()
+                )
+            }
+        );
+    }
+
+    /// The backend that runs each attempt as a pod of the run, taking over
+    /// the `adopted` pods; step lines go to the orchestrator's own log.
+    fn backend(
+        &self,
+        pipeline: &Pipeline,
+        names: &[String],
+        steps: Vec<KubeStep>,
+        adopted: &[Adopted],
+        sender: std::sync::mpsc::Sender<Input>,
+    ) -> KubeBackend {
+        let settings = pipeline.kubernetes();
+        let lines: Arc<dyn StepLines> =
+            Arc::new(crate::local::console::Lines::new(names.to_vec(), false));
+        KubeBackend::new(
+            self.rt.handle().clone(),
+            self.client.clone(),
+            KubeRun {
+                namespace: self.plan.namespace.clone(),
+                pipeline: pipeline.name().to_string(),
+                run: self.run.clone(),
+                owner: self.owner.clone(),
+                stream_logs: settings.stream_step_logs.unwrap_or(true),
+            },
+            steps,
+            adopted,
+            sender,
+            lines,
+        )
+    }
+}
+
+/// The patch that marks the Job's run as running: its labels and id, and
+/// when it started unless a run before a restart said so already.
+fn running_patch(run: &str, annotations: &BTreeMap<String, String>) -> serde_json::Value {
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_RUN.to_string(), label_value(run));
+    let mut a = BTreeMap::new();
+    a.insert(ANNOTATION_RUN.to_string(), run.to_string());
+    a.insert(ANNOTATION_STATUS.to_string(), "running".to_string());
+    if !annotations.contains_key(ANNOTATION_STARTED) {
+        a.insert(
+            ANNOTATION_STARTED.to_string(),
+            kiln_pipeline::time::now_rfc3339(),
+        );
+    }
+    json!({"metadata": {"labels": labels, "annotations": a}})
+}
+
+/// The scheduler's view of each step: its upstream steps and its retries
+/// (the effective retry settings, where the `pod_failure_*` settings stand
+/// in for a missing `retry` block).
+fn step_specs(pipeline: &Pipeline, names: &[String], steps: &[KubeStep]) -> Vec<StepSpec> {
+    names
         .iter()
         .enumerate()
         .map(|(i, n)| {
@@ -151,19 +299,12 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
                 }),
             }
         })
-        .collect();
-    let config = run_config(&pipeline);
+        .collect()
+}
 
-    // What the cluster holds of this run already.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &plan.namespace);
-    let existing = rt
-        .block_on(
-            pods.list(&ListParams::default().labels(&format!("{LABEL_RUN}={}", label_value(&run)))),
-        )
-        .map_err(api("listing the run's pods"))?;
-    let adopted: Vec<Adopted> = existing
-        .items
-        .iter()
+/// The `pods` that are attempts of a step of `run`, with their state.
+fn adopt(pods: &[Pod], run: &str, names: &[String]) -> Vec<Adopted> {
+    pods.iter()
         .filter_map(|p| {
             let (r, step, attempt) = attempt_of(p)?;
             let step = names.iter().position(|n| *n == step)?;
@@ -174,8 +315,13 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
                 state: state_of(p),
             })
         })
-        .collect();
-    let observed: Vec<Observed> = adopted
+        .collect()
+}
+
+/// The adopted pods as the scheduler resumes from them: a stuck pod is a
+/// failed attempt.
+fn observed(adopted: &[Adopted]) -> Vec<Observed> {
+    adopted
         .iter()
         .map(|a| Observed {
             step: a.step,
@@ -196,122 +342,7 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
                 },
             },
         })
-        .collect();
-    let mut scheduler = Scheduler::resume(specs, config, &observed)?;
-    let reused = adopted
-        .iter()
-        .filter(|a| a.state == PodState::Succeeded)
-        .count();
-    eprintln!(
-        "kiln: orchestrating run {run} of {} ({} steps) in namespace {}{}",
-        pipeline.name(),
-        names.len(),
-        plan.namespace,
-        if adopted.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; resumed from {} pods found: {reused} of {} steps already succeeded",
-                adopted.len(),
-                names.len()
-            )
-        }
-    );
-
-    let (sender, inputs) = driver::channel();
-    let settings = pipeline.kubernetes();
-    let lines: Arc<dyn StepLines> =
-        Arc::new(crate::local::console::Lines::new(names.clone(), false));
-    let mut backend = KubeBackend::new(
-        rt.handle().clone(),
-        client.clone(),
-        KubeRun {
-            namespace: plan.namespace.clone(),
-            pipeline: pipeline.name().to_string(),
-            run: run.clone(),
-            owner: owner.clone(),
-            stream_logs: settings.stream_step_logs.unwrap_or(true),
-        },
-        steps,
-        &adopted,
-        sender.clone(),
-        lines,
-    );
-    let stop_watch = owner
-        .as_ref()
-        .map(|o| rt.spawn(watch_stop(jobs.clone(), o.name.clone(), sender.clone())));
-
-    let mut console = crate::local::console::Console::new(names.clone(), false);
-    let mut record = JobRecord {
-        names: names.clone(),
-        steps: names
-            .iter()
-            .map(|n| {
-                (
-                    n.clone(),
-                    StepSummary {
-                        status: "pending".into(),
-                        ..StepSummary::default()
-                    },
-                )
-            })
-            .collect(),
-        updates: writer.clone().map(|w| {
-            let (tx, rx) = watch::channel(None);
-            (tx, rt.spawn(write_steps(w, rx)))
-        }),
-    };
-    // Steps that ended before a restart keep their record.
-    if let Some(prior) = annotations
-        .get(ANNOTATION_STEPS)
-        .and_then(|s| serde_json::from_str::<Steps>(s).ok())
-    {
-        for (name, summary) in prior {
-            if let Some(s) = record.steps.get_mut(&name) {
-                *s = summary;
-            }
-        }
-    }
-    let mut observers = Pair(&mut console, &mut record);
-    let outcome = driver::drive(
-        &mut scheduler,
-        &mut backend,
-        &mut observers,
-        &sender,
-        &inputs,
-    )?;
-    backend.flush_logs(Duration::from_secs(5));
-    if let Some(w) = stop_watch {
-        w.abort();
-    }
-    eprintln!();
-    eprint!("{}", console.summary());
-    let figures = Figures {
-        overheads: backend.overheads(),
-    };
-    drop(backend);
-    // The last intermediate record lands before the final one.
-    if let Some((tx, task)) = record.updates.take() {
-        drop(tx);
-        let _ = rt.block_on(task);
-    }
-    if let Some(w) = &writer {
-        let mut a = BTreeMap::new();
-        a.insert(
-            ANNOTATION_STATUS.to_string(),
-            status_word(outcome).to_string(),
-        );
-        a.insert(
-            ANNOTATION_STEPS.to_string(),
-            serde_json::to_string(&record.steps).unwrap_or_default(),
-        );
-        a.insert(
-            ANNOTATION_FINISHED.to_string(),
-            kiln_pipeline::time::now_rfc3339(),
-        );
-        rt.block_on(w.patch(json!({"metadata": {"annotations": a}})));
-    }
-    Ok((outcome, figures))
+        .collect()
 }
 
 /// The orchestrator's own pod's Job (`None` when run by hand outside one).
@@ -496,6 +527,82 @@ struct JobRecord {
     steps: Steps,
     /// The latest record for [`write_steps`], and that task.
     updates: Option<(watch::Sender<Option<String>>, tokio::task::JoinHandle<()>)>,
+}
+
+impl JobRecord {
+    /// Every step pending; with a writer, the task that writes the record
+    /// onto the Job as steps end.
+    fn new(
+        names: Vec<String>,
+        writer: Option<StatusWriter>,
+        rt: &tokio::runtime::Runtime,
+    ) -> JobRecord {
+        let steps = names
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    StepSummary {
+                        status: "pending".into(),
+                        ..StepSummary::default()
+                    },
+                )
+            })
+            .collect();
+        JobRecord {
+            names,
+            steps,
+            updates: writer.map(|w| {
+                let (tx, rx) = watch::channel(None);
+                (tx, rt.spawn(write_steps(w, rx)))
+            }),
+        }
+    }
+
+    /// Takes back the steps' record from the Job's annotations, which an
+    /// orchestrator before a restart wrote.
+    fn restore(&mut self, annotations: &BTreeMap<String, String>) {
+        if let Some(prior) = annotations
+            .get(ANNOTATION_STEPS)
+            .and_then(|s| serde_json::from_str::<Steps>(s).ok())
+        {
+            for (name, summary) in prior {
+                if let Some(s) = self.steps.get_mut(&name) {
+                    *s = summary;
+                }
+            }
+        }
+    }
+
+    /// Writes the run's end onto the Job. The last intermediate record
+    /// lands before the final one.
+    fn finish(
+        mut self,
+        rt: &tokio::runtime::Runtime,
+        writer: Option<&StatusWriter>,
+        outcome: RunOutcome,
+    ) {
+        if let Some((tx, task)) = self.updates.take() {
+            drop(tx);
+            let _ = rt.block_on(task);
+        }
+        if let Some(w) = writer {
+            let mut a = BTreeMap::new();
+            a.insert(
+                ANNOTATION_STATUS.to_string(),
+                status_word(outcome).to_string(),
+            );
+            a.insert(
+                ANNOTATION_STEPS.to_string(),
+                serde_json::to_string(&self.steps).unwrap_or_default(),
+            );
+            a.insert(
+                ANNOTATION_FINISHED.to_string(),
+                kiln_pipeline::time::now_rfc3339(),
+            );
+            rt.block_on(w.patch(json!({"metadata": {"annotations": a}})));
+        }
+    }
 }
 
 /// Writes the steps' record onto the Job one patch at a time, the latest
