@@ -68,8 +68,26 @@ pub fn write_layer<W: Write>(
     opts: &LayerOptions,
     out: W,
 ) -> Result<Summary> {
+    let plan = plan_entries(after, changes);
+    let mut layer = LayerWriter::new(root, opts, out);
+    for (path, emit) in &plan {
+        match emit {
+            Emit::Whiteout => layer.whiteout(path)?,
+            Emit::Entry(meta, change) => layer.entry(path, meta, *change)?,
+        }
+        layer.summary.entries += 1;
+    }
+    layer.finish()
+}
+
+/// Decides, before anything is read from disk, which paths the layer holds
+/// and in which order: every change, plus each changed path's unchanged
+/// parents (for their mode and owner), sorted so parents come first.
+fn plan_entries<'a>(
+    after: &'a Manifest,
+    changes: &BTreeMap<PathBuf, Change>,
+) -> BTreeMap<PathBuf, Emit<'a>> {
     let mut plan: BTreeMap<PathBuf, Emit<'_>> = BTreeMap::new();
-    let mut summary = Summary::default();
     for (path, change) in changes {
         match change {
             Change::Deleted => {
@@ -90,124 +108,203 @@ pub fn write_layer<W: Write>(
             }
         }
     }
+    plan
+}
 
-    let mut tar = tar::Builder::new(out);
-    tar.mode(tar::HeaderMode::Complete);
-    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    for (path, emit) in &plan {
-        match emit {
-            Emit::Whiteout => {
-                let name = whiteout_name(path);
-                let mut h = base_header(EntryType::Regular, 0o644, 0, 0, opts.epoch.unwrap_or(0));
-                h.set_size(0);
-                tar.append_data(&mut h, &name, io::empty())
-                    .map_err(|e| Error::io("writing layer entry", &name, e))?;
-                summary.deleted += 1;
+/// Owner and time shared by every header of one entry, so each kind's
+/// header differs only in what is particular to it.
+#[derive(Clone, Copy)]
+struct Stamp {
+    uid: u32,
+    gid: u32,
+    mtime: u64,
+}
+
+impl Stamp {
+    /// The header of an entry of `kind` with this owner and time.
+    fn header(self, kind: EntryType, mode: u32) -> Header {
+        base_header(kind, mode, self.uid, self.gid, self.mtime)
+    }
+}
+
+/// The tar being written together with what the entries written so far
+/// leave behind: the first path of each hard-linked inode and the counts.
+struct LayerWriter<'a, W: Write> {
+    tar: tar::Builder<W>,
+    root: &'a Path,
+    opts: &'a LayerOptions,
+    links: HashMap<(u64, u64), PathBuf>,
+    summary: Summary,
+}
+
+impl<'a, W: Write> LayerWriter<'a, W> {
+    /// Starts the tar in complete header mode, so modes, owners and times
+    /// are written as given rather than as the builder would guess them.
+    fn new(root: &'a Path, opts: &'a LayerOptions, out: W) -> Self {
+        let mut tar = tar::Builder::new(out);
+        tar.mode(tar::HeaderMode::Complete);
+        LayerWriter {
+            tar,
+            root,
+            opts,
+            links: HashMap::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    /// Writes the end marker and flushes `out`; the skipped entries were
+    /// counted as entries on the way and are taken back out here.
+    fn finish(mut self) -> Result<Summary> {
+        self.summary.entries -= self.summary.skipped;
+        self.tar
+            .into_inner()
+            .and_then(|mut w| w.flush())
+            .map_err(|e| Error::io("finishing layer tar", Path::new(""), e))?;
+        Ok(self.summary)
+    }
+
+    /// Appends a header that carries no data (directories, fifos, markers),
+    /// naming `path` in the error.
+    fn append_empty(&mut self, h: &mut Header, path: &Path) -> Result<()> {
+        h.set_size(0);
+        self.tar
+            .append_data(h, path, io::empty())
+            .map_err(|e| Error::io("writing layer entry", path, e))
+    }
+
+    /// Whiteouts and opaque markers are empty root-owned files stamped with
+    /// the epoch (not with any file's time), so they write the same way.
+    fn marker(&mut self, name: &Path) -> Result<()> {
+        let mut h = base_header(
+            EntryType::Regular,
+            0o644,
+            0,
+            0,
+            self.opts.epoch.unwrap_or(0),
+        );
+        self.append_empty(&mut h, name)
+    }
+
+    /// A deleted path becomes a `.wh.` entry beside where it was.
+    fn whiteout(&mut self, path: &Path) -> Result<()> {
+        self.marker(&whiteout_name(path))?;
+        self.summary.deleted += 1;
+        Ok(())
+    }
+
+    /// Writes one entry that exists after the command: its xattrs, then the
+    /// entry of its kind, then counts it by what changed.
+    fn entry(&mut self, path: &Path, meta: &EntryMeta, change: Option<Change>) -> Result<()> {
+        let (uid, gid) = inner_ids(meta, &self.opts.ids, &mut self.summary);
+        let stamp = Stamp {
+            uid,
+            gid,
+            mtime: clamp(meta.mtime.0, self.opts.epoch),
+        };
+        let host = self.root.join(path);
+        // Files' and directories' xattrs (file capabilities, user.*)
+        // go into a PAX header before the entry.
+        if matches!(meta.kind, Kind::Dir | Kind::File)
+            && !(meta.kind == Kind::File
+                && meta.nlink > 1
+                && self.links.contains_key(&(meta.dev, meta.ino)))
+        {
+            let attrs = crate::xattr::read(&host, &self.opts.ids)
+                .map_err(|e| Error::io("reading xattrs of", &host, e))?;
+            crate::xattr::append_pax(&mut self.tar, &attrs)
+                .map_err(|e| Error::io("writing layer entry", path, e))?;
+        }
+        let written = match meta.kind {
+            Kind::Dir => {
+                self.dir(path, meta, change, stamp)?;
+                true
             }
-            Emit::Entry(meta, change) => {
-                let (uid, gid) = inner_ids(meta, &opts.ids, &mut summary);
-                let mtime = clamp(meta.mtime.0, opts.epoch);
-                let host = root.join(path);
-                // Files' and directories' xattrs (file capabilities, user.*)
-                // go into a PAX header before the entry.
-                if matches!(meta.kind, Kind::Dir | Kind::File)
-                    && !(meta.kind == Kind::File
-                        && meta.nlink > 1
-                        && links.contains_key(&(meta.dev, meta.ino)))
-                {
-                    let attrs = crate::xattr::read(&host, &opts.ids)
-                        .map_err(|e| Error::io("reading xattrs of", &host, e))?;
-                    crate::xattr::append_pax(&mut tar, &attrs)
-                        .map_err(|e| Error::io("writing layer entry", path, e))?;
-                }
-                let written = match meta.kind {
-                    Kind::Dir => {
-                        let mut h = base_header(EntryType::Directory, meta.mode, uid, gid, mtime);
-                        h.set_size(0);
-                        tar.append_data(&mut h, path, io::empty())
-                            .map_err(|e| Error::io("writing layer entry", path, e))?;
-                        if *change == Some(Change::Recreated) {
-                            let marker = path.join(OPAQUE_MARKER);
-                            let mut h = base_header(
-                                EntryType::Regular,
-                                0o644,
-                                0,
-                                0,
-                                opts.epoch.unwrap_or(0),
-                            );
-                            h.set_size(0);
-                            tar.append_data(&mut h, &marker, io::empty())
-                                .map_err(|e| Error::io("writing layer entry", &marker, e))?;
-                            summary.opaque_dirs += 1;
-                            summary.entries += 1;
-                        }
-                        true
-                    }
-                    Kind::File => {
-                        let key = (meta.dev, meta.ino);
-                        if let Some(first) = links.get(&key).filter(|_| meta.nlink > 1) {
-                            let mut h = base_header(EntryType::Link, meta.mode, uid, gid, mtime);
-                            h.set_size(0);
-                            tar.append_link(&mut h, path, first)
-                                .map_err(|e| Error::io("writing layer entry", path, e))?;
-                        } else {
-                            let file = std::fs::OpenOptions::new()
-                                .read(true)
-                                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                                .open(&host)
-                                .map_err(|e| Error::io("reading", &host, e))?;
-                            let mut h = base_header(EntryType::Regular, meta.mode, uid, gid, mtime);
-                            h.set_size(meta.size);
-                            let exact = Exact {
-                                file,
-                                left: meta.size,
-                                path: &host,
-                            };
-                            tar.append_data(&mut h, path, exact)
-                                .map_err(|e| Error::io("writing layer entry", path, e))?;
-                            if meta.nlink > 1 {
-                                links.insert(key, path.clone());
-                            }
-                        }
-                        true
-                    }
-                    Kind::Symlink => {
-                        let target = meta.link_target.clone().unwrap_or_default();
-                        let mut h = base_header(EntryType::Symlink, 0o777, uid, gid, mtime);
-                        h.set_size(0);
-                        tar.append_link(&mut h, path, Path::new(&target))
-                            .map_err(|e| Error::io("writing layer entry", path, e))?;
-                        true
-                    }
-                    Kind::Fifo => {
-                        let mut h = base_header(EntryType::Fifo, meta.mode, uid, gid, mtime);
-                        h.set_size(0);
-                        tar.append_data(&mut h, path, io::empty())
-                            .map_err(|e| Error::io("writing layer entry", path, e))?;
-                        true
-                    }
-                    Kind::Other => {
-                        summary.skipped += 1;
-                        false
-                    }
-                };
-                if written {
-                    match change {
-                        Some(Change::Modified) => summary.modified += 1,
-                        Some(Change::Added | Change::Recreated) => summary.added += 1,
-                        Some(Change::Deleted) => {}
-                        None => summary.parents += 1,
-                    }
-                }
+            Kind::File => {
+                self.file(path, &host, meta, stamp)?;
+                true
+            }
+            Kind::Symlink => {
+                let target = meta.link_target.clone().unwrap_or_default();
+                let mut h = stamp.header(EntryType::Symlink, 0o777);
+                h.set_size(0);
+                self.tar
+                    .append_link(&mut h, path, Path::new(&target))
+                    .map_err(|e| Error::io("writing layer entry", path, e))?;
+                true
+            }
+            Kind::Fifo => {
+                let mut h = stamp.header(EntryType::Fifo, meta.mode);
+                self.append_empty(&mut h, path)?;
+                true
+            }
+            Kind::Other => {
+                self.summary.skipped += 1;
+                false
+            }
+        };
+        if written {
+            match change {
+                Some(Change::Modified) => self.summary.modified += 1,
+                Some(Change::Added | Change::Recreated) => self.summary.added += 1,
+                Some(Change::Deleted) => {}
+                None => self.summary.parents += 1,
             }
         }
-        summary.entries += 1;
+        Ok(())
     }
-    summary.entries -= summary.skipped;
-    tar.into_inner()
-        .and_then(|mut w| w.flush())
-        .map_err(|e| Error::io("finishing layer tar", Path::new(""), e))?;
-    Ok(summary)
+
+    /// A directory deleted and created again also gets an opaque marker, so
+    /// that nothing of the lower layers' directory shows through.
+    fn dir(
+        &mut self,
+        path: &Path,
+        meta: &EntryMeta,
+        change: Option<Change>,
+        stamp: Stamp,
+    ) -> Result<()> {
+        let mut h = stamp.header(EntryType::Directory, meta.mode);
+        self.append_empty(&mut h, path)?;
+        if change == Some(Change::Recreated) {
+            self.marker(&path.join(OPAQUE_MARKER))?;
+            self.summary.opaque_dirs += 1;
+            self.summary.entries += 1;
+        }
+        Ok(())
+    }
+
+    /// A file whose inode was already written in this layer becomes a hard
+    /// link to that first path; otherwise its contents are copied, without
+    /// following a symlink that replaced it since the walk.
+    fn file(&mut self, path: &Path, host: &Path, meta: &EntryMeta, stamp: Stamp) -> Result<()> {
+        let key = (meta.dev, meta.ino);
+        if let Some(first) = self.links.get(&key).filter(|_| meta.nlink > 1) {
+            let mut h = stamp.header(EntryType::Link, meta.mode);
+            h.set_size(0);
+            return self
+                .tar
+                .append_link(&mut h, path, first)
+                .map_err(|e| Error::io("writing layer entry", path, e));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(host)
+            .map_err(|e| Error::io("reading", host, e))?;
+        let mut h = stamp.header(EntryType::Regular, meta.mode);
+        h.set_size(meta.size);
+        let exact = Exact {
+            file,
+            left: meta.size,
+            path: host,
+        };
+        self.tar
+            .append_data(&mut h, path, exact)
+            .map_err(|e| Error::io("writing layer entry", path, e))?;
+        if meta.nlink > 1 {
+            self.links.insert(key, path.to_path_buf());
+        }
+        Ok(())
+    }
 }
 
 fn whiteout_name(path: &Path) -> PathBuf {
