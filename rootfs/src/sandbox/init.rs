@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::mount::{MountFlags, UnmountFlags};
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags};
+use rustix::mount::{MountAttrFlags, MountFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags};
 use rustix::thread::CapabilitySet;
 use serde::{Deserialize, Serialize};
 
@@ -231,93 +233,189 @@ fn close_on_exec_inherited() {
 /// mounted only once the root is `/`, so an image's symlink can never send
 /// a mount out of it.
 fn enter_root(p: &InitPlan) -> Result<(), String> {
-    use rustix::fs::{Mode, OFlags};
-    use rustix::mount::{MountAttrFlags, MoveMountFlags, OpenTreeFlags};
     let root = &p.root;
-    let at =
-        |what: &str, path: &Path, e: rustix::io::Errno| format!("{what} {}: {e}", path.display());
-    let dir_fd = |path: &Path| {
-        rustix::fs::open(
-            path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| at("opening", path, e))
-    };
-    let clone_tree = |path: &Path, recursive: bool| {
-        let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
-        if recursive {
-            flags |= OpenTreeFlags::AT_RECURSIVE;
-        }
-        rustix::mount::open_tree(rustix::fs::CWD, path, flags)
-            .map_err(|e| at("taking a mount of", path, e))
-    };
-    let root_fd = dir_fd(root)?;
-    let lower = match &p.overlay {
-        Some((upper, work)) => Some((dir_fd(&upper.0)?, dir_fd(&work.0)?)),
-        None => None,
-    };
-    let root_tree = match lower {
-        Some(_) => None,
-        None => Some(clone_tree(root, true)?),
-    };
-    let mut binds = Vec::with_capacity(p.binds.len());
-    for (source, target, read_only) in &p.binds {
-        binds.push((clone_tree(&source.0, true)?, &target.0, *read_only));
-    }
-    let mut devices = Vec::with_capacity(DEVICES.len());
-    for d in DEVICES {
-        devices.push((*d, clone_tree(&Path::new("/dev").join(d), false)?));
-    }
+    let HostHandles {
+        root_fd,
+        lower,
+        root_tree,
+        binds,
+        devices,
+    } = HostHandles::open(p)?;
 
     become_namespace_root()?;
 
-    // The root: the overlay (its directories named through this process's
-    // descriptors) or a recursive bind of the root onto itself, since
-    // pivot_root wants a mount point.
-    let root_mount = match (&lower, root_tree) {
-        (Some((upper, work)), _) => {
-            let fd = |f: &rustix::fd::OwnedFd| {
-                use rustix::fd::AsRawFd;
-                format!("/proc/self/fd/{}", f.as_raw_fd())
-            };
-            let fs = rustix::mount::fsopen("overlay", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC)
-                .map_err(|e| format!("opening the overlay file system: {e}"))?;
-            for (key, value) in [
-                ("lowerdir", fd(&root_fd)),
-                ("upperdir", fd(upper)),
-                ("workdir", fd(work)),
-            ] {
-                rustix::mount::fsconfig_set_string(&fs, key, value.as_str())
-                    .map_err(|e| format!("overlay option {key}: {e}"))?;
-            }
-            rustix::mount::fsconfig_create(&fs)
-                .map_err(|e| at("mounting the overlay on", root, e))?;
-            rustix::mount::fsmount(
-                &fs,
-                rustix::mount::FsMountFlags::FSMOUNT_CLOEXEC,
-                MountAttrFlags::empty(),
-            )
-            .map_err(|e| at("mounting the overlay on", root, e))?
+    let root_mount = mount_root(root, &root_fd, lower.as_ref(), root_tree)?;
+    let _proc = mount_proc(&root_mount, root)?;
+    // sethostname(2) needs CAP_SYS_ADMIN over the new uts namespace only.
+    rustix::system::sethostname(p.hostname.as_bytes())
+        .map_err(|e| format!("setting the host name: {e}"))?;
+    if p.network == Network::None {
+        loopback_up()?;
+    }
+    detach_host(root)?;
+    drop((root_fd, lower));
+
+    // From here every path is inside the root.
+    populate_dev(devices)?;
+    mount_binds(binds)?;
+    if !p.secrets.is_empty() {
+        rustix::mount::mount(
+            "kiln-secrets",
+            SECRETS_DIR,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            Some(c"mode=755,size=16m"),
+        )
+        .map_err(|e| format!("mounting a tmpfs on {SECRETS_DIR}: {e}"))?;
+    }
+    // Not dumpable: no process of the run may open /proc/1/{exe,fd,mem,...}
+    // (that needs CAP_SYS_PTRACE, which leaves the bounding set below).
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+    Ok(())
+}
+
+/// The init's error text for a failed call on a path.
+fn at(what: &str, path: &Path, e: rustix::io::Errno) -> String {
+    format!("{what} {}: {e}", path.display())
+}
+
+/// A handle on a host directory that lets the init name it after it has
+/// given up the credentials that could search its way there.
+fn dir_fd(path: &Path) -> Result<OwnedFd, String> {
+    rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| at("opening", path, e))
+}
+
+/// A detached copy of the mount at a host path, to be attached inside the
+/// root once the root is `/`.
+fn clone_tree(path: &Path, recursive: bool) -> Result<OwnedFd, String> {
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    rustix::mount::open_tree(rustix::fs::CWD, path, flags)
+        .map_err(|e| at("taking a mount of", path, e))
+}
+
+/// Every handle on the host's side that [`enter_root`] needs, taken while
+/// the init still has the caller's credentials.
+struct HostHandles<'p> {
+    /// The root directory (the overlay's lower directory, or the bind's
+    /// mount point).
+    root_fd: OwnedFd,
+    /// The overlay's upper and work directories.
+    lower: Option<(OwnedFd, OwnedFd)>,
+    /// Without an overlay: the root's own tree, bound onto itself.
+    root_tree: Option<OwnedFd>,
+    /// Bind sources' trees with their targets inside the root and whether
+    /// they are read-only.
+    binds: Vec<(OwnedFd, &'p PathBuf, bool)>,
+    /// The host's device nodes named in [`DEVICES`].
+    devices: Vec<(&'static str, OwnedFd)>,
+}
+
+impl<'p> HostHandles<'p> {
+    /// Opens, in this order, the root, the overlay's directories, the root's
+    /// tree, the bind sources and the devices; the first failure ends it.
+    fn open(p: &'p InitPlan) -> Result<Self, String> {
+        let root = &p.root;
+        let root_fd = dir_fd(root)?;
+        let lower = match &p.overlay {
+            Some((upper, work)) => Some((dir_fd(&upper.0)?, dir_fd(&work.0)?)),
+            None => None,
+        };
+        let root_tree = match lower {
+            Some(_) => None,
+            None => Some(clone_tree(root, true)?),
+        };
+        let mut binds = Vec::with_capacity(p.binds.len());
+        for (source, target, read_only) in &p.binds {
+            binds.push((clone_tree(&source.0, true)?, &target.0, *read_only));
         }
+        let mut devices = Vec::with_capacity(DEVICES.len());
+        for d in DEVICES {
+            devices.push((*d, clone_tree(&Path::new("/dev").join(d), false)?));
+        }
+        Ok(HostHandles {
+            root_fd,
+            lower,
+            root_tree,
+            binds,
+            devices,
+        })
+    }
+}
+
+/// Mounts the root onto its own directory and enters it: the overlay (its
+/// directories named through this process's descriptors) or a recursive
+/// bind of the root onto itself, since pivot_root wants a mount point.
+fn mount_root(
+    root: &Path,
+    root_fd: &OwnedFd,
+    lower: Option<&(OwnedFd, OwnedFd)>,
+    root_tree: Option<OwnedFd>,
+) -> Result<OwnedFd, String> {
+    let root_mount = match (lower, root_tree) {
+        (Some((upper, work)), _) => overlay_mount(root, root_fd, upper, work)?,
         (None, Some(tree)) => tree,
         (None, None) => unreachable!("a root without an overlay has its tree"),
     };
     rustix::mount::move_mount(
         &root_mount,
         "",
-        &root_fd,
+        root_fd,
         "",
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
     .map_err(|e| at("mounting the root", root, e))?;
     rustix::process::fchdir(&root_mount).map_err(|e| at("entering", root, e))?;
+    Ok(root_mount)
+}
 
-    // /proc before the host's tree goes: the kernel lets a namespace mount
-    // proc only while a full one is visible. Its mount point is resolved
-    // inside the root, never through a symlink out of it.
+/// A detached overlay of `upper` over the root, each option saying which
+/// step failed.
+fn overlay_mount(
+    root: &Path,
+    root_fd: &OwnedFd,
+    upper: &OwnedFd,
+    work: &OwnedFd,
+) -> Result<OwnedFd, String> {
+    let fd = |f: &OwnedFd| {
+        use rustix::fd::AsRawFd;
+        format!("/proc/self/fd/{}", f.as_raw_fd())
+    };
+    let fs = rustix::mount::fsopen("overlay", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|e| format!("opening the overlay file system: {e}"))?;
+    for (key, value) in [
+        ("lowerdir", fd(root_fd)),
+        ("upperdir", fd(upper)),
+        ("workdir", fd(work)),
+    ] {
+        rustix::mount::fsconfig_set_string(&fs, key, value.as_str())
+            .map_err(|e| format!("overlay option {key}: {e}"))?;
+    }
+    rustix::mount::fsconfig_create(&fs).map_err(|e| at("mounting the overlay on", root, e))?;
+    rustix::mount::fsmount(
+        &fs,
+        rustix::mount::FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::empty(),
+    )
+    .map_err(|e| at("mounting the overlay on", root, e))
+}
+
+/// /proc before the host's tree goes: the kernel lets a namespace mount
+/// proc only while a full one is visible. Its mount point is resolved
+/// inside the root, never through a symlink out of it. Returns the proc
+/// mount and its mount point's handle, which [`enter_root`] holds to its
+/// end.
+fn mount_proc(root_mount: &OwnedFd, root: &Path) -> Result<(OwnedFd, OwnedFd), String> {
     let proc_at = rustix::fs::openat2(
-        &root_mount,
+        root_mount,
         "proc",
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
@@ -333,22 +431,21 @@ fn enter_root(p: &InitPlan) -> Result<(), String> {
     )
     .map_err(|e| format!("mounting /proc: {e}"))?;
     attach(&proc, &proc_at).map_err(|e| format!("mounting /proc: {e}"))?;
-    // sethostname(2) needs CAP_SYS_ADMIN over the new uts namespace only.
-    rustix::system::sethostname(p.hostname.as_bytes())
-        .map_err(|e| format!("setting the host name: {e}"))?;
-    if p.network == Network::None {
-        loopback_up()?;
-    }
-    // Switch roots: the old root is stacked on the new one and detached, so
-    // nothing of the host remains reachable from this mount namespace.
+    Ok((proc, proc_at))
+}
+
+/// Switch roots: the old root is stacked on the new one and detached, so
+/// nothing of the host remains reachable from this mount namespace.
+fn detach_host(root: &Path) -> Result<(), String> {
     rustix::process::pivot_root(".", ".").map_err(|e| at("pivot_root into", root, e))?;
     rustix::mount::unmount(".", UnmountFlags::DETACH)
         .map_err(|e| format!("detaching the host's root: {e}"))?;
-    rustix::process::chdir("/").map_err(|e| format!("entering the new root: {e}"))?;
-    drop((root_fd, lower));
+    rustix::process::chdir("/").map_err(|e| format!("entering the new root: {e}"))
+}
 
-    // From here every path is inside the root.
-    populate_dev(devices)?;
+/// Attaches the bind sources' trees at their targets, which are resolved
+/// only now that the root is `/`.
+fn mount_binds(binds: Vec<(OwnedFd, &PathBuf, bool)>) -> Result<(), String> {
     for (tree, target, read_only) in binds {
         rustix::mount::move_mount(
             &tree,
@@ -362,20 +459,6 @@ fn enter_root(p: &InitPlan) -> Result<(), String> {
             remount_read_only(target).map_err(|e| at("making read-only", target, e))?;
         }
     }
-    if !p.secrets.is_empty() {
-        rustix::mount::mount(
-            "kiln-secrets",
-            SECRETS_DIR,
-            "tmpfs",
-            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-            Some(c"mode=755,size=16m"),
-        )
-        .map_err(|e| format!("mounting a tmpfs on {SECRETS_DIR}: {e}"))?;
-    }
-    // Not dumpable: no process of the run may open /proc/1/{exe,fd,mem,...}
-    // (that needs CAP_SYS_PTRACE, which leaves the bounding set below).
-    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-        .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
     Ok(())
 }
 
