@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use super::chain::{SETUP_LOG, SETUP_OK};
 use super::error::{Error, Result};
 use super::init::{InitPlan, PathBufBytes};
-use super::spec::{CaBundleMode, PROXY_ENV, RunSpec, SECRETS_DIR, SandboxConfig};
+use super::spec::{CaBundleMode, PROXY_ENV, RunSpec, SECRETS_DIR, SandboxConfig, Secret};
 use crate::unpack::resolve_in_root;
 
 /// Host files bound read-only when `host_network_files` is on.
@@ -152,6 +152,71 @@ impl Planner<'_> {
         }
         Ok(())
     }
+
+    /// The bind mounts, in the order the init makes them: the host's
+    /// network files, the CA bundle, then the spec's mounts.
+    fn binds(
+        &mut self,
+        config: &SandboxConfig,
+        spec: &RunSpec,
+    ) -> Result<Vec<(PathBufBytes, PathBufBytes, bool)>> {
+        let mut binds = Vec::new();
+        let root = self.root;
+        let mut bind = |source: PathBuf, target: PathBuf, read_only: bool| {
+            binds.push((
+                PathBufBytes(source),
+                PathBufBytes(inside(root, &target)),
+                read_only,
+            ));
+        };
+        if config.host_network_files {
+            for f in NETWORK_FILES {
+                if Path::new(f).is_file()
+                    && let Some(t) = self.target(Path::new(f), false, true, true)?
+                {
+                    bind(f.into(), t, true);
+                }
+            }
+        }
+        if let Some(ca) = &config.ca_bundle
+            && ca.is_file()
+        {
+            let create = config.ca_bundle_mode == CaBundleMode::Always;
+            if let Some(t) = self.target(ca, false, create, true)? {
+                bind(ca.clone(), t, true);
+            }
+        }
+        for m in &spec.mounts {
+            let meta = std::fs::metadata(&m.source)
+                .map_err(|e| Error::io(format!("bind mount source {}", m.source.display()), e))?;
+            if let Some(t) = self.target(&m.target, meta.is_dir(), true, true)? {
+                bind(m.source.clone(), t, m.read_only);
+            }
+        }
+        Ok(binds)
+    }
+
+    /// The secrets with their targets as the init writes them, creating
+    /// /run/secrets and the mount points of secrets that live elsewhere.
+    fn secrets(&mut self, spec: &RunSpec) -> Result<Vec<Secret>> {
+        let mut secrets = Vec::new();
+        if !spec.secrets.is_empty() {
+            self.target(Path::new(SECRETS_DIR), true, true, true)?;
+            for s in &spec.secrets {
+                let mut s = s.clone();
+                if !Path::new(&s.target).starts_with(SECRETS_DIR) {
+                    // Bound from the tmpfs onto a mount point in the root: the
+                    // path the init uses after the switch, symlinks resolved.
+                    let host = self
+                        .target(Path::new(&s.target), false, true, true)?
+                        .unwrap_or_default();
+                    s.target = inside(self.root, &host).to_string_lossy().into_owned();
+                }
+                secrets.push(s);
+            }
+        }
+        Ok(secrets)
+    }
 }
 
 /// Resolves the spec against the root and the configuration, creates the
@@ -164,33 +229,9 @@ pub(crate) fn prepare(
     owner: (u32, u32),
 ) -> Result<(InitPlan, Cleanup)> {
     spec.validate()?;
-    let root = spec
-        .root
-        .canonicalize()
-        .map_err(|e| Error::io(format!("root directory {}", spec.root.display()), e))?;
-    if !root.is_dir() {
-        return Err(Error::InvalidSpec {
-            field: "root",
-            reason: format!("{} is not a directory", root.display()),
-        });
-    }
+    let root = canonical_root(spec)?;
     let upper = spec.overlay.as_ref().map(|o| o.upper.clone());
-    if let Some(upper) = &upper {
-        // The merged root takes the upper directory's owner and mode.
-        let lower = std::fs::metadata(&root)
-            .map_err(|e| Error::io(format!("root directory {}", root.display()), e))?;
-        std::os::unix::fs::lchown(upper, Some(lower.uid()), Some(lower.gid()))
-            .and_then(|()| {
-                std::fs::set_permissions(upper, std::fs::Permissions::from_mode(lower.mode()))
-            })
-            .map_err(|e| Error::io(format!("overlay directory {}", upper.display()), e))?;
-    }
-    if let Some(o) = &spec.overlay {
-        // The overlay is mounted by the sandbox's root, which must be able
-        // to write its work directory.
-        std::os::unix::fs::lchown(&o.work, Some(owner.0), Some(owner.1))
-            .map_err(|e| Error::io(format!("overlay directory {}", o.work.display()), e))?;
-    }
+    prepare_overlay(spec, &root, owner)?;
     let mut p = Planner {
         root: &root,
         write_root: upper.as_deref().unwrap_or(&root),
@@ -201,72 +242,12 @@ pub(crate) fn prepare(
     };
     p.target(Path::new("/proc"), true, true, true)?;
     p.target(Path::new("/dev"), true, true, true)?;
-
-    let mut binds = Vec::new();
-    // Targets are given as the init sees them once the root is `/`, their
-    // symlinks already resolved inside the root.
-    let inside = |host: &Path| Path::new("/").join(host.strip_prefix(&root).unwrap_or(host));
-    let mut bind = |source: PathBuf, target: PathBuf, read_only: bool| {
-        binds.push((
-            PathBufBytes(source),
-            PathBufBytes(inside(&target)),
-            read_only,
-        ));
-    };
-    if config.host_network_files {
-        for f in NETWORK_FILES {
-            if Path::new(f).is_file()
-                && let Some(t) = p.target(Path::new(f), false, true, true)?
-            {
-                bind(f.into(), t, true);
-            }
-        }
-    }
-    if let Some(ca) = &config.ca_bundle
-        && ca.is_file()
-    {
-        let create = config.ca_bundle_mode == CaBundleMode::Always;
-        if let Some(t) = p.target(ca, false, create, true)? {
-            bind(ca.clone(), t, true);
-        }
-    }
-    for m in &spec.mounts {
-        let meta = std::fs::metadata(&m.source)
-            .map_err(|e| Error::io(format!("bind mount source {}", m.source.display()), e))?;
-        if let Some(t) = p.target(&m.target, meta.is_dir(), true, true)? {
-            bind(m.source.clone(), t, m.read_only);
-        }
-    }
-    let mut secrets = Vec::new();
-    if !spec.secrets.is_empty() {
-        p.target(Path::new(SECRETS_DIR), true, true, true)?;
-        for s in &spec.secrets {
-            let mut s = s.clone();
-            if !Path::new(&s.target).starts_with(SECRETS_DIR) {
-                // Bound from the tmpfs onto a mount point in the root: the
-                // path the init uses after the switch, symlinks resolved.
-                let host = p
-                    .target(Path::new(&s.target), false, true, true)?
-                    .unwrap_or_default();
-                s.target = inside(&host).to_string_lossy().into_owned();
-            }
-            secrets.push(s);
-        }
-    }
+    let binds = p.binds(config, spec)?;
+    let secrets = p.secrets(spec)?;
     // The working directory is created like Docker's WORKDIR and kept.
     p.target(Path::new(&spec.workdir), true, true, false)?;
 
-    let mut env = spec.env.clone();
-    if config.pass_proxy_env {
-        for k in PROXY_ENV {
-            if env.iter().any(|(e, _)| e == k) {
-                continue;
-            }
-            if let Ok(v) = std::env::var(k) {
-                env.push((k.to_string(), v));
-            }
-        }
-    }
+    let env = run_env(config, spec);
     // Under an overlay the mount points are made in the private upper
     // directory, which the caller discards: nothing to undo in the root.
     let cleanup = if spec.overlay.is_some() {
@@ -297,4 +278,65 @@ pub(crate) fn prepare(
         argv: spec.argv.clone(),
     };
     Ok((plan, cleanup))
+}
+
+/// The root with every symlink resolved, so every later path check and the
+/// init's mounts work on the directory itself.
+fn canonical_root(spec: &RunSpec) -> Result<PathBuf> {
+    let root = spec
+        .root
+        .canonicalize()
+        .map_err(|e| Error::io(format!("root directory {}", spec.root.display()), e))?;
+    if !root.is_dir() {
+        return Err(Error::InvalidSpec {
+            field: "root",
+            reason: format!("{} is not a directory", root.display()),
+        });
+    }
+    Ok(root)
+}
+
+/// Gives the overlay's directories the owners the mount needs: the upper
+/// one the root's owner and mode (the merged root takes them from it), the
+/// work one the sandbox's root.
+fn prepare_overlay(spec: &RunSpec, root: &Path, owner: (u32, u32)) -> Result<()> {
+    let Some(o) = &spec.overlay else {
+        return Ok(());
+    };
+    let upper = &o.upper;
+    // The merged root takes the upper directory's owner and mode.
+    let lower = std::fs::metadata(root)
+        .map_err(|e| Error::io(format!("root directory {}", root.display()), e))?;
+    std::os::unix::fs::lchown(upper, Some(lower.uid()), Some(lower.gid()))
+        .and_then(|()| {
+            std::fs::set_permissions(upper, std::fs::Permissions::from_mode(lower.mode()))
+        })
+        .map_err(|e| Error::io(format!("overlay directory {}", upper.display()), e))?;
+    // The overlay is mounted by the sandbox's root, which must be able
+    // to write its work directory.
+    std::os::unix::fs::lchown(&o.work, Some(owner.0), Some(owner.1))
+        .map_err(|e| Error::io(format!("overlay directory {}", o.work.display()), e))
+}
+
+/// Targets are given as the init sees them once the root is `/`, their
+/// symlinks already resolved inside the root.
+fn inside(root: &Path, host: &Path) -> PathBuf {
+    Path::new("/").join(host.strip_prefix(root).unwrap_or(host))
+}
+
+/// The command's environment: the spec's, plus the host's proxy variables
+/// the spec does not set when the configuration passes them on.
+fn run_env(config: &SandboxConfig, spec: &RunSpec) -> Vec<(String, String)> {
+    let mut env = spec.env.clone();
+    if config.pass_proxy_env {
+        for k in PROXY_ENV {
+            if env.iter().any(|(e, _)| e == k) {
+                continue;
+            }
+            if let Ok(v) = std::env::var(k) {
+                env.push((k.to_string(), v));
+            }
+        }
+    }
+    env
 }
