@@ -345,6 +345,9 @@ impl Layer<'_> {
         Ok(())
     }
 
+    /// Applies one tar entry: works out its real name, then hands it to the
+    /// step for what it is (the root itself, a whiteout, a device, or a
+    /// file system entry below a parent resolved inside the root).
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let mut raw = entry.path_bytes().into_owned();
         let kind = entry.header().entry_type();
@@ -366,35 +369,12 @@ impl Layer<'_> {
         };
         let (parent_rel, base) = match (name.parent(), name.file_name()) {
             (Some(p), Some(b)) => (p.to_path_buf(), b.to_os_string()),
-            _ => {
-                // The root itself: only a directory entry means anything.
-                if kind == EntryType::Directory {
-                    let root = self.root.to_path_buf();
-                    self.set_owner_mode(&root, entry.header())?;
-                    let mtime = entry.header().mtime().unwrap_or(0);
-                    self.dirs.push((root, mtime));
-                }
-                return Ok(());
-            }
+            _ => return self.root_entry(kind, entry.header()),
         };
         // Whiteouts.
         let base_bytes = base.as_bytes();
         if let Some(rest) = base_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            let parent = match self.parent_dir(&parent_rel, false) {
-                Ok(Some(p)) => p,
-                Ok(None) => return Ok(()), // nothing below a missing dir to delete
-                Err(reason) => return self.skip(&raw, reason),
-            };
-            self.report.whiteouts += 1;
-            if base_bytes == OPAQUE_MARKER.as_bytes() {
-                return self.clear_opaque(&parent.0, &parent.1);
-            }
-            if rest.is_empty() || rest == b"." || rest == b".." {
-                self.report.whiteouts -= 1;
-                return self.skip(&raw, SkipReason::InvalidWhiteout);
-            }
-            let victim = parent.0.join(OsStr::from_bytes(rest));
-            return remove_any(&victim);
+            return self.whiteout(&raw, &parent_rel, base_bytes, rest);
         }
         if matches!(kind, EntryType::Char | EntryType::Block | EntryType::Fifo) {
             self.report.devices_skipped += 1;
@@ -409,86 +389,159 @@ impl Layer<'_> {
         let rel = parent_rel.join(&base);
         let attrs = crate::xattr::of_entry(entry);
         match kind {
-            EntryType::Directory => {
-                let existing = std::fs::symlink_metadata(&path).ok();
-                if !existing.as_ref().is_some_and(|m| m.is_dir()) {
-                    if existing.is_some() {
-                        remove_any(&path)?;
-                    }
-                    std::fs::create_dir(&path)
-                        .map_err(|e| Error::io("creating directory", &path, e))?;
-                }
-                self.set_owner_mode(&path, entry.header())?;
-                self.set_xattrs(&path, &attrs)?;
-                self.dirs.push((path, entry.header().mtime().unwrap_or(0)));
-            }
+            EntryType::Directory => self.dir(&path, entry.header(), &attrs)?,
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                remove_any(&path)?;
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&path)
-                    .map_err(|e| Error::io("creating file", &path, e))?;
-                let written = match &sparse {
-                    Some(s) => write_pax_sparse(entry, &mut file, s, &raw)?,
-                    None => copy_with_holes(entry, &mut file)?,
-                };
-                self.bytes = self.bytes.saturating_add(written);
-                if self.bytes > self.opts.max_bytes {
-                    return Err(Error::TooLarge {
-                        limit: self.opts.max_bytes,
-                    });
-                }
-                self.set_owner_mode(&path, entry.header())?;
-                self.set_xattrs(&path, &attrs)?;
-                set_mtime_file(&file, entry.header().mtime().unwrap_or(0))
-                    .map_err(|e| Error::io("setting mtime of", &path, e))?;
+                self.file(entry, &path, sparse.as_ref(), &raw, &attrs)?;
             }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                remove_any(&path)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
-                    .map_err(|e| Error::io("creating symlink", &path, e))?;
-                self.set_owner(&path, entry.header())?;
-                set_mtime_nofollow(&path, entry.header().mtime().unwrap_or(0))
-                    .map_err(|e| Error::io("setting mtime of", &path, e))?;
-            }
+            EntryType::Symlink => self.symlink(entry, &path)?,
             EntryType::Link => {
-                let target_raw = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                let target_rel = match clean_name(&target_raw) {
-                    Ok(t) if !t.as_os_str().is_empty() => t,
-                    _ => return self.skip(&raw, SkipReason::LinkTargetOutside),
+                let target = match self.link_target(entry) {
+                    Ok(t) => t,
+                    Err(reason) => return self.skip(&raw, reason),
                 };
-                let target = match resolve_in_root(self.root, &target_rel, false) {
-                    Ok(r) if r.missing == 0 => r.host_path,
-                    Ok(_) => return self.skip(&raw, SkipReason::LinkTargetMissing),
-                    Err(e) => return self.skip(&raw, SkipReason::BadParent(e.to_string())),
-                };
-                if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
-                    return self.skip(&raw, SkipReason::LinkTargetMissing);
+                // A link onto itself is already in place.
+                if target != path {
+                    remove_any(&path)?;
+                    std::fs::hard_link(&target, &path)
+                        .map_err(|e| Error::io("creating hard link", &path, e))?;
                 }
-                if target == path {
-                    self.note_written(rel);
-                    self.report.applied += 1;
-                    return Ok(());
-                }
-                remove_any(&path)?;
-                std::fs::hard_link(&target, &path)
-                    .map_err(|e| Error::io("creating hard link", &path, e))?;
             }
             other => return self.skip(&raw, SkipReason::UnsupportedType(other.as_byte())),
         }
         self.note_written(rel);
         self.report.applied += 1;
         Ok(())
+    }
+
+    /// The root itself: only a directory entry means anything, and it sets
+    /// the root's owner, mode and (last) mtime.
+    fn root_entry(&mut self, kind: EntryType, header: &tar::Header) -> Result<()> {
+        if kind == EntryType::Directory {
+            let root = self.root.to_path_buf();
+            self.set_owner_mode(&root, header)?;
+            let mtime = header.mtime().unwrap_or(0);
+            self.dirs.push((root, mtime));
+        }
+        Ok(())
+    }
+
+    /// A `.wh.` entry: an opaque marker clears its directory, any other
+    /// deletes the named sibling; `.wh.`, `.wh..` and `.wh...` name nothing
+    /// and are skipped. Nothing is created for a parent that is missing.
+    fn whiteout(&mut self, raw: &[u8], parent_rel: &Path, base: &[u8], rest: &[u8]) -> Result<()> {
+        let parent = match self.parent_dir(parent_rel, false) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()), // nothing below a missing dir to delete
+            Err(reason) => return self.skip(raw, reason),
+        };
+        self.report.whiteouts += 1;
+        if base == OPAQUE_MARKER.as_bytes() {
+            return self.clear_opaque(&parent.0, &parent.1);
+        }
+        if rest.is_empty() || rest == b"." || rest == b".." {
+            self.report.whiteouts -= 1;
+            return self.skip(raw, SkipReason::InvalidWhiteout);
+        }
+        let victim = parent.0.join(OsStr::from_bytes(rest));
+        remove_any(&victim)
+    }
+
+    /// A directory entry keeps an existing directory (and what is in it)
+    /// and replaces anything else; its mtime is set once the layer is done.
+    fn dir(
+        &mut self,
+        path: &Path,
+        header: &tar::Header,
+        attrs: &[(String, Vec<u8>)],
+    ) -> Result<()> {
+        let existing = std::fs::symlink_metadata(path).ok();
+        if !existing.as_ref().is_some_and(|m| m.is_dir()) {
+            if existing.is_some() {
+                remove_any(path)?;
+            }
+            std::fs::create_dir(path).map_err(|e| Error::io("creating directory", path, e))?;
+        }
+        self.set_owner_mode(path, header)?;
+        self.set_xattrs(path, attrs)?;
+        self.dirs
+            .push((path.to_path_buf(), header.mtime().unwrap_or(0)));
+        Ok(())
+    }
+
+    /// A regular file is always created anew, never through a symlink, and
+    /// its data counts against the layer's cap before owner and mode (which
+    /// may add setuid) are set.
+    fn file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        path: &Path,
+        sparse: Option<&PaxSparse>,
+        raw: &[u8],
+        attrs: &[(String, Vec<u8>)],
+    ) -> Result<()> {
+        remove_any(path)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(path)
+            .map_err(|e| Error::io("creating file", path, e))?;
+        let written = match sparse {
+            Some(s) => write_pax_sparse(entry, &mut file, s, raw)?,
+            None => copy_with_holes(entry, &mut file)?,
+        };
+        self.bytes = self.bytes.saturating_add(written);
+        if self.bytes > self.opts.max_bytes {
+            return Err(Error::TooLarge {
+                limit: self.opts.max_bytes,
+            });
+        }
+        self.set_owner_mode(path, entry.header())?;
+        self.set_xattrs(path, attrs)?;
+        set_mtime_file(&file, entry.header().mtime().unwrap_or(0))
+            .map_err(|e| Error::io("setting mtime of", path, e))
+    }
+
+    /// A symlink's target is written as given (it is only followed inside
+    /// the container); owner and mtime go on the link, not its target.
+    fn symlink<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<()> {
+        let target = entry
+            .link_name_bytes()
+            .map(|t| t.into_owned())
+            .unwrap_or_default();
+        remove_any(path)?;
+        std::os::unix::fs::symlink(OsStr::from_bytes(&target), path)
+            .map_err(|e| Error::io("creating symlink", path, e))?;
+        self.set_owner(path, entry.header())?;
+        set_mtime_nofollow(path, entry.header().mtime().unwrap_or(0))
+            .map_err(|e| Error::io("setting mtime of", path, e))
+    }
+
+    /// The host path a hard link entry links to, or why it may not: its
+    /// target must be a clean name, exist inside the root (symlinks resolved
+    /// there) and not be a directory.
+    fn link_target<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> std::result::Result<PathBuf, SkipReason> {
+        let target_raw = entry
+            .link_name_bytes()
+            .map(|t| t.into_owned())
+            .unwrap_or_default();
+        let target_rel = match clean_name(&target_raw) {
+            Ok(t) if !t.as_os_str().is_empty() => t,
+            _ => return Err(SkipReason::LinkTargetOutside),
+        };
+        let target = match resolve_in_root(self.root, &target_rel, false) {
+            Ok(r) if r.missing == 0 => r.host_path,
+            Ok(_) => return Err(SkipReason::LinkTargetMissing),
+            Err(e) => return Err(SkipReason::BadParent(e.to_string())),
+        };
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            return Err(SkipReason::LinkTargetMissing);
+        }
+        Ok(target)
     }
 
     fn note_written(&mut self, rel: PathBuf) {
