@@ -88,72 +88,157 @@ pub(crate) enum Resolved {
 /// with BuildKit's defaults (type bind; bind read-only; cache shared, id
 /// its target, mode 0755 owned by root).
 pub(crate) fn resolve(spec: &MountSpec, scope: &Scope, at: &Place, line: usize) -> R<Resolved> {
-    let mut fields: Vec<(&'static str, Option<String>)> = Vec::new();
-    let mut read_only: Option<bool> = None;
-    for (k, v) in &spec.fields {
-        let v = v
-            .as_deref()
-            .map(|w| sub(scope, at.escape, line, w))
-            .transpose()?;
-        let key = match k.as_str() {
-            "src" => "source",
-            "dst" | "destination" => "target",
-            "ro" => "readonly",
-            "rw" => "readwrite",
-            other => match KEYS.iter().find(|x| **x == other) {
-                Some(k) => k,
-                None => {
-                    return Err(DockerfileError::at(
-                        line,
-                        format!("--mount option {other:?} is unknown"),
-                    ));
-                }
-            },
-        };
-        // readonly and readwrite set one switch; the last one given wins.
-        if key == "readonly" || key == "readwrite" {
-            let b = boolean(k, v.as_deref()).map_err(|m| DockerfileError::at(line, m))?;
-            read_only = Some(if key == "readonly" { b } else { !b });
-        }
-        fields.push((key, v));
+    let m = Fields::substitute(spec, scope, at, line)?;
+    if m.kind == "secret" {
+        return m.secret().map(Resolved::Secret);
     }
-    // The last value given for a key (`Some(None)` for a bare key).
-    let raw = |k: &str| -> Option<Option<String>> {
-        fields
+    if m.get("required").is_some() {
+        return Err(m.err("required= is only for secret mounts".into()));
+    }
+    let target = match m.get("target") {
+        Some(t) if !t.is_empty() => t,
+        _ => return Err(m.err("needs target=PATH, where it is mounted".into())),
+    };
+    if clean(&target) == "/" {
+        return Err(m.err(format!("{target:?} cannot be a mount target")));
+    }
+    Ok(Resolved::Mount(match m.kind.as_str() {
+        "cache" => m.cache(target, at)?,
+        "bind" => m.bind(target, at)?,
+        _ => m.tmpfs(target)?,
+    }))
+}
+
+/// A mount's fields once substituted, their aliases folded into one name
+/// each, with the type they settle on: what reading each type asks of.
+struct Fields {
+    /// Keys (aliases folded) and values in the order given; `None` for a
+    /// bare key.
+    list: Vec<(&'static str, Option<String>)>,
+    /// `readonly` and `readwrite` set one switch; the last one given wins.
+    read_only: Option<bool>,
+    /// The mount type, lower case (`bind` when none is given).
+    kind: String,
+    /// The instruction's line, for errors.
+    line: usize,
+}
+
+impl Fields {
+    /// Substitutes every value and folds the aliases, then settles and
+    /// checks the type: this is where a type given through a variable is
+    /// checked.
+    fn substitute(spec: &MountSpec, scope: &Scope, at: &Place, line: usize) -> R<Self> {
+        let mut list: Vec<(&'static str, Option<String>)> = Vec::new();
+        let mut read_only: Option<bool> = None;
+        for (k, v) in &spec.fields {
+            let v = v
+                .as_deref()
+                .map(|w| sub(scope, at.escape, line, w))
+                .transpose()?;
+            let key = match k.as_str() {
+                "src" => "source",
+                "dst" | "destination" => "target",
+                "ro" => "readonly",
+                "rw" => "readwrite",
+                other => match KEYS.iter().find(|x| **x == other) {
+                    Some(k) => k,
+                    None => {
+                        return Err(DockerfileError::at(
+                            line,
+                            format!("--mount option {other:?} is unknown"),
+                        ));
+                    }
+                },
+            };
+            // readonly and readwrite set one switch; the last one given wins.
+            if key == "readonly" || key == "readwrite" {
+                let b = boolean(k, v.as_deref()).map_err(|m| DockerfileError::at(line, m))?;
+                read_only = Some(if key == "readonly" { b } else { !b });
+            }
+            list.push((key, v));
+        }
+        let mut m = Fields {
+            list,
+            read_only,
+            kind: String::new(),
+            line,
+        };
+        m.kind = m
+            .get("type")
+            .unwrap_or_else(|| "bind".to_string())
+            .to_ascii_lowercase();
+        check_type(&m.kind).map_err(|e| DockerfileError::at(line, e))?;
+        Ok(m)
+    }
+
+    /// The last value given for a key (`Some(None)` for a bare key).
+    fn raw(&self, k: &str) -> Option<Option<String>> {
+        self.list
             .iter()
             .rev()
             .find(|(n, _)| *n == k)
             .map(|(_, v)| v.clone())
-    };
-    let get = |k: &str| raw(k).map(Option::unwrap_or_default);
-    let kind = get("type")
-        .unwrap_or_else(|| "bind".to_string())
-        .to_ascii_lowercase();
-    check_type(&kind).map_err(|m| DockerfileError::at(line, m))?;
-    let err = |m: String| DockerfileError::at(line, format!("--mount=type={kind}: {m}"));
-    let refuse = |keys: &[&str]| -> R<()> {
-        match keys.iter().find(|k| get(k).is_some()) {
-            Some(k) => Err(err(format!("{k}= is not for {kind} mounts"))),
+    }
+
+    /// The last value given for a key, a bare key reading as empty.
+    fn get(&self, k: &str) -> Option<String> {
+        self.raw(k).map(Option::unwrap_or_default)
+    }
+
+    /// An error that names the mount's type.
+    fn err(&self, m: String) -> DockerfileError {
+        DockerfileError::at(self.line, format!("--mount=type={}: {m}", self.kind))
+    }
+
+    /// Fails on the first of `keys` that was given: they mean nothing for
+    /// this type.
+    fn refuse(&self, keys: &[&str]) -> R<()> {
+        match keys.iter().find(|k| self.get(k).is_some()) {
+            Some(k) => Err(self.err(format!("{k}= is not for {} mounts", self.kind))),
             None => Ok(()),
         }
-    };
-    if kind == "secret" {
-        refuse(&["from", "sharing", "size"])?;
+    }
+
+    /// `from=`, the stage, image or context a cache or bind mount reads.
+    fn from(&self, at: &Place) -> R<Option<CopyFrom>> {
+        self.get("from")
+            .filter(|f| !f.is_empty())
+            .map(|f| copy_from(at, self.line, "RUN --mount from", &f))
+            .transpose()
+    }
+
+    /// A numeric key of a cache mount, in `radix` and at most `max`; `what`
+    /// says what it should have been.
+    fn number(&self, k: &str, radix: u32, max: u32, what: &str) -> R<Option<u32>> {
+        self.get(k)
+            .map(|v| {
+                u32::from_str_radix(&v, radix)
+                    .ok()
+                    .filter(|n| *n <= max)
+                    .ok_or_else(|| self.err(format!("{k}={v} is not {what}")))
+            })
+            .transpose()
+    }
+
+    /// `type=secret`: an id (or, as Docker does, the target's file name),
+    /// an optional target and whether the secret must exist.
+    fn secret(&self) -> R<SecretMount> {
+        self.refuse(&["from", "sharing", "size"])?;
         if let Some(k) = ["mode", "uid", "gid", "env"]
             .iter()
-            .find(|k| get(k).is_some())
+            .find(|k| self.get(k).is_some())
         {
-            return Err(err(format!("{k}= is not supported for secrets yet")));
+            return Err(self.err(format!("{k}= is not supported for secrets yet")));
         }
-        let (id, source) = (get("id"), get("source"));
+        let (id, source) = (self.get("id"), self.get("source"));
         if id.is_some() && source.is_some() {
-            return Err(err("give id= or source= (the same thing), not both".into()));
+            return Err(self.err("give id= or source= (the same thing), not both".into()));
         }
-        let target = get("target").filter(|t| !t.is_empty());
-        let required = match raw("required") {
+        let target = self.get("target").filter(|t| !t.is_empty());
+        let required = match self.raw("required") {
             None => false,
             Some(v) => {
-                boolean("required", v.as_deref()).map_err(|m| DockerfileError::at(line, m))?
+                boolean("required", v.as_deref()).map_err(|m| DockerfileError::at(self.line, m))?
             }
         };
         // Docker names the secret after the target's file name when no id
@@ -165,101 +250,91 @@ pub(crate) fn resolve(spec: &MountSpec, scope: &Scope, at: &Place, line: usize) 
                 .filter(|n| !n.is_empty())
                 .map(str::to_string)
         });
-        return match id {
-            Some(id) => Ok(Resolved::Secret(SecretMount {
+        match id {
+            Some(id) => Ok(SecretMount {
                 id,
                 target,
                 required,
-            })),
-            None => Err(err("needs id=NAME or target=PATH".into())),
+            }),
+            None => Err(self.err("needs id=NAME or target=PATH".into())),
+        }
+    }
+
+    /// `type=cache`: shared, named after its target, 0755 and owned by root
+    /// unless told otherwise.
+    fn cache(&self, target: String, at: &Place) -> R<RunMount> {
+        self.refuse(&["size", "env"])?;
+        let sharing = match self
+            .get("sharing")
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("shared") => CacheSharing::Shared,
+            Some("private") => CacheSharing::Private,
+            Some("locked") => CacheSharing::Locked,
+            Some(other) => {
+                return Err(self.err(format!("sharing={other} is not shared, private or locked")));
+            }
         };
+        Ok(RunMount::Cache {
+            id: self
+                .get("id")
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| clean(&target)),
+            sharing,
+            from: self.from(at)?,
+            source: self.get("source").filter(|s| !s.is_empty()),
+            mode: self
+                .number("mode", 8, 0o7777, "an octal mode such as 0755")?
+                .unwrap_or(0o755),
+            uid: self
+                .number("uid", 10, u32::MAX, "a numeric user id")?
+                .unwrap_or(0),
+            gid: self
+                .number("gid", 10, u32::MAX, "a numeric group id")?
+                .unwrap_or(0),
+            readonly: self.read_only.unwrap_or(false),
+            target,
+        })
     }
-    if get("required").is_some() {
-        return Err(err("required= is only for secret mounts".into()));
+
+    /// `type=bind`: the whole source (`/`), read-only unless told otherwise.
+    fn bind(&self, target: String, at: &Place) -> R<RunMount> {
+        self.refuse(&["size", "sharing", "id", "mode", "uid", "gid", "env"])?;
+        Ok(RunMount::Bind {
+            source: self
+                .get("source")
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "/".to_string()),
+            from: self.from(at)?,
+            readwrite: !self.read_only.unwrap_or(true),
+            target,
+        })
     }
-    let target = match get("target") {
-        Some(t) if !t.is_empty() => t,
-        _ => return Err(err("needs target=PATH, where it is mounted".into())),
-    };
-    if clean(&target) == "/" {
-        return Err(err(format!("{target:?} cannot be a mount target")));
+
+    /// `type=tmpfs`: only a target and an optional size.
+    fn tmpfs(&self, target: String) -> R<RunMount> {
+        self.refuse(&[
+            "from",
+            "source",
+            "id",
+            "sharing",
+            "mode",
+            "uid",
+            "gid",
+            "readonly",
+            "readwrite",
+            "env",
+        ])?;
+        let size = self
+            .get("size")
+            .map(|v| {
+                bytes(&v)
+                    .ok_or_else(|| self.err(format!("size={v} is not a size such as 64m or 1g")))
+            })
+            .transpose()?;
+        Ok(RunMount::Tmpfs { target, size })
     }
-    let from = |at: &Place| -> R<Option<CopyFrom>> {
-        get("from")
-            .filter(|f| !f.is_empty())
-            .map(|f| copy_from(at, line, "RUN --mount from", &f))
-            .transpose()
-    };
-    Ok(Resolved::Mount(match kind.as_str() {
-        "cache" => {
-            refuse(&["size", "env"])?;
-            let sharing = match get("sharing").map(|s| s.to_ascii_lowercase()).as_deref() {
-                None | Some("shared") => CacheSharing::Shared,
-                Some("private") => CacheSharing::Private,
-                Some("locked") => CacheSharing::Locked,
-                Some(other) => {
-                    return Err(err(format!(
-                        "sharing={other} is not shared, private or locked"
-                    )));
-                }
-            };
-            let number = |k: &str, radix: u32, max: u32, what: &str| -> R<Option<u32>> {
-                get(k)
-                    .map(|v| {
-                        u32::from_str_radix(&v, radix)
-                            .ok()
-                            .filter(|n| *n <= max)
-                            .ok_or_else(|| err(format!("{k}={v} is not {what}")))
-                    })
-                    .transpose()
-            };
-            RunMount::Cache {
-                id: get("id")
-                    .filter(|i| !i.is_empty())
-                    .unwrap_or_else(|| clean(&target)),
-                sharing,
-                from: from(at)?,
-                source: get("source").filter(|s| !s.is_empty()),
-                mode: number("mode", 8, 0o7777, "an octal mode such as 0755")?.unwrap_or(0o755),
-                uid: number("uid", 10, u32::MAX, "a numeric user id")?.unwrap_or(0),
-                gid: number("gid", 10, u32::MAX, "a numeric group id")?.unwrap_or(0),
-                readonly: read_only.unwrap_or(false),
-                target,
-            }
-        }
-        "bind" => {
-            refuse(&["size", "sharing", "id", "mode", "uid", "gid", "env"])?;
-            RunMount::Bind {
-                source: get("source")
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "/".to_string()),
-                from: from(at)?,
-                readwrite: !read_only.unwrap_or(true),
-                target,
-            }
-        }
-        _ => {
-            refuse(&[
-                "from",
-                "source",
-                "id",
-                "sharing",
-                "mode",
-                "uid",
-                "gid",
-                "readonly",
-                "readwrite",
-                "env",
-            ])?;
-            let size = get("size")
-                .map(|v| {
-                    bytes(&v)
-                        .ok_or_else(|| err(format!("size={v} is not a size such as 64m or 1g")))
-                })
-                .transpose()?;
-            RunMount::Tmpfs { target, size }
-        }
-    }))
 }
 
 /// Go's `strconv.ParseBool`, which BuildKit uses; a bare key is true.
