@@ -6,7 +6,9 @@ use super::DockerfileError;
 use super::args::{is_git_url, is_http_url};
 use super::graph::{CacheSharing, ConfigChange, CopyFrom, InlineFile, RunMount, Step, StepKind};
 use super::scope::{Place, Scope, copy_from, sub};
-use super::syntax::{CopyArgs, Instruction, InstructionKind as K, ShellOrExec};
+use super::syntax::{
+    CopyArgs, Instruction, InstructionKind as K, MountSpec, SecretMount, ShellOrExec,
+};
 
 type R<T> = Result<T, DockerfileError>;
 
@@ -58,51 +60,7 @@ pub(crate) fn step(scope: &mut Scope, at: &Place, ins: &Instruction) -> R<Step> 
             (StepKind::Config(ConfigChange::Label(out)), r)
         }
         K::Maintainer(who) => one("MAINTAINER", who.clone(), ConfigChange::Author),
-        K::Run { command, mounts } => {
-            let mut secrets = Vec::new();
-            let mut others = Vec::new();
-            for m in mounts {
-                match super::mount::resolve(m, scope, at, line)? {
-                    super::mount::Resolved::Secret(s) => secrets.push(s),
-                    super::mount::Resolved::Mount(m) => others.push(m),
-                }
-            }
-            let mut env: Vec<(String, String)> = scope
-                .args
-                .iter()
-                .filter(|(k, _)| !scope.env.iter().any(|(e, _)| e == k))
-                .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-                .collect();
-            for p in &scope.proxies {
-                if !env.iter().any(|(k, _)| *k == p.0) {
-                    env.push(p.clone());
-                }
-            }
-            let mut r = String::from("RUN ");
-            if !env.is_empty() {
-                r.push_str(&format!("|{} {} ", env.len(), kv(&env)));
-            }
-            for m in &secrets {
-                r.push_str(&format!(
-                    "--mount=type=secret,id={},target={},required={} ",
-                    m.id,
-                    m.target.as_deref().unwrap_or(""),
-                    m.required
-                ));
-            }
-            for m in &others {
-                r.push_str(&mount_text(m));
-                r.push(' ');
-            }
-            r.push_str(&cmd_text(command));
-            let k = StepKind::Run {
-                command: command.clone(),
-                env,
-                secrets,
-                mounts: others,
-            };
-            (k, r)
-        }
+        K::Run { command, mounts } => run(scope, at, line, command, mounts)?,
         K::Copy(c) => copy(scope, at, line, c)?,
         K::Workdir(p) => one("WORKDIR", s(p)?, ConfigChange::Workdir),
         K::User(u) => one("USER", s(u)?, ConfigChange::User),
@@ -173,10 +131,139 @@ fn one(name: &str, v: String, f: fn(String) -> ConfigChange) -> (StepKind, Strin
     (StepKind::Config(f(v)), r)
 }
 
+/// RUN: its mounts resolved (secrets kept apart), and the build args and
+/// proxies it sees as its environment.
+fn run(
+    scope: &Scope,
+    at: &Place,
+    line: usize,
+    command: &ShellOrExec,
+    mounts: &[MountSpec],
+) -> R<(StepKind, String)> {
+    let mut secrets = Vec::new();
+    let mut others = Vec::new();
+    for m in mounts {
+        match super::mount::resolve(m, scope, at, line)? {
+            super::mount::Resolved::Secret(s) => secrets.push(s),
+            super::mount::Resolved::Mount(m) => others.push(m),
+        }
+    }
+    let env = run_env(scope);
+    let r = run_text(&env, &secrets, &others, command);
+    let k = StepKind::Run {
+        command: command.clone(),
+        env,
+        secrets,
+        mounts: others,
+    };
+    Ok((k, r))
+}
+
+/// A RUN's environment beyond the image's: the declared ARGs with a value
+/// that no ENV hides, then the proxy args not among them.
+fn run_env(scope: &Scope) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = scope
+        .args
+        .iter()
+        .filter(|(k, _)| !scope.env.iter().any(|(e, _)| e == k))
+        .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+        .collect();
+    for p in &scope.proxies {
+        if !env.iter().any(|(k, _)| *k == p.0) {
+            env.push(p.clone());
+        }
+    }
+    env
+}
+
+/// A RUN's cache-key text: its environment, secrets and mounts, then the
+/// command.
+fn run_text(
+    env: &[(String, String)],
+    secrets: &[SecretMount],
+    others: &[RunMount],
+    command: &ShellOrExec,
+) -> String {
+    let mut r = String::from("RUN ");
+    if !env.is_empty() {
+        r.push_str(&format!("|{} {} ", env.len(), kv(env)));
+    }
+    for m in secrets {
+        r.push_str(&format!(
+            "--mount=type=secret,id={},target={},required={} ",
+            m.id,
+            m.target.as_deref().unwrap_or(""),
+            m.required
+        ));
+    }
+    for m in others {
+        r.push_str(&mount_text(m));
+        r.push(' ');
+    }
+    r.push_str(&cmd_text(command));
+    r
+}
+
+/// COPY and ADD: every word substituted and checked, in the order the
+/// flags are read, and the cache-key text of the result.
 fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, String)> {
     let s = |w: &str| sub(scope, at.escape, line, w);
-    let err = |m: String| DockerfileError::at(line, m);
     let name = if c.add { "ADD" } else { "COPY" };
+    let (sources, dest) = copy_paths(scope, at, line, c, name)?;
+    let from = match &c.from {
+        None => None,
+        Some(f) => Some(copy_from(at, line, "COPY --from", &s(f)?)?),
+    };
+    let chown = c.chown.as_deref().map(s).transpose()?;
+    let chmod = match &c.chmod {
+        None => None,
+        Some(m) => Some(octal_mode(line, &s(m)?)?),
+    };
+    let exclude = c.exclude.iter().map(|w| s(w)).collect::<R<Vec<_>>>()?;
+    let inline = inline_files(scope, line, c)?;
+    let checksum = match &c.checksum {
+        None => None,
+        Some(d) => Some(pinned_checksum(line, s(d)?, &sources)?),
+    };
+    let r = format!(
+        "{name} {}{}",
+        copy_flags_text(
+            from.as_ref(),
+            chown.as_deref(),
+            chmod,
+            c,
+            &exclude,
+            checksum.as_deref()
+        ),
+        copy_operands_text(&sources, &inline, &dest)
+    );
+    let k = StepKind::Copy {
+        sources,
+        dest,
+        from,
+        chown,
+        chmod,
+        add: c.add,
+        link: c.link,
+        parents: c.parents,
+        exclude,
+        checksum,
+        inline,
+    };
+    Ok((k, r))
+}
+
+/// The sources and destination substituted, with git and (for COPY) URL
+/// sources refused and BuildKit's meaning of empty ones filled in.
+fn copy_paths(
+    scope: &Scope,
+    at: &Place,
+    line: usize,
+    c: &CopyArgs,
+    name: &str,
+) -> R<(Vec<String>, String)> {
+    let s = |w: &str| sub(scope, at.escape, line, w);
+    let err = |m: String| DockerfileError::at(line, m);
     let sources = c.sources.iter().map(|w| s(w)).collect::<R<Vec<_>>>()?;
     let dest = s(&c.dest)?;
     if let Some(url) = sources.iter().find(|u| is_git_url(u)) {
@@ -202,31 +289,36 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
     } else {
         dest
     };
-    let from = match &c.from {
-        None => None,
-        Some(f) => Some(copy_from(at, line, "COPY --from", &s(f)?)?),
-    };
-    let chown = c.chown.as_deref().map(s).transpose()?;
-    let chmod = match &c.chmod {
-        None => None,
-        Some(m) => {
-            let m = s(m)?;
-            let v = u32::from_str_radix(&m, 8)
-                .ok()
-                .filter(|v| *v <= 0o7777)
-                .ok_or_else(|| err(format!("--chmod={m} is not an octal mode such as 0755")))?;
-            Some(v)
-        }
-    };
-    let exclude = c.exclude.iter().map(|w| s(w)).collect::<R<Vec<_>>>()?;
-    let inline = c
-        .inline
+    Ok((sources, dest))
+}
+
+/// `--chmod`'s substituted value as a mode.
+fn octal_mode(line: usize, m: &str) -> R<u32> {
+    u32::from_str_radix(m, 8)
+        .ok()
+        .filter(|v| *v <= 0o7777)
+        .ok_or_else(|| {
+            DockerfileError::at(
+                line,
+                format!("--chmod={m} is not an octal mode such as 0755"),
+            )
+        })
+}
+
+/// The heredoc sources' files, their bodies substituted where the heredoc
+/// asks for it.
+fn inline_files(scope: &Scope, line: usize, c: &CopyArgs) -> R<Vec<InlineFile>> {
+    c.inline
         .iter()
         .map(|h| {
             let body = h.body();
             let content = if h.expand {
-                super::expand::expand_raw(&body, &|n| scope.lookup(n))
-                    .map_err(|e| err(format!("substitution failed in heredoc <<{}: {e}", h.name)))?
+                super::expand::expand_raw(&body, &|n| scope.lookup(n)).map_err(|e| {
+                    DockerfileError::at(
+                        line,
+                        format!("substitution failed in heredoc <<{}: {e}", h.name),
+                    )
+                })?
             } else {
                 body
             };
@@ -235,40 +327,51 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
                 content,
             })
         })
-        .collect::<R<Vec<_>>>()?;
-    let checksum = match &c.checksum {
-        None => None,
-        Some(d) => {
-            let d = s(d)?;
-            if !is_digest(&d) {
-                return Err(err(format!(
-                    "--checksum={d} is not a digest such as sha256:<64 hex digits>"
-                )));
-            }
-            // BuildKit's rule: a checksum pins one downloaded file.
-            match sources.as_slice() {
-                [one] if is_http_url(one) => {}
-                [_] => {
-                    return Err(err(
-                        "ADD --checksum is only for a source downloaded over http(s)".into(),
-                    ));
-                }
-                _ => {
-                    return Err(err(
-                        "ADD --checksum takes exactly one source, the URL it checks".into(),
-                    ));
-                }
-            }
-            Some(d)
+        .collect()
+}
+
+/// ADD `--checksum`'s substituted value, checked to be a digest that pins
+/// the one downloaded file (BuildKit's rule).
+fn pinned_checksum(line: usize, d: String, sources: &[String]) -> R<String> {
+    let err = |m: String| DockerfileError::at(line, m);
+    if !is_digest(&d) {
+        return Err(err(format!(
+            "--checksum={d} is not a digest such as sha256:<64 hex digits>"
+        )));
+    }
+    // BuildKit's rule: a checksum pins one downloaded file.
+    match sources {
+        [one] if is_http_url(one) => {}
+        [_] => {
+            return Err(err(
+                "ADD --checksum is only for a source downloaded over http(s)".into(),
+            ));
         }
-    };
-    let mut r = format!("{name} ");
-    match &from {
+        _ => {
+            return Err(err(
+                "ADD --checksum takes exactly one source, the URL it checks".into(),
+            ));
+        }
+    }
+    Ok(d)
+}
+
+/// The flags part of a COPY/ADD's cache-key text, each followed by a space.
+fn copy_flags_text(
+    from: Option<&CopyFrom>,
+    chown: Option<&str>,
+    chmod: Option<u32>,
+    c: &CopyArgs,
+    exclude: &[String],
+    checksum: Option<&str>,
+) -> String {
+    let mut r = String::new();
+    match from {
         Some(CopyFrom::Stage(i)) => r.push_str(&format!("--from=stage:{i} ")),
         Some(CopyFrom::Image(i)) => r.push_str(&format!("--from=image:{i} ")),
         None => {}
     }
-    if let Some(o) = &chown {
+    if let Some(o) = chown {
         r.push_str(&format!("--chown={} ", quote(o)));
     }
     if let Some(m) = chmod {
@@ -280,33 +383,26 @@ fn copy(scope: &Scope, at: &Place, line: usize, c: &CopyArgs) -> R<(StepKind, St
     if c.parents {
         r.push_str("--parents ");
     }
-    for e in &exclude {
+    for e in exclude {
         r.push_str(&format!("--exclude={} ", quote(e)));
     }
-    if let Some(d) = &checksum {
+    if let Some(d) = checksum {
         r.push_str(&format!("--checksum={d} "));
     }
-    r.push_str(&list(&sources));
+    r
+}
+
+/// The sources, heredoc files and destination part of a COPY/ADD's
+/// cache-key text.
+fn copy_operands_text(sources: &[String], inline: &[InlineFile], dest: &str) -> String {
+    let mut r = list(sources);
     // The files' contents are part of what the step means.
-    for f in &inline {
+    for f in inline {
         r.push_str(&format!(" <<{}:{:?}", quote(&f.name), f.content));
     }
     r.push(' ');
-    r.push_str(&quote(&dest));
-    let k = StepKind::Copy {
-        sources,
-        dest,
-        from,
-        chown,
-        chmod,
-        add: c.add,
-        link: c.link,
-        parents: c.parents,
-        exclude,
-        checksum,
-        inline,
-    };
-    Ok((k, r))
+    r.push_str(&quote(dest));
+    r
 }
 
 /// `algorithm:hex` as an OCI digest: sha256, sha384 or sha512, lowercase
