@@ -69,44 +69,129 @@ pub fn append_archive<R: Read, W: io::Write>(
     prefix: &str,
     out: &mut tar::Builder<W>,
 ) -> Result<AddReport, AddError> {
-    let io_err = |source: io::Error| AddError::Io {
-        archive: archive_path.to_path_buf(),
-        source,
+    let mut add = Adder {
+        archive: archive_path,
+        prefix,
+        out,
+        report: AddReport::default(),
+        // The layer it makes is capped like an unpacked one: a small sparse
+        // archive can stand for terabytes of file data.
+        cap: kiln_rootfs::unpack::max_bytes_from_env(),
+        bytes: 0,
+        files: HashSet::new(),
+        symlinks: HashSet::new(),
     };
-    let refuse = |entry: &Path, reason: String| AddError::Entry {
-        archive: archive_path.to_path_buf(),
-        entry: entry.to_string_lossy().into_owned(),
-        reason,
-    };
-    let mut report = AddReport::default();
-    // The layer it makes is capped like an unpacked one: a small sparse
-    // archive can stand for terabytes of file data.
-    let cap = kiln_rootfs::unpack::max_bytes_from_env();
-    let mut bytes = 0u64;
-    // Names (inside the archive) of the files and symlinks it made so far.
-    let mut files: HashSet<PathBuf> = HashSet::new();
-    let mut symlinks: HashSet<PathBuf> = HashSet::new();
     let mut archive = tar::Archive::new(archive);
-    for entry in archive.entries().map_err(io_err)? {
-        let mut entry = entry.map_err(io_err)?;
-        let raw = entry.path().map_err(io_err)?.into_owned();
-        let name = clean(&raw).map_err(|reason| refuse(&raw, reason))?;
-        if name.as_os_str().is_empty() {
+    for entry in archive.entries().map_err(|e| add.io_err(e))? {
+        let mut entry = entry.map_err(|e| add.io_err(e))?;
+        add.entry(&mut entry)?;
+    }
+    Ok(add.report)
+}
+
+/// One ADD extraction under way: where its entries go, and what the
+/// archive has made so far, which later entries are checked against.
+struct Adder<'a, W: io::Write> {
+    archive: &'a Path,
+    prefix: &'a str,
+    out: &'a mut tar::Builder<W>,
+    report: AddReport,
+    /// The most file data the layer may hold.
+    cap: u64,
+    /// File data written so far.
+    bytes: u64,
+    /// Names (inside the archive) of the files and symlinks it made so far.
+    files: HashSet<PathBuf>,
+    symlinks: HashSet<PathBuf>,
+}
+
+impl<W: io::Write> Adder<'_, W> {
+    /// An I/O error, naming the archive.
+    fn io_err(&self, source: io::Error) -> AddError {
+        AddError::Io {
+            archive: self.archive.to_path_buf(),
+            source,
+        }
+    }
+
+    /// An entry the rules refuse, naming the archive and the entry.
+    fn refuse(&self, entry: &Path, reason: String) -> AddError {
+        AddError::Entry {
+            archive: self.archive.to_path_buf(),
+            entry: entry.to_string_lossy().into_owned(),
+            reason,
+        }
+    }
+
+    /// Copies one entry into the layer, re-rooted under the prefix, by its
+    /// kind; device nodes and FIFOs are listed and not counted.
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), AddError> {
+        let raw = entry.path().map_err(|e| self.io_err(e))?.into_owned();
+        let Some(name) = self.admit(entry, &raw)? else {
             // `./` itself: DEST exists already.
-            continue;
+            return Ok(());
+        };
+        let in_layer = rerooted(self.prefix, &name);
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let it = Item {
+            entry,
+            header,
+            raw,
+            name,
+            in_layer,
+        };
+        match kind {
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                self.report.skipped_devices.push(it.in_layer);
+                return Ok(());
+            }
+            EntryType::Symlink => self.symlink(it)?,
+            EntryType::Link => self.hard_link(it)?,
+            EntryType::Directory => self.dir(it)?,
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => self.file(it)?,
+            other => {
+                return Err(self.refuse(
+                    &it.raw,
+                    format!(
+                        "has tar entry type {:?}, which ADD does not copy",
+                        other.as_byte() as char
+                    ),
+                ));
+            }
+        }
+        self.report.entries += 1;
+        Ok(())
+    }
+
+    /// The entry's clean name, once the rules every kind shares allow it:
+    /// no whiteout, nothing below a symlink the archive made, no PAX
+    /// sparse file. `None` for the archive's root (`./`).
+    fn admit<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &Path,
+    ) -> Result<Option<PathBuf>, AddError> {
+        let name = clean(raw).map_err(|reason| self.refuse(raw, reason))?;
+        if name.as_os_str().is_empty() {
+            return Ok(None);
         }
         if name
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with(".wh."))
         {
-            return Err(refuse(
-                &raw,
+            return Err(self.refuse(
+                raw,
                 "is an OCI whiteout: an added archive may not delete files of the image".into(),
             ));
         }
-        if let Some(link) = name.ancestors().skip(1).find(|a| symlinks.contains(*a)) {
-            return Err(refuse(
-                &raw,
+        if let Some(link) = name
+            .ancestors()
+            .skip(1)
+            .find(|a| self.symlinks.contains(*a))
+        {
+            return Err(self.refuse(
+                raw,
                 format!(
                     "goes through {}, a symlink of the archive: it would be written wherever that points",
                     link.display()
@@ -116,95 +201,109 @@ pub fn append_archive<R: Read, W: io::Write>(
         if let Ok(Some(pax)) = entry.pax_extensions() {
             for ext in pax.flatten() {
                 if ext.key().is_ok_and(|k| k.starts_with("GNU.sparse.")) {
-                    return Err(refuse(
-                        &raw,
+                    return Err(self.refuse(
+                        raw,
                         "is a PAX sparse file (GNU sparse 1.0), which kiln does not read: create the archive without --sparse".into(),
                     ));
                 }
             }
         }
-        let in_layer = rerooted(prefix, &name);
-        let mut header = entry.header().clone();
-        let kind = header.entry_type();
-        match kind {
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                report.skipped_devices.push(in_layer);
-                continue;
-            }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(io_err)?
-                    .unwrap_or_default()
-                    .into_owned();
-                out.append_link(&mut header, &in_layer, &target)
-                    .map_err(io_err)?;
-                symlinks.insert(name.clone());
-            }
-            EntryType::Link => {
-                let target_raw = entry
-                    .link_name()
-                    .map_err(io_err)?
-                    .unwrap_or_default()
-                    .into_owned();
-                let target = clean(&target_raw).map_err(|reason| {
-                    refuse(&raw, format!("is a hard link whose target {reason}"))
-                })?;
-                if !files.contains(&target) {
-                    return Err(refuse(
-                        &raw,
-                        format!(
-                            "is a hard link to {}, which is not a file the archive holds before it",
-                            target_raw.display()
-                        ),
-                    ));
-                }
-                out.append_link(&mut header, &in_layer, rerooted(prefix, &target))
-                    .map_err(io_err)?;
-                files.insert(name.clone());
-            }
-            EntryType::Directory => {
-                header.set_size(0);
-                out.append_data(&mut header, &in_layer, io::empty())
-                    .map_err(io_err)?;
-                symlinks.remove(&name);
-            }
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                // Sparse: the reader yields the whole file, holes as zeros.
-                let size = match (kind, header.as_gnu()) {
-                    (EntryType::GNUSparse, Some(gnu)) => gnu.real_size().map_err(io_err)?,
-                    _ => entry.size(),
-                };
-                bytes = bytes.saturating_add(size);
-                if bytes > cap {
-                    return Err(refuse(
-                        &raw,
-                        format!(
-                            "takes the archive past {cap} bytes of file data, the most one layer may hold ({})",
-                            kiln_rootfs::unpack::MAX_BYTES_ENV
-                        ),
-                    ));
-                }
-                header.set_entry_type(EntryType::Regular);
-                header.set_size(size);
-                out.append_data(&mut header, &in_layer, &mut entry)
-                    .map_err(io_err)?;
-                files.insert(name.clone());
-                symlinks.remove(&name);
-            }
-            other => {
-                return Err(refuse(
-                    &raw,
-                    format!(
-                        "has tar entry type {:?}, which ADD does not copy",
-                        other.as_byte() as char
-                    ),
-                ));
-            }
-        }
-        report.entries += 1;
+        Ok(Some(name))
     }
-    Ok(report)
+
+    /// A link entry's target as written (empty when it has none).
+    fn link_name<R: Read>(&self, entry: &tar::Entry<'_, R>) -> Result<PathBuf, AddError> {
+        Ok(entry
+            .link_name()
+            .map_err(|e| self.io_err(e))?
+            .unwrap_or_default()
+            .into_owned())
+    }
+
+    /// A symlink is copied as it is, and remembered so that no later entry
+    /// is written through it.
+    fn symlink<R: Read>(&mut self, mut it: Item<'_, '_, R>) -> Result<(), AddError> {
+        let target = self.link_name(it.entry)?;
+        self.out
+            .append_link(&mut it.header, &it.in_layer, &target)
+            .map_err(|e| self.io_err(e))?;
+        self.symlinks.insert(it.name);
+        Ok(())
+    }
+
+    /// A hard link may only point at a file the archive held before it; its
+    /// target is re-rooted with it.
+    fn hard_link<R: Read>(&mut self, mut it: Item<'_, '_, R>) -> Result<(), AddError> {
+        let target_raw = self.link_name(it.entry)?;
+        let target = clean(&target_raw).map_err(|reason| {
+            self.refuse(&it.raw, format!("is a hard link whose target {reason}"))
+        })?;
+        if !self.files.contains(&target) {
+            return Err(self.refuse(
+                &it.raw,
+                format!(
+                    "is a hard link to {}, which is not a file the archive holds before it",
+                    target_raw.display()
+                ),
+            ));
+        }
+        self.out
+            .append_link(&mut it.header, &it.in_layer, rerooted(self.prefix, &target))
+            .map_err(|e| self.io_err(e))?;
+        self.files.insert(it.name);
+        Ok(())
+    }
+
+    /// A directory carries no data; a file or directory at a name stops the
+    /// name being a symlink of the archive.
+    fn dir<R: Read>(&mut self, mut it: Item<'_, '_, R>) -> Result<(), AddError> {
+        it.header.set_size(0);
+        self.out
+            .append_data(&mut it.header, &it.in_layer, io::empty())
+            .map_err(|e| self.io_err(e))?;
+        self.symlinks.remove(&it.name);
+        Ok(())
+    }
+
+    /// A file's data is streamed into the layer as a plain file (a GNU
+    /// sparse one at its full size), counted against the cap first.
+    fn file<R: Read>(&mut self, mut it: Item<'_, '_, R>) -> Result<(), AddError> {
+        // Sparse: the reader yields the whole file, holes as zeros.
+        let size = match (it.header.entry_type(), it.header.as_gnu()) {
+            (EntryType::GNUSparse, Some(gnu)) => gnu.real_size().map_err(|e| self.io_err(e))?,
+            _ => it.entry.size(),
+        };
+        self.bytes = self.bytes.saturating_add(size);
+        if self.bytes > self.cap {
+            return Err(self.refuse(
+                &it.raw,
+                format!(
+                    "takes the archive past {} bytes of file data, the most one layer may hold ({})",
+                    self.cap,
+                    kiln_rootfs::unpack::MAX_BYTES_ENV
+                ),
+            ));
+        }
+        it.header.set_entry_type(EntryType::Regular);
+        it.header.set_size(size);
+        self.out
+            .append_data(&mut it.header, &it.in_layer, it.entry)
+            .map_err(|e| self.io_err(e))?;
+        self.files.insert(it.name.clone());
+        self.symlinks.remove(&it.name);
+        Ok(())
+    }
+}
+
+/// One archive entry on its way into the layer: the entry, the header it
+/// will be written with, its name as written and cleaned, and its path in
+/// the layer.
+struct Item<'e, 'r, R: Read> {
+    entry: &'e mut tar::Entry<'r, R>,
+    header: tar::Header,
+    raw: PathBuf,
+    name: PathBuf,
+    in_layer: String,
 }
 
 /// An entry name inside the archive, `./` and empty parts dropped.
