@@ -227,23 +227,77 @@ pub fn plan_with(
     dest: &str,
     opts: &PlanOptions,
 ) -> Result<Vec<Planned>, CopyError> {
-    // (name it is copied under, path read, kind read): a symlink named as
-    // a source is followed (inside the tree), as Docker does; links inside
-    // a copied directory stay links.
-    let mut matched: Vec<(String, String, Kind)> = Vec::new();
+    let matched = match_sources(tree, sources, opts.parents)?;
+    let as_dir = opts.dir
+        || opts.parents
+        || dest.ends_with('/')
+        || matched.len() > 1
+        || matched.iter().any(|m| m.kind == Kind::Dir);
+    let layout = Layout {
+        tree,
+        opts,
+        dest_rel: dest
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_string(),
+        as_dir,
+    };
+    let mut out: BTreeMap<String, Planned> = BTreeMap::new();
+    // BuildKit matches `--exclude` against paths relative to the source
+    // being copied: a named entry by its name, a directory's by their path
+    // under it.
+    for m in matched {
+        if layout.excluded(m.name.rsplit('/').next().unwrap_or(&m.name)) {
+            continue;
+        }
+        if m.kind == Kind::Dir {
+            layout.dir_contents(&m, &mut out);
+        } else {
+            layout.entry(m, &mut out);
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
+/// One entry a source names: a symlink named as a source is followed
+/// (inside the tree), as Docker does; links inside a copied directory stay
+/// links.
+struct Matched {
+    /// The name it is copied under.
+    name: String,
+    /// The path read.
+    read: String,
+    /// The kind read.
+    kind: Kind,
+    /// With --parents, how many leading components it drops (those before
+    /// a `/./`).
+    cut: usize,
+}
+
+/// What the sources name in the tree, in the order given. A source that is
+/// not there is an error; a glob matching nothing is one only when nothing
+/// at all matches.
+fn match_sources(
+    tree: &Tree,
+    sources: &[String],
+    parents: bool,
+) -> Result<Vec<Matched>, CopyError> {
+    let mut matched: Vec<Matched> = Vec::new();
     let mut unmatched: Option<String> = None;
-    // With --parents, how many leading components each match drops (those
-    // before a `/./`).
-    let mut strip: Vec<usize> = Vec::new();
     for raw in sources {
         let pattern = normalize(raw).ok_or_else(|| CopyError::Outside(raw.clone()))?;
         let cut = raw
             .find("/./")
             .and_then(|i| normalize(&raw[..i]))
             .map_or(0, |p| p.split('/').filter(|c| !c.is_empty()).count());
+        let cut = if parents { cut } else { 0 };
         if pattern.is_empty() {
-            matched.push((String::new(), String::new(), Kind::Dir));
-            strip.push(0);
+            matched.push(Matched {
+                name: String::new(),
+                read: String::new(),
+                kind: Kind::Dir,
+                cut: 0,
+            });
             continue;
         }
         if pattern.contains(['*', '?', '[']) {
@@ -252,7 +306,12 @@ pub fn plan_with(
             for (rel, kind) in &tree.entries {
                 if glob.is_match(rel) {
                     let (read, kind) = tree.follow(rel, *kind);
-                    matched.push((rel.clone(), read, kind));
+                    matched.push(Matched {
+                        name: rel.clone(),
+                        read,
+                        kind,
+                        cut,
+                    });
                 }
             }
             // A glob matching nothing is fine while another source
@@ -264,7 +323,12 @@ pub fn plan_with(
             match tree.entries.get(&pattern) {
                 Some(kind) => {
                     let (read, kind) = tree.follow(&pattern, *kind);
-                    matched.push((pattern, read, kind));
+                    matched.push(Matched {
+                        name: pattern,
+                        read,
+                        kind,
+                        cut,
+                    });
                 }
                 None => {
                     return Err(CopyError::NotFound {
@@ -274,7 +338,6 @@ pub fn plan_with(
                 }
             }
         }
-        strip.resize(matched.len(), if opts.parents { cut } else { 0 });
     }
     if let (true, Some(raw)) = (matched.is_empty(), unmatched) {
         return Err(CopyError::NotFound {
@@ -282,86 +345,86 @@ pub fn plan_with(
             place: tree.place.clone(),
         });
     }
-    let dest_rel = dest
-        .trim_start_matches('/')
-        .trim_end_matches('/')
-        .to_string();
-    let as_dir = opts.dir
-        || opts.parents
-        || dest.ends_with('/')
-        || matched.len() > 1
-        || matched.iter().any(|(_, _, k)| *k == Kind::Dir);
-    let excluded =
-        |origin: &str| !origin.is_empty() && opts.exclude.is_some_and(|e| e.is_excluded(origin));
-    let kept = |rel: &str, cut: usize| -> String {
+    Ok(matched)
+}
+
+/// Where matched entries land: everything about the COPY that is the same
+/// for each of them.
+struct Layout<'a> {
+    tree: &'a Tree,
+    opts: &'a PlanOptions<'a>,
+    /// `dest` relative to `/`, without slashes at either end.
+    dest_rel: String,
+    /// `dest` is a directory the entries go into.
+    as_dir: bool,
+}
+
+impl Layout<'_> {
+    /// Left out by `--exclude` (the source's root never is).
+    fn excluded(&self, origin: &str) -> bool {
+        !origin.is_empty() && self.opts.exclude.is_some_and(|e| e.is_excluded(origin))
+    }
+
+    /// With --parents, the part of `rel` kept under `dest`.
+    fn kept(rel: &str, cut: usize) -> String {
         rel.split('/').skip(cut).collect::<Vec<_>>().join("/")
-    };
-    let join = |a: &str, b: &str| match (a.is_empty(), b.is_empty()) {
-        (true, _) => b.to_string(),
-        (_, true) => a.to_string(),
-        _ => format!("{a}/{b}"),
-    };
-    let mut out: BTreeMap<String, Planned> = BTreeMap::new();
-    // BuildKit matches `--exclude` against paths relative to the source
-    // being copied: a named entry by its name, a directory's by their path
-    // under it.
-    for ((rel, read, kind), cut) in matched.into_iter().zip(strip) {
-        if excluded(rel.rsplit('/').next().unwrap_or(&rel)) {
-            continue;
-        }
-        if kind == Kind::Dir {
-            // The directory's contents, not the directory itself (with
-            // --parents, under its own path).
-            let prefix = if read.is_empty() {
-                String::new()
-            } else {
-                format!("{read}/")
-            };
-            let base = if opts.parents {
-                join(&dest_rel, &kept(&rel, cut))
-            } else {
-                dest_rel.clone()
-            };
-            for (sub, k) in tree.entries.range(prefix.clone()..) {
-                let Some(tail) = sub.strip_prefix(&prefix) else {
-                    break;
-                };
-                if excluded(tail) {
-                    continue;
-                }
-                out.insert(
-                    join(&base, tail),
-                    Planned {
-                        source: tree.root.join(sub),
-                        origin: sub.clone(),
-                        direct: false,
-                        dest: join(&base, tail),
-                        kind: *k,
-                    },
-                );
-            }
+    }
+
+    /// A directory source: its contents, not the directory itself (with
+    /// --parents, under its own path).
+    fn dir_contents(&self, m: &Matched, out: &mut BTreeMap<String, Planned>) {
+        let prefix = if m.read.is_empty() {
+            String::new()
         } else {
-            let target = if opts.parents {
-                join(&dest_rel, &kept(&rel, cut))
-            } else if as_dir {
-                let base = rel.rsplit('/').next().unwrap_or(&rel);
-                join(&dest_rel, base)
-            } else {
-                dest_rel.clone()
+            format!("{}/", m.read)
+        };
+        let base = if self.opts.parents {
+            join_rel(&self.dest_rel, &Self::kept(&m.name, m.cut))
+        } else {
+            self.dest_rel.clone()
+        };
+        for (sub, k) in self.tree.entries.range(prefix.clone()..) {
+            let Some(tail) = sub.strip_prefix(&prefix) else {
+                break;
             };
+            if self.excluded(tail) {
+                continue;
+            }
             out.insert(
-                target.clone(),
+                join_rel(&base, tail),
                 Planned {
-                    source: tree.root.join(&read),
-                    origin: read.clone(),
-                    direct: true,
-                    dest: target,
-                    kind,
+                    source: self.tree.root.join(sub),
+                    origin: sub.clone(),
+                    direct: false,
+                    dest: join_rel(&base, tail),
+                    kind: *k,
                 },
             );
         }
     }
-    Ok(out.into_values().collect())
+
+    /// Any other source: the entry itself, at `dest`, under it by its own
+    /// name, or with --parents under its kept path.
+    fn entry(&self, m: Matched, out: &mut BTreeMap<String, Planned>) {
+        let target = if self.opts.parents {
+            join_rel(&self.dest_rel, &Self::kept(&m.name, m.cut))
+        } else if self.as_dir {
+            let base = m.name.rsplit('/').next().unwrap_or(&m.name);
+            join_rel(&self.dest_rel, base)
+        } else {
+            self.dest_rel.clone()
+        };
+        out.insert(
+            target.clone(),
+            Planned {
+                source: self.tree.root.join(&m.read),
+                origin: m.read.clone(),
+                direct: true,
+                dest: target,
+                kind: m.kind,
+            },
+        );
+    }
 }
 
 /// `./a/../b/` -> `b`; `None` when it climbs out of the root.
