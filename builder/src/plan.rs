@@ -246,6 +246,54 @@ fn image_plan(
 /// The layer slots of one image, in ZenML's order.
 fn layers(s: &ImageSettings) -> Vec<LayerSlot> {
     let mut out = Vec::new();
+    let packages = apt_packages(s);
+    if !packages.is_empty() {
+        out.push(LayerSlot::Apt { packages });
+    }
+    let installer = s.python_package_installer.unwrap_or(Installer::Pip);
+    let installer_args = s.python_package_installer_args.clone().unwrap_or_default();
+    let groups = requirement_groups(s);
+    if installer == Installer::Uv && !groups.is_empty() {
+        out.push(LayerSlot::InstallUv);
+    }
+    for (group, source) in groups {
+        out.push(LayerSlot::Requirements {
+            group,
+            source,
+            installer,
+            installer_args: installer_args.clone(),
+        });
+    }
+    let workdir = s
+        .workdir
+        .as_ref()
+        .map_or_else(|| "/app".to_string(), |w| w.value.clone());
+    // The user comes before the code, so the code layer can be owned by it
+    // without a chown layer that would copy every file again.
+    if let Some(user) = s
+        .user
+        .as_ref()
+        .map(|u| &u.value)
+        .filter(|u| !u.is_empty() && *u != "root" && *u != "0")
+    {
+        out.push(LayerSlot::User {
+            name: user.clone(),
+            workdir: workdir.clone(),
+        });
+    }
+    if s.allow_including_files_in_images != Some(false) {
+        out.push(LayerSlot::Code {
+            source_root: PathBuf::from(s.source_root.as_ref().map_or(".", |r| r.value.as_str())),
+            dockerignore: s.dockerignore.as_ref().map(|d| PathBuf::from(&d.value)),
+            workdir,
+        });
+    }
+    out
+}
+
+/// The apt layer's packages, sorted and deduplicated so the same set in
+/// another order makes the same layer.
+fn apt_packages(s: &ImageSettings) -> Vec<String> {
     let mut packages: Vec<String> = s
         .apt_packages
         .iter()
@@ -254,38 +302,18 @@ fn layers(s: &ImageSettings) -> Vec<LayerSlot> {
         .collect();
     packages.sort();
     packages.dedup();
-    if !packages.is_empty() {
-        out.push(LayerSlot::Apt { packages });
-    }
-    let installer = s.python_package_installer.unwrap_or(Installer::Pip);
-    let installer_args = s.python_package_installer_args.clone().unwrap_or_default();
+    packages
+}
+
+/// The Python requirement groups the settings ask for, in ZenML's
+/// installation order; one layer each.
+fn requirement_groups(s: &ImageSettings) -> Vec<(RequirementGroup, RequirementSource)> {
     let mut groups = Vec::new();
-    match s
-        .replicate_local_python_environment
-        .as_ref()
-        .map(|r| &r.value)
-    {
-        Some(ReplicateLocal::Enabled(true)) => groups.push((
+    if let Some(command) = local_environment(s) {
+        groups.push((
             RequirementGroup::LocalEnvironment,
-            RequirementSource::Command(vec!["pip".into(), "freeze".into()]),
-        )),
-        Some(ReplicateLocal::Method(m)) if m == "pip_freeze" => groups.push((
-            RequirementGroup::LocalEnvironment,
-            RequirementSource::Command(vec!["pip".into(), "freeze".into()]),
-        )),
-        Some(ReplicateLocal::Method(m)) if m == "poetry_export" => groups.push((
-            RequirementGroup::LocalEnvironment,
-            RequirementSource::Command(
-                ["poetry", "export", "--format=requirements.txt"]
-                    .map(String::from)
-                    .to_vec(),
-            ),
-        )),
-        Some(ReplicateLocal::Command(cmd)) => groups.push((
-            RequirementGroup::LocalEnvironment,
-            RequirementSource::Command(cmd.clone()),
-        )),
-        _ => {}
+            RequirementSource::Command(command),
+        ));
     }
     if s.install_stack_requirements != Some(false)
         && let Some(reqs) = s.stack_requirements.as_ref().filter(|r| !r.is_empty())
@@ -343,42 +371,30 @@ fn layers(s: &ImageSettings) -> Vec<LayerSlot> {
         }
         _ => {}
     }
-    if installer == Installer::Uv && !groups.is_empty() {
-        out.push(LayerSlot::InstallUv);
-    }
-    for (group, source) in groups {
-        out.push(LayerSlot::Requirements {
-            group,
-            source,
-            installer,
-            installer_args: installer_args.clone(),
-        });
-    }
-    let workdir = s
-        .workdir
+    groups
+}
+
+/// The command whose output replicates the local Python environment, as
+/// `replicate_local_python_environment` names it; `None` when off or a
+/// method kiln does not know.
+fn local_environment(s: &ImageSettings) -> Option<Vec<String>> {
+    match s
+        .replicate_local_python_environment
         .as_ref()
-        .map_or_else(|| "/app".to_string(), |w| w.value.clone());
-    // The user comes before the code, so the code layer can be owned by it
-    // without a chown layer that would copy every file again.
-    if let Some(user) = s
-        .user
-        .as_ref()
-        .map(|u| &u.value)
-        .filter(|u| !u.is_empty() && *u != "root" && *u != "0")
+        .map(|r| &r.value)
     {
-        out.push(LayerSlot::User {
-            name: user.clone(),
-            workdir: workdir.clone(),
-        });
+        Some(ReplicateLocal::Enabled(true)) => Some(vec!["pip".into(), "freeze".into()]),
+        Some(ReplicateLocal::Method(m)) if m == "pip_freeze" => {
+            Some(vec!["pip".into(), "freeze".into()])
+        }
+        Some(ReplicateLocal::Method(m)) if m == "poetry_export" => Some(
+            ["poetry", "export", "--format=requirements.txt"]
+                .map(String::from)
+                .to_vec(),
+        ),
+        Some(ReplicateLocal::Command(cmd)) => Some(cmd.clone()),
+        _ => None,
     }
-    if s.allow_including_files_in_images != Some(false) {
-        out.push(LayerSlot::Code {
-            source_root: PathBuf::from(s.source_root.as_ref().map_or(".", |r| r.value.as_str())),
-            dockerignore: s.dockerignore.as_ref().map(|d| PathBuf::from(&d.value)),
-            workdir,
-        });
-    }
-    out
 }
 
 fn check_tags(images: &[ImagePlan]) -> Result<(), PlanError> {
