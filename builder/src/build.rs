@@ -12,7 +12,7 @@ use std::str::FromStr as _;
 use kiln_pipeline::Pipeline;
 
 use crate::error::BuildError;
-use crate::image::{self, AddedLayer, ConfigEdits, Descriptor};
+use crate::image::{self, AddedLayer, ConfigEdits};
 use crate::options::{BuildOptions, Output};
 use crate::plan::{self, ImagePlan, LayerSlot};
 use crate::progress::{Event, LayerStatus, Progress};
@@ -191,12 +191,13 @@ async fn build_image<R: Registry>(
                     .await
                     .map_err(registry_err(format!(
                         "downloading parent layer {}",
-                        layer.digest
+                        layer.digest()
                     )))?;
-                let digest = store::Digest::from_str(&layer.digest).map_err(BuildError::Store)?;
+                let digest =
+                    store::Digest::from_str(layer.digest().as_ref()).map_err(BuildError::Store)?;
                 parent_blobs.push(kiln_rootfs::unpack::LayerBlob {
                     path: store.path(&digest),
-                    media_type: Some(layer.media_type.clone()),
+                    media_type: Some(layer.media_type().to_string()),
                     diff_id,
                 });
             }
@@ -263,11 +264,7 @@ async fn build_image<R: Registry>(
             });
             built.push(BuiltLayer {
                 added: AddedLayer {
-                    blob: Descriptor {
-                        media_type: desc.media_type.clone(),
-                        digest: desc.digest.to_string(),
-                        size: desc.size,
-                    },
+                    blob: desc.blob(),
                     diff_id: desc.diff_id.to_string(),
                     created_by: format!("RUN {} # kiln", layer.label),
                 },
@@ -316,15 +313,15 @@ async fn build_image<R: Registry>(
             image: name.clone(),
             label: slot.label(),
             status,
-            digest: blob.digest.clone(),
-            size: blob.size,
+            digest: blob.digest().to_string(),
+            size: blob.size(),
             reason: reason.clone(),
         });
         reports.push(LayerReport {
             label: slot.label(),
             status,
-            digest: blob.digest.clone(),
-            size: blob.size,
+            digest: blob.digest().to_string(),
+            size: blob.size(),
             reason,
         });
         built.push(layer);
@@ -366,7 +363,7 @@ async fn build_image<R: Registry>(
     labels.insert("dev.kiln.pipeline".into(), pipeline.name().into());
     labels.insert("dev.kiln.steps".into(), image.steps.join(","));
     labels.insert(
-        "org.opencontainers.image.base.digest".into(),
+        kiln_oci::ANNOTATION_BASE_IMAGE_DIGEST.into(),
         parent.digest.clone(),
     );
     labels.insert(

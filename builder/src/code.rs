@@ -7,7 +7,7 @@ use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::image::{self, AddedLayer, Descriptor};
+use crate::image::{self, AddedLayer};
 use crate::layer::{CodeLayerOptions, Context, LayerError, LayerWriter, TarOptions};
 use crate::options::BuildOptions;
 use crate::progress::LayerStatus;
@@ -72,11 +72,7 @@ pub(crate) fn code_layer(
     Ok((
         BuiltLayer {
             added: AddedLayer {
-                blob: Descriptor {
-                    media_type: descriptor.media_type.clone(),
-                    digest: descriptor.digest.to_string(),
-                    size: descriptor.size,
-                },
+                blob: descriptor.blob(),
                 diff_id: descriptor.diff_id.to_string(),
                 created_by,
             },

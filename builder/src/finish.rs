@@ -66,11 +66,11 @@ pub(crate) async fn write_image<R: Registry>(
         Format::Oci => image::media::OCI_CONFIG,
         Format::Docker => image::media::DOCKER_CONFIG,
     };
-    let config_desc = Descriptor {
-        media_type: config_type.into(),
-        digest: image::sha256_digest(&config_bytes),
-        size: config_bytes.len() as u64,
-    };
+    let config_desc = Descriptor::new(
+        config_type.into(),
+        config_bytes.len() as u64,
+        store::Digest::of(&config_bytes).oci(),
+    );
     let mut layer_descs: Vec<Descriptor> = f.base.layers.clone();
     layer_descs.extend(f.added.iter().map(|a| a.blob.clone()));
     let manifest = image::manifest(opts.format, &config_desc, &layer_descs, &BTreeMap::new())
@@ -121,12 +121,13 @@ pub(crate) async fn write_image<R: Registry>(
                     .await
                     .map_err(registry_err(
                         f.name,
-                        format!("downloading parent layer {}", layer.digest),
+                        format!("downloading parent layer {}", layer.digest()),
                     ))?;
             }
             let mut blobs = Vec::new();
             for desc in &layer_descs {
-                let digest = store::Digest::from_str(&desc.digest).map_err(BuildError::Store)?;
+                let digest =
+                    store::Digest::from_str(desc.digest().as_ref()).map_err(BuildError::Store)?;
                 blobs.push(Blob {
                     descriptor: desc.clone(),
                     data: BlobData::File(store.path(&digest)),
@@ -139,11 +140,11 @@ pub(crate) async fn write_image<R: Registry>(
             let image_blobs = ImageBlobs {
                 blobs,
                 manifest: Blob {
-                    descriptor: Descriptor {
-                        media_type: manifest_type.clone(),
-                        digest: manifest_digest.clone(),
-                        size: manifest_bytes.len() as u64,
-                    },
+                    descriptor: Descriptor::new(
+                        manifest_type.as_str().into(),
+                        manifest_bytes.len() as u64,
+                        store::Digest::of(&manifest_bytes).oci(),
+                    ),
                     data: BlobData::Bytes(manifest_bytes.clone()),
                 },
                 tag: f.tag.to_string(),

@@ -7,33 +7,14 @@
 
 use std::collections::BTreeMap;
 
+use kiln_oci::ImageManifestBuilder;
 use serde_json::{Map, Value, json};
-use sha2::{Digest as _, Sha256};
 
-/// Manifest and config media types.
-pub mod media {
-    /// OCI image manifest.
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    /// OCI image config.
-    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-    /// OCI gzip layer.
-    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-    /// OCI zstd layer.
-    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-    /// OCI uncompressed layer.
-    pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-    /// OCI image index.
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    /// Docker schema 2 manifest.
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    /// Docker manifest list.
-    pub const DOCKER_MANIFEST_LIST: &str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
-    /// Docker image config.
-    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-    /// Docker gzip layer.
-    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-}
+/// The descriptor type manifests are made of.
+pub use kiln_oci::Descriptor;
+/// Media type names, one set for all of kiln (oci-spec has no Docker
+/// ones).
+pub use kiln_oci::media;
 
 /// Which family of media types the image is written with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,18 +24,6 @@ pub enum Format {
     Oci,
     /// Docker image manifest v2 schema 2, for old registries and tools.
     Docker,
-}
-
-/// A content descriptor: what a manifest says about a blob.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Descriptor {
-    /// Media type.
-    #[serde(rename = "mediaType")]
-    pub media_type: String,
-    /// `sha256:...`.
-    pub digest: String,
-    /// Size in bytes.
-    pub size: u64,
 }
 
 /// A layer added by kiln: its blob and the history line that explains it.
@@ -84,21 +53,8 @@ pub struct ConfigEdits {
     pub created: String,
 }
 
-/// sha256 digest of bytes, as `sha256:<hex>`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+/// Digests and hex as kiln writes them everywhere.
+pub use kiln_oci::{hex, sha256_digest};
 
 /// Why an image could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +71,10 @@ pub enum ImageError {
         /// The layer.
         digest: String,
     },
+    /// oci-spec refused a document kiln assembled (a kiln bug, reported
+    /// rather than written).
+    #[error("assembling an OCI document: {0}")]
+    Spec(String),
 }
 
 /// The child image's config: the parent's, with kiln's edits, the added
@@ -223,7 +183,8 @@ pub fn layer_media_type(media_type: &str, format: Format) -> Result<String, Stri
     })
 }
 
-/// The image manifest for a config and its layers (parent's first).
+/// The image manifest for a config and its layers (parent's first), as
+/// JSON ready for [`canonical_bytes`].
 pub fn manifest(
     format: Format,
     config: &Descriptor,
@@ -237,25 +198,35 @@ pub fn manifest(
     let layers = layers
         .iter()
         .map(|l| {
-            let media_type =
-                layer_media_type(&l.media_type, format).map_err(|_| ImageError::ZstdInDocker {
-                    digest: l.digest.clone(),
-                })?;
-            Ok(json!({"mediaType": media_type, "digest": l.digest, "size": l.size}))
+            let media_type = layer_media_type(l.media_type().as_ref(), format).map_err(|_| {
+                ImageError::ZstdInDocker {
+                    digest: l.digest().to_string(),
+                }
+            })?;
+            Ok(Descriptor::new(
+                media_type.as_str().into(),
+                l.size(),
+                l.digest().clone(),
+            ))
         })
         .collect::<Result<Vec<_>, ImageError>>()?;
-    let mut m = Map::new();
-    m.insert("schemaVersion".into(), json!(2));
-    m.insert("mediaType".into(), json!(manifest_type));
-    m.insert(
-        "config".into(),
-        json!({"mediaType": config_type, "digest": config.digest, "size": config.size}),
-    );
-    m.insert("layers".into(), json!(layers));
+    let config = Descriptor::new(config_type.into(), config.size(), config.digest().clone());
+    let mut manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(manifest_type)
+        .config(config)
+        .layers(layers)
+        .build()
+        .map_err(|e| ImageError::Spec(e.to_string()))?;
     if format == Format::Oci && !annotations.is_empty() {
-        m.insert("annotations".into(), json!(annotations));
+        manifest.set_annotations(Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ));
     }
-    Ok(Value::Object(m))
+    serde_json::to_value(&manifest).map_err(|e| ImageError::Spec(e.to_string()))
 }
 
 /// Canonical bytes of a JSON document: keys sorted, no whitespace, so the
@@ -312,13 +283,14 @@ mod tests {
         })
     }
 
+    /// A descriptor whose digest is `n` repeated to a sha256's length.
+    fn desc(media_type: &str, n: &str, size: u64) -> Descriptor {
+        kiln_oci::descriptor(media_type, &format!("sha256:{}", n.repeat(64)), size).unwrap()
+    }
+
     fn layer(n: &str) -> AddedLayer {
         AddedLayer {
-            blob: Descriptor {
-                media_type: media::OCI_LAYER_GZIP.into(),
-                digest: format!("sha256:{n}"),
-                size: 3,
-            },
+            blob: desc(media::OCI_LAYER_GZIP, n, 3),
             diff_id: format!("sha256:diff{n}"),
             created_by: "COPY . /app".into(),
         }
@@ -383,19 +355,8 @@ mod tests {
 
     #[test]
     fn manifest_converts_layer_types_to_the_format() {
-        let config = Descriptor {
-            media_type: String::new(),
-            digest: "sha256:c".into(),
-            size: 10,
-        };
-        let layers = [
-            Descriptor {
-                media_type: media::DOCKER_LAYER_GZIP.into(),
-                digest: "sha256:p".into(),
-                size: 5,
-            },
-            layer("1").blob,
-        ];
+        let config = desc("", "c", 10);
+        let layers = [desc(media::DOCKER_LAYER_GZIP, "a", 5), layer("1").blob];
         let oci = manifest(Format::Oci, &config, &layers, &BTreeMap::new()).unwrap();
         assert_eq!(oci["mediaType"], media::OCI_MANIFEST);
         assert_eq!(oci["config"]["mediaType"], media::OCI_CONFIG);
@@ -403,11 +364,7 @@ mod tests {
         let docker = manifest(Format::Docker, &config, &layers, &BTreeMap::new()).unwrap();
         assert_eq!(docker["mediaType"], media::DOCKER_MANIFEST);
         assert_eq!(docker["layers"][1]["mediaType"], media::DOCKER_LAYER_GZIP);
-        let zstd = [Descriptor {
-            media_type: media::OCI_LAYER_ZSTD.into(),
-            digest: "sha256:z".into(),
-            size: 1,
-        }];
+        let zstd = [desc(media::OCI_LAYER_ZSTD, "f", 1)];
         assert!(manifest(Format::Docker, &config, &zstd, &BTreeMap::new()).is_err());
     }
 

@@ -6,9 +6,9 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
+use kiln_oci::{ANNOTATION_REF_NAME as REF_NAME, ImageIndex, ImageIndexBuilder};
 
-use crate::image::{Descriptor, canonical_bytes, media};
+use crate::image::{Descriptor, media};
 
 /// Where a blob's bytes come from.
 #[derive(Debug, Clone)]
@@ -46,16 +46,12 @@ pub fn write_layout(dir: &Path, image: &ImageBlobs) -> io::Result<()> {
     fs::create_dir_all(&blobs_dir)?;
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     for blob in image.blobs.iter().chain(std::iter::once(&image.manifest)) {
-        let hex = blob
-            .descriptor
-            .digest
-            .strip_prefix("sha256:")
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "only sha256 digests are supported",
-                )
-            })?;
+        let hex = blob.descriptor.as_digest_sha256().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "only sha256 digests are supported",
+            )
+        })?;
         let target = blobs_dir.join(hex);
         if target.exists() {
             continue;
@@ -74,26 +70,31 @@ pub fn write_layout(dir: &Path, image: &ImageBlobs) -> io::Result<()> {
         fs::rename(&tmp, &target)?;
     }
     let index_path = dir.join("index.json");
-    let mut manifests: Vec<serde_json::Value> = match fs::read(&index_path) {
-        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("manifests").and_then(|m| m.as_array()).cloned())
+    let mut manifests: Vec<Descriptor> = match fs::read(&index_path) {
+        Ok(bytes) => serde_json::from_slice::<ImageIndex>(&bytes)
+            .map(|index| index.manifests().clone())
             .unwrap_or_default(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    manifests
-        .retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != image.tag.as_str());
-    let d = &image.manifest.descriptor;
-    manifests.push(json!({
-        "mediaType": d.media_type,
-        "digest": d.digest,
-        "size": d.size,
-        "annotations": {"org.opencontainers.image.ref.name": image.tag},
-    }));
-    let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests});
+    manifests.retain(|m| {
+        m.annotations()
+            .as_ref()
+            .and_then(|a| a.get(REF_NAME))
+            .map(String::as_str)
+            != Some(image.tag.as_str())
+    });
+    let mut entry = image.manifest.descriptor.clone();
+    entry.set_annotations(Some([(REF_NAME.to_string(), image.tag.clone())].into()));
+    manifests.push(entry);
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(media::OCI_INDEX)
+        .manifests(manifests)
+        .build()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     let tmp = dir.join(".index.json.tmp");
-    fs::write(&tmp, canonical_bytes(&index))?;
+    fs::write(&tmp, kiln_oci::canonical_json(&index))?;
     fs::rename(tmp, index_path)
 }
 

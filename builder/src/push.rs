@@ -43,7 +43,7 @@ pub(crate) async fn push<R: Registry>(
             Source::Parent(d) | Source::Added(d) => *d,
         };
         let fail = |action: &str| {
-            let action = format!("{action} {} in {repo}", desc.digest);
+            let action = format!("{action} {} in {repo}", desc.digest());
             move |source| BuildError::Registry {
                 image: image.to_string(),
                 action,
@@ -53,13 +53,13 @@ pub(crate) async fn push<R: Registry>(
         let report = |status| {
             progress.event(Event::Blob {
                 image: image.into(),
-                digest: desc.digest.clone(),
-                size: desc.size,
+                digest: desc.digest().to_string(),
+                size: desc.size(),
                 status,
             });
         };
         if registry
-            .blob_exists(repo, &desc.digest)
+            .blob_exists(repo, desc.digest().as_ref())
             .await
             .map_err(fail("checking blob"))?
         {
@@ -69,14 +69,14 @@ pub(crate) async fn push<R: Registry>(
         if let Source::Parent(_) = job
             && same_registry
             && registry
-                .mount_blob(repo, &parent.repository, &desc.digest)
+                .mount_blob(repo, &parent.repository, desc.digest().as_ref())
                 .await
                 .map_err(fail("mounting blob"))?
         {
             report(BlobStatus::Mounted);
             return Ok(false);
         }
-        let digest = store::Digest::from_str(&desc.digest).map_err(BuildError::Store)?;
+        let digest = store::Digest::from_str(desc.digest().as_ref()).map_err(BuildError::Store)?;
         let path = store.path(&digest);
         if let Source::Parent(_) = job {
             fetch_blob(registry, store, &parent.repository, desc)
@@ -101,12 +101,12 @@ pub(crate) async fn push<R: Registry>(
         source,
     };
     if !registry
-        .blob_exists(repo, &config_desc.digest)
+        .blob_exists(repo, config_desc.digest().as_ref())
         .await
         .map_err(fail)?
     {
         registry
-            .push_blob_bytes(repo, &config_desc.digest, config_bytes)
+            .push_blob_bytes(repo, config_desc.digest().as_ref(), config_bytes)
             .await
             .map_err(|source| BuildError::Registry {
                 image: image.to_string(),
@@ -126,7 +126,7 @@ pub async fn fetch_blob<R: Registry>(
     repository: &str,
     desc: &Descriptor,
 ) -> Result<(), RegistryError> {
-    let digest = store::Digest::from_str(&desc.digest)?;
+    let digest = store::Digest::from_str(desc.digest().as_ref())?;
     if store.contains(&digest) {
         return Ok(());
     }

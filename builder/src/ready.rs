@@ -102,16 +102,17 @@ pub async fn ready<R: Registry>(
     for (layer, diff_id) in image.layers.iter().zip(diff_ids) {
         let layer_error = |source: RegistryError| ReadyError::Layer {
             reference: reference.to_string(),
-            digest: layer.digest.clone(),
+            digest: layer.digest().to_string(),
             source,
         };
         crate::push::fetch_blob(registry, store, &image.repository, layer)
             .await
             .map_err(layer_error)?;
-        let digest = Digest::from_str(&layer.digest).map_err(|e| layer_error(e.into()))?;
+        let digest =
+            Digest::from_str(layer.digest().as_ref()).map_err(|e| layer_error(e.into()))?;
         blobs.push(LayerBlob {
             path: store.path(&digest),
-            media_type: Some(layer.media_type.clone()),
+            media_type: Some(layer.media_type().to_string()),
             diff_id,
         });
     }

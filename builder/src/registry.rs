@@ -183,15 +183,7 @@ impl Registry for kiln_oci::Client {
             repository: r.repository,
             digest: r.digest,
             config: r.config,
-            layers: r
-                .layers
-                .into_iter()
-                .map(|l| Descriptor {
-                    media_type: l.media_type,
-                    digest: l.digest,
-                    size: l.size,
-                })
-                .collect(),
+            layers: r.layers,
         })
     }
 
@@ -214,10 +206,14 @@ impl Registry for kiln_oci::Client {
         blob: &Descriptor,
         path: &Path,
     ) -> Result<(), RegistryError> {
-        Ok(
-            kiln_oci::Client::push_blob_file(self, repository, &blob.digest, blob.size, path)
-                .await?,
+        Ok(kiln_oci::Client::push_blob_file(
+            self,
+            repository,
+            blob.digest().as_ref(),
+            blob.size(),
+            path,
         )
+        .await?)
     }
 
     async fn push_blob_bytes(
@@ -235,7 +231,10 @@ impl Registry for kiln_oci::Client {
         blob: &Descriptor,
         path: &Path,
     ) -> Result<(), RegistryError> {
-        Ok(kiln_oci::Client::pull_blob_to_file(self, repository, &blob.digest, path).await?)
+        Ok(
+            kiln_oci::Client::pull_blob_to_file(self, repository, blob.digest().as_ref(), path)
+                .await?,
+        )
     }
 
     async fn manifest_digest(

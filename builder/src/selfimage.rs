@@ -68,7 +68,7 @@ use serde_json::{Value, json};
 
 use crate::error::BuildError;
 use crate::finish::{Finished, write_image};
-use crate::image::{self, AddedLayer, Descriptor, Format};
+use crate::image::{self, AddedLayer, Format};
 use crate::layer::context::header;
 use crate::layer::{Compression, LayerError, LayerWriter, TarOptions};
 use crate::options::{BuildOptions, Output};
@@ -324,11 +324,7 @@ pub async fn push_orchestrator_image<R: Registry>(
         layers: Vec::new(),
     };
     let added = [AddedLayer {
-        blob: Descriptor {
-            media_type: layer.media_type.clone(),
-            digest: layer.digest.to_string(),
-            size: layer.size,
-        },
+        blob: layer.blob(),
         diff_id: layer.diff_id.to_string(),
         created_by: history_line(),
     }];

@@ -17,10 +17,11 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
+use super::Repository;
 use super::auth::{Challenge, CredentialSource, Credentials, parse_challenge};
 use super::error::{RegistryError, Result};
 use super::retry::RetryPolicy;
-use super::{Repository, media};
+use super::spec::{Descriptor, ImageIndex, ImageManifest, media, sha256_digest as sha256};
 use kiln_pipeline::error_chain as chain;
 
 /// How the client connects and authenticates.
@@ -76,18 +77,6 @@ pub struct Manifest {
     pub digest: String,
 }
 
-/// A blob descriptor as found in manifests.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub struct BlobDescriptor {
-    /// Media type.
-    #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    /// Digest.
-    pub digest: String,
-    /// Size.
-    pub size: u64,
-}
-
 /// An image resolved to one platform's manifest.
 #[derive(Debug, Clone)]
 pub struct ResolvedImage {
@@ -98,11 +87,11 @@ pub struct ResolvedImage {
     /// The manifest.
     pub manifest: Manifest,
     /// Config descriptor.
-    pub config_descriptor: BlobDescriptor,
+    pub config_descriptor: Descriptor,
     /// Config JSON.
     pub config: serde_json::Value,
     /// Layers, bottom first.
-    pub layers: Vec<BlobDescriptor>,
+    pub layers: Vec<Descriptor>,
 }
 
 /// A registry client; cheap to clone and safe to share between tasks.
@@ -132,16 +121,6 @@ impl std::fmt::Debug for Client {
             .field("options", &self.inner.opts)
             .finish_non_exhaustive()
     }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(71);
-    out.push_str("sha256:");
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -606,41 +585,24 @@ impl Client {
             what: what.into(),
             message,
         };
-        if manifest.media_type == media::OCI_INDEX
-            || manifest.media_type == media::DOCKER_MANIFEST_LIST
-        {
-            #[derive(Deserialize)]
-            struct Index {
-                manifests: Vec<Entry>,
-            }
-            #[derive(Deserialize)]
-            struct Entry {
-                digest: String,
-                platform: Option<Plat>,
-            }
-            #[derive(Deserialize)]
-            struct Plat {
-                os: String,
-                architecture: String,
-                variant: Option<String>,
-            }
-            let index: Index = serde_json::from_slice(&manifest.bytes)
+        if media::is_index(&manifest.media_type) {
+            let index: ImageIndex = serde_json::from_slice(&manifest.bytes)
                 .map_err(|e| invalid("image index", e.to_string()))?;
-            let chosen = index.manifests.iter().find(|m| {
-                m.platform.as_ref().is_some_and(|p| {
-                    p.os == os
-                        && p.architecture == architecture
-                        && (variant.is_none() || p.variant.as_deref() == variant)
+            let chosen = index.manifests().iter().find(|m| {
+                m.platform().as_ref().is_some_and(|p| {
+                    p.os().to_string() == os
+                        && p.architecture().to_string() == architecture
+                        && (variant.is_none() || p.variant().as_deref() == variant)
                 })
             });
             let Some(chosen) = chosen else {
                 let available: Vec<String> = index
-                    .manifests
+                    .manifests()
                     .iter()
                     .filter_map(|m| {
-                        m.platform
+                        m.platform()
                             .as_ref()
-                            .map(|p| format!("{}/{}", p.os, p.architecture))
+                            .map(|p| format!("{}/{}", p.os(), p.architecture()))
                     })
                     .collect();
                 return Err(RegistryError::PlatformNotFound {
@@ -649,18 +611,14 @@ impl Client {
                     available: available.join(", "),
                 });
             };
-            manifest = self.get_manifest(&repository, &chosen.digest).await?;
-        }
-        #[derive(Deserialize)]
-        struct ImageManifest {
-            config: BlobDescriptor,
-            #[serde(default)]
-            layers: Vec<BlobDescriptor>,
+            manifest = self
+                .get_manifest(&repository, chosen.digest().as_ref())
+                .await?;
         }
         let image: ImageManifest = serde_json::from_slice(&manifest.bytes)
             .map_err(|e| invalid("image manifest", e.to_string()))?;
         let config_bytes = self
-            .get_blob_bytes(&repository, &image.config.digest)
+            .get_blob_bytes(&repository, image.config().digest().as_ref())
             .await?;
         let config: serde_json::Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| invalid("image config", e.to_string()))?;
@@ -668,9 +626,9 @@ impl Client {
             repository,
             digest: manifest.digest.clone(),
             manifest,
-            config_descriptor: image.config,
+            config_descriptor: image.config().clone(),
             config,
-            layers: image.layers,
+            layers: image.layers().clone(),
         })
     }
 
@@ -729,14 +687,7 @@ impl Client {
                 file.write_all(&chunk).await.map_err(io_err)?;
             }
             file.flush().await.map_err(io_err)?;
-            let found = format!(
-                "sha256:{}",
-                hasher
-                    .finalize()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            );
+            let found = format!("sha256:{:x}", hasher.finalize());
             if found != digest {
                 let _ = tokio::fs::remove_file(path).await;
                 return Err(RegistryError::DigestMismatch {

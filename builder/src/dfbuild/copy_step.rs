@@ -388,19 +388,19 @@ impl Builder<'_> {
             if !cached.exists() {
                 self.fetch_base_layer(built, layer, registry).await?;
             }
-            let digest = store::Digest::from_str(&layer.digest)?;
+            let digest = store::Digest::from_str(layer.digest().as_ref())?;
             let l = self
-                .layer_listing(&digest, &layer.media_type, &diff_id)
+                .layer_listing(&digest, layer.media_type().as_ref(), &diff_id)
                 .map_err(|e| BuildError::Dockerfile {
                     file: self.req.dockerfile.clone(),
-                    message: format!("reading base layer {}: {e}", layer.digest),
+                    message: format!("reading base layer {}: {e}", layer.digest()),
                 })?;
             out.apply(&l);
         }
         for added in &built.added {
-            let digest = store::Digest::from_str(&added.blob.digest)?;
+            let digest = store::Digest::from_str(added.blob.digest().as_ref())?;
             let l = self
-                .layer_listing(&digest, &added.blob.media_type, &added.diff_id)
+                .layer_listing(&digest, added.blob.media_type().as_ref(), &added.diff_id)
                 .map_err(|e| BuildError::Dockerfile {
                     file: self.req.dockerfile.clone(),
                     message: format!("reading layer {}: {e}", added.created_by),

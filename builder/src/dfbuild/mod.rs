@@ -513,11 +513,7 @@ impl Builder<'_> {
     ) -> Result<(), BuildError> {
         built.chain = key;
         built.added.push(AddedLayer {
-            blob: Descriptor {
-                media_type: desc.media_type.clone(),
-                digest: desc.digest.to_string(),
-                size: desc.size,
-            },
+            blob: desc.blob(),
             diff_id: desc.diff_id.to_string(),
             created_by: step.text.clone(),
         });
@@ -639,7 +635,7 @@ impl Builder<'_> {
             .await
             .map_err(|source| BuildError::Registry {
                 image: self.name.to_string(),
-                action: format!("downloading base layer {}", layer.digest),
+                action: format!("downloading base layer {}", layer.digest()),
                 source,
             })
     }
@@ -659,10 +655,10 @@ impl Builder<'_> {
         let diff_ids = strings(&built.base.config["rootfs"]["diff_ids"]);
         for (layer, diff_id) in built.base.layers.iter().zip(diff_ids) {
             self.fetch_base_layer(built, layer, registry).await?;
-            let digest = store::Digest::from_str(&layer.digest)?;
+            let digest = store::Digest::from_str(layer.digest().as_ref())?;
             let blob = LayerBlob {
                 path: self.store.path(&digest),
-                media_type: Some(layer.media_type.clone()),
+                media_type: Some(layer.media_type().to_string()),
                 diff_id,
             };
             unpack::apply_layer_blob(&root, &blob, &opts).map_err(|e| BuildError::Dockerfile {
@@ -671,10 +667,10 @@ impl Builder<'_> {
             })?;
         }
         for added in &built.added {
-            let digest = store::Digest::from_str(&added.blob.digest)?;
+            let digest = store::Digest::from_str(added.blob.digest().as_ref())?;
             let blob = LayerBlob {
                 path: self.store.path(&digest),
-                media_type: Some(added.blob.media_type.clone()),
+                media_type: Some(added.blob.media_type().to_string()),
                 diff_id: added.diff_id.clone(),
             };
             unpack::apply_layer_blob(&root, &blob, &opts).map_err(|e| BuildError::Dockerfile {

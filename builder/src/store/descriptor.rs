@@ -19,3 +19,15 @@ pub struct LayerDescriptor {
     #[serde(rename = "diffId")]
     pub diff_id: Digest,
 }
+
+impl LayerDescriptor {
+    /// What a manifest says about this layer (the diffID goes to the
+    /// config instead).
+    pub fn blob(&self) -> kiln_oci::Descriptor {
+        kiln_oci::Descriptor::new(
+            self.media_type.as_str().into(),
+            self.size,
+            self.digest.oci(),
+        )
+    }
+}

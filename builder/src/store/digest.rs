@@ -26,7 +26,7 @@ impl Digest {
 
     /// The finished digest of a running hash.
     pub(crate) fn from_hasher(hasher: Sha256) -> Self {
-        Self(format!("{PREFIX}{}", hex(&hasher.finalize())))
+        Self(format!("{PREFIX}{:x}", hasher.finalize()))
     }
 
     /// The 64 hex digits, which name the blob file.
@@ -37,6 +37,15 @@ impl Digest {
     /// `sha256:<hex>`, as manifests and configs spell it.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The same digest as oci-spec's type, for descriptors.
+    pub fn oci(&self) -> kiln_oci::Digest {
+        // A store digest is sha256 with 64 lower-case hex digits, a subset
+        // of what oci-spec accepts, so the parse cannot fail.
+        self.0
+            .parse()
+            .expect("a validated sha256 digest is an OCI digest")
     }
 
     /// Parses a bare hex name as found in `blobs/sha256/`; `None` for
@@ -80,17 +89,6 @@ impl<'de> serde::Deserialize<'de> for Digest {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
     }
-}
-
-/// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
 }
 
 /// A writer that sha256-hashes and counts everything written through it, so
