@@ -8,7 +8,7 @@
 //! config read through it loses Docker's `Healthcheck`, `OnBuild`, `Shell`,
 //! `StopTimeout` and vendor fields (`config_round_trip_through_oci_spec_loses_docker_fields`
 //! below measures it), and a child image must keep them. The builder edits
-//! configs through its typed view (`kiln_builder::image::ConfigView`) instead.
+//! configs as `serde_json::Value` and keeps every field it does not touch.
 //!
 //! Manifests are serialized through `serde_json::Value`, whose map is sorted
 //! (serde_json without `preserve_order`): oci-spec keeps annotations in a

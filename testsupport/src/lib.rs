@@ -36,6 +36,7 @@ pub mod cluster;
 pub mod fixture;
 pub mod http;
 pub mod imagetree;
+pub mod imports;
 pub mod proxy;
 
 use std::collections::HashMap;

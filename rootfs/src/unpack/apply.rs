@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
+use super::MAX_BYTES_ENV;
 use super::error::{Error, LayerReport, Result, SkipReason, SkippedEntry};
 use super::scoped::resolve_in_root;
 use crate::sandbox::{IdMap, OVERFLOW_ID};
@@ -46,9 +47,6 @@ pub enum OnUnsafe {
     /// Skip the entry, list it in [`LayerReport::skipped`], go on.
     Skip,
 }
-
-/// Environment variable overriding [`DEFAULT_MAX_BYTES`] (bytes).
-pub const MAX_BYTES_ENV: &str = "KILN_MAX_LAYER_BYTES";
 
 /// The most file data one layer may write by default: 64 GiB, above any
 /// real image's layer (CUDA's are a few GiB), far below what a 10 KB layer
@@ -127,7 +125,7 @@ pub fn apply_tar<R: Read>(root: &Path, tar: R, opts: &UnpackOptions) -> Result<L
     let mut report = layer.report;
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|source| Error::Tar { source })?;
-    report.diff_id = format!("sha256:{}", hex(&rest.hasher.finalize()));
+    report.diff_id = format!("sha256:{:x}", rest.hasher.finalize());
     Ok(report)
 }
 
@@ -142,10 +140,6 @@ impl<R: Read> Read for HashingReader<R> {
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The entry name as clean relative components, or why it is unsafe.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::apply::{Ownership, UnpackOptions, apply_tar, hex};
+use super::apply::{Ownership, UnpackOptions, apply_tar};
 use super::compression::decompress;
 use super::error::{Error, LayerReport, Result};
 
@@ -34,7 +34,7 @@ pub fn chain_id<S: AsRef<str>>(diff_ids: &[S]) -> Option<String> {
     let mut chain = first.as_ref().to_string();
     for d in rest {
         let digest = Sha256::digest(format!("{chain} {}", d.as_ref()).as_bytes());
-        chain = format!("sha256:{}", hex(&digest));
+        chain = format!("sha256:{digest:x}");
     }
     Some(chain)
 }
@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(chain_id(&[a]).unwrap(), a);
         let ab = format!(
             "sha256:{}",
-            hex(&Sha256::digest(b"sha256:aaaa sha256:bbbb"))
+            format!("{:x}", Sha256::digest(b"sha256:aaaa sha256:bbbb"))
         );
         assert_eq!(chain_id(&[a, b]).unwrap(), ab);
         assert_ne!(chain_id(&[b, a]).unwrap(), ab);

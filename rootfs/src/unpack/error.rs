@@ -123,7 +123,7 @@ pub enum Error {
     /// well-compressed layer can expand to fill the disk).
     #[error(
         "the layer writes more than {limit} bytes of file data; refusing it (raise the cap with {env})",
-        env = super::apply::MAX_BYTES_ENV
+        env = super::MAX_BYTES_ENV
     )]
     TooLarge {
         /// The cap, in bytes.

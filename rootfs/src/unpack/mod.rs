@@ -34,9 +34,13 @@ mod compression;
 mod error;
 mod scoped;
 
+/// Environment variable overriding [`DEFAULT_MAX_BYTES`] (bytes). Here
+/// rather than in `apply` because the error that names it needs it too.
+pub const MAX_BYTES_ENV: &str = "KILN_MAX_LAYER_BYTES";
+
 pub use apply::{
-    DEFAULT_MAX_BYTES, MAX_BYTES_ENV, OPAQUE_MARKER, OnUnsafe, Ownership, UnpackOptions,
-    WHITEOUT_PREFIX, apply_tar, max_bytes_from_env,
+    DEFAULT_MAX_BYTES, OPAQUE_MARKER, OnUnsafe, Ownership, UnpackOptions, WHITEOUT_PREFIX,
+    apply_tar, max_bytes_from_env,
 };
 pub use cache::{CachedRoot, LayerBlob, RootCache, apply_layer_blob, chain_id};
 pub use compression::{Compression, decompress};
