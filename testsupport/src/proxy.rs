@@ -227,29 +227,40 @@ fn find_head_end(buffer: &[u8]) -> Option<usize> {
         .map(|p| p + 4)
 }
 
-/// Serves one client connection: one request.
-async fn exchange(
-    mut client: TcpStream,
-    upstream: SocketAddr,
-    state: Arc<State>,
-) -> std::io::Result<()> {
+/// A request's head as the proxy needs it, and the body bytes read with it.
+struct Head {
+    request_line: String,
+    method: String,
+    target: String,
+    /// `target` without its query.
+    path: String,
+    content_length: u64,
+    authorization: String,
+    /// Headers to forward (hop-by-hop ones left out).
+    headers: Vec<String>,
+    body_start: Vec<u8>,
+}
+
+/// Reads a request's head; `None` when the client hung up or spoke
+/// something other than HTTP.
+async fn read_head(client: &mut TcpStream) -> std::io::Result<Option<Head>> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
         let n = client.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         buffer.extend_from_slice(&chunk[..n]);
         // Not HTTP (a TLS ClientHello from an HTTPS probe): hang up.
         if !buffer[0].is_ascii_uppercase() {
-            return Ok(());
+            return Ok(None);
         }
         if let Some(end) = find_head_end(&buffer) {
             break end;
         }
         if buffer.len() > MAX_HEAD {
-            return Ok(());
+            return Ok(None);
         }
     };
     let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
@@ -288,95 +299,159 @@ async fn exchange(
             headers.push(line.to_owned());
         }
     }
-
     let path = target.split('?').next().unwrap_or_default().to_owned();
+    Ok(Some(Head {
+        request_line,
+        method,
+        target,
+        path,
+        content_length,
+        authorization,
+        headers,
+        body_start,
+    }))
+}
+
+/// Records what the proxy did with a request.
+fn record(state: &State, head: &Head, outcome: Outcome) {
+    state
+        .requests
+        .lock()
+        .expect("proxy state lock")
+        .push(Request {
+            method: head.method.clone(),
+            target: head.target.clone(),
+            outcome,
+        });
+}
+
+/// The token endpoint of the auth gate: checks the basic credentials (GET)
+/// or the refresh token (POST), records what was asked, answers a token or
+/// 401.
+async fn answer_token(
+    client: &mut TcpStream,
+    head: Head,
+    gate: &Gate,
+    state: &State,
+) -> std::io::Result<()> {
+    record(state, &head, Outcome::Token);
+    let Head {
+        method,
+        target,
+        authorization,
+        body_start,
+        content_length,
+        ..
+    } = head;
+    let body = read_body(client, body_start, content_length).await?;
+    let query = target
+        .split_once('?')
+        .map(|(_, q)| q.to_owned())
+        .unwrap_or_default();
+    let form = if method == "POST" {
+        String::from_utf8_lossy(&body).into_owned()
+    } else {
+        query
+    };
+    let params = parse_form(&form);
+    let get = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    let (scopes, granted) = if method == "POST" {
+        let scopes = get("scope")
+            .map(|s| s.split(' ').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let ok = get("grant_type").as_deref() == Some("refresh_token")
+            && get("refresh_token").as_deref() == Some(gate.refresh_token.as_str());
+        (scopes, ok)
+    } else {
+        let scopes = params
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .map(|(_, v)| v.clone())
+            .collect();
+        (scopes, authorization == format!("Basic {}", gate.basic))
+    };
+    state
+        .token_requests
+        .lock()
+        .expect("proxy state lock")
+        .push(TokenRequest {
+            method,
+            service: get("service"),
+            scopes,
+            granted,
+        });
+    let answer = if granted {
+        let body = format!(r#"{{"token":"{TOKEN}","access_token":"{TOKEN}","expires_in":300}}"#);
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+    };
+    client.write_all(answer.as_bytes()).await?;
+    client.shutdown().await
+}
+
+/// A registry request without the gate's token: 401 with the challenge
+/// that sends the client to the token endpoint.
+async fn challenge(client: &mut TcpStream, head: Head, gate: &Gate) -> std::io::Result<()> {
+    read_body(client, head.body_start, head.content_length).await?;
+    let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+    let answer = format!(
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{}\",service=\"kiln-proxy\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        gate.realm,
+        body.len()
+    );
+    client.write_all(answer.as_bytes()).await?;
+    client.shutdown().await
+}
+
+/// Serves one client connection: one request.
+async fn exchange(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    state: Arc<State>,
+) -> std::io::Result<()> {
+    let Some(head) = read_head(&mut client).await? else {
+        return Ok(());
+    };
     let gate = state.gate.lock().expect("proxy state lock").clone();
     if let Some(gate) = gate {
-        let record = |outcome| {
-            state
-                .requests
-                .lock()
-                .expect("proxy state lock")
-                .push(Request {
-                    method: method.clone(),
-                    target: target.clone(),
-                    outcome,
-                });
-        };
-        if path == "/token" {
-            record(Outcome::Token);
-            let body = read_body(&mut client, body_start, content_length).await?;
-            let query = target
-                .split_once('?')
-                .map(|(_, q)| q.to_owned())
-                .unwrap_or_default();
-            let form = if method == "POST" {
-                String::from_utf8_lossy(&body).into_owned()
-            } else {
-                query
-            };
-            let params = parse_form(&form);
-            let get = |key: &str| {
-                params
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.clone())
-            };
-            let (scopes, granted) = if method == "POST" {
-                let scopes = get("scope")
-                    .map(|s| s.split(' ').map(str::to_owned).collect())
-                    .unwrap_or_default();
-                let ok = get("grant_type").as_deref() == Some("refresh_token")
-                    && get("refresh_token").as_deref() == Some(gate.refresh_token.as_str());
-                (scopes, ok)
-            } else {
-                let scopes = params
-                    .iter()
-                    .filter(|(k, _)| k == "scope")
-                    .map(|(_, v)| v.clone())
-                    .collect();
-                (scopes, authorization == format!("Basic {}", gate.basic))
-            };
-            state
-                .token_requests
-                .lock()
-                .expect("proxy state lock")
-                .push(TokenRequest {
-                    method: method.clone(),
-                    service: get("service"),
-                    scopes,
-                    granted,
-                });
-            let answer = if granted {
-                let body =
-                    format!(r#"{{"token":"{TOKEN}","access_token":"{TOKEN}","expires_in":300}}"#);
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_owned()
-            };
-            client.write_all(answer.as_bytes()).await?;
-            client.shutdown().await?;
-            return Ok(());
+        if head.path == "/token" {
+            return answer_token(&mut client, head, &gate, &state).await;
         }
-        if path.starts_with("/v2") && authorization != format!("Bearer {TOKEN}") {
-            record(Outcome::Challenged);
-            read_body(&mut client, body_start, content_length).await?;
-            let body =
-                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
-            let answer = format!(
-                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{}\",service=\"kiln-proxy\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                gate.realm,
-                body.len()
-            );
-            client.write_all(answer.as_bytes()).await?;
-            client.shutdown().await?;
-            return Ok(());
+        if head.path.starts_with("/v2") && head.authorization != format!("Bearer {TOKEN}") {
+            record(&state, &head, Outcome::Challenged);
+            return challenge(&mut client, head, &gate).await;
         }
     }
+    relay(client, upstream, &state, head).await
+}
+
+/// Forwards a request upstream, or fails it as the test asked (a 503, or a
+/// connection reset halfway through an upload's body).
+async fn relay(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    state: &State,
+    head: Head,
+) -> std::io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    let Head {
+        ref request_line,
+        ref method,
+        ref path,
+        content_length,
+        ref headers,
+        ref body_start,
+        ..
+    } = head;
     let fail = {
         let filter = state.fail_filter.lock().expect("proxy state lock").clone();
         path.contains(&filter)
@@ -396,15 +471,7 @@ async fn exchange(
     } else {
         Outcome::Forwarded
     };
-    state
-        .requests
-        .lock()
-        .expect("proxy state lock")
-        .push(Request {
-            method: method.clone(),
-            target: target.clone(),
-            outcome,
-        });
+    record(state, &head, outcome);
 
     if fail {
         // Read the body first so the client sees the answer, not a reset.
@@ -425,7 +492,7 @@ async fn exchange(
 
     let mut server = TcpStream::connect(upstream).await?;
     let mut forwarded_head = format!("{request_line}\r\n");
-    for header in &headers {
+    for header in headers {
         forwarded_head.push_str(header);
         forwarded_head.push_str("\r\n");
     }
@@ -453,7 +520,7 @@ async fn exchange(
         return Ok(());
     }
 
-    server.write_all(&body_start).await?;
+    server.write_all(body_start).await?;
     tokio::io::copy_bidirectional(&mut client, &mut server).await?;
     Ok(())
 }
