@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt as _;
 use super::Repository;
 use super::auth::{Challenge, CredentialSource, Credentials, parse_challenge};
 use super::error::{RegistryError, Result};
-use super::retry::RetryPolicy;
+use super::retry::RequestRetry;
 use super::spec::{Descriptor, ImageIndex, ImageManifest, media, sha256_digest as sha256};
 use kiln_pipeline::error_chain as chain;
 
@@ -35,7 +35,7 @@ pub struct ClientOptions {
     /// Extra CA certificates (PEM files) trusted beside the system's.
     pub ca_certs: Vec<PathBuf>,
     /// Retries of failed requests.
-    pub retry: RetryPolicy,
+    pub retry: RequestRetry,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Longest silence while reading a response.
@@ -48,7 +48,7 @@ impl Default for ClientOptions {
             credentials: CredentialSource::default(),
             insecure_registries: Vec::new(),
             ca_certs: Vec::new(),
-            retry: RetryPolicy::default(),
+            retry: RequestRetry::default(),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(120),
         }
@@ -68,7 +68,7 @@ pub struct Counters {
 
 /// A manifest as served.
 #[derive(Debug, Clone)]
-pub struct Manifest {
+pub struct ServedManifest {
     /// Raw bytes (their sha256 is the digest).
     pub bytes: Vec<u8>,
     /// Media type (from the body, else the Content-Type header).
@@ -79,13 +79,13 @@ pub struct Manifest {
 
 /// An image resolved to one platform's manifest.
 #[derive(Debug, Clone)]
-pub struct ResolvedImage {
+pub struct PlatformImage {
     /// `registry/path` it lives in.
     pub repository: String,
     /// Manifest digest.
     pub digest: String,
     /// The manifest.
-    pub manifest: Manifest,
+    pub manifest: ServedManifest,
     /// Config descriptor.
     pub config_descriptor: Descriptor,
     /// Config JSON.
@@ -460,7 +460,7 @@ impl Client {
     }
 
     /// Fetches a manifest by tag or digest.
-    pub async fn get_manifest(&self, repository: &str, reference: &str) -> Result<Manifest> {
+    pub async fn get_manifest(&self, repository: &str, reference: &str) -> Result<ServedManifest> {
         let repo = Repository::parse(repository);
         let url = self.url(&repo, &format!("manifests/{reference}")).await;
         let accept = manifest_accept();
@@ -508,7 +508,7 @@ impl Client {
             let media_type = body_type
                 .or(header_type.map(|t| t.split(';').next().unwrap_or_default().trim().to_string()))
                 .unwrap_or_default();
-            Ok(Manifest {
+            Ok(ServedManifest {
                 bytes,
                 media_type,
                 digest,
@@ -565,7 +565,7 @@ impl Client {
         os: &str,
         architecture: &str,
         variant: Option<&str>,
-    ) -> Result<ResolvedImage> {
+    ) -> Result<PlatformImage> {
         let parsed = kiln_pipeline::reference::parse(reference).map_err(|reason| {
             RegistryError::InvalidReference {
                 reference: reference.into(),
@@ -622,7 +622,7 @@ impl Client {
             .await?;
         let config: serde_json::Value = serde_json::from_slice(&config_bytes)
             .map_err(|e| invalid("image config", e.to_string()))?;
-        Ok(ResolvedImage {
+        Ok(PlatformImage {
             repository,
             digest: manifest.digest.clone(),
             manifest,

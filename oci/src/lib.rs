@@ -33,9 +33,9 @@ mod retry;
 mod spec;
 
 pub use auth::{Challenge, CredentialSource, Credentials, parse_challenge};
-pub use client::{Client, ClientOptions, Counters, Manifest, ResolvedImage};
+pub use client::{Client, ClientOptions, Counters, PlatformImage, ServedManifest};
 pub use error::{RegistryError, Result};
-pub use retry::RetryPolicy;
+pub use retry::RequestRetry;
 pub use spec::{
     ANNOTATION_BASE_IMAGE_DIGEST, ANNOTATION_REF_NAME, Arch, Descriptor, Digest, DigestError,
     ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, Os, Platform,

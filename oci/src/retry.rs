@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// How often and how patiently to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub struct RequestRetry {
     /// Total attempts, the first included.
     pub attempts: u32,
     /// Delay before the second attempt.
@@ -14,7 +14,7 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
-impl Default for RetryPolicy {
+impl Default for RequestRetry {
     fn default() -> Self {
         Self {
             attempts: 5,
@@ -24,7 +24,7 @@ impl Default for RetryPolicy {
     }
 }
 
-impl RetryPolicy {
+impl RequestRetry {
     /// The delay after failed attempt `attempt` (1-based): base * 2^(n-1),
     /// capped.
     pub fn delay(&self, attempt: u32) -> Duration {
@@ -39,7 +39,7 @@ mod tests {
 
     #[test]
     fn backs_off_exponentially_up_to_the_cap() {
-        let p = RetryPolicy::default();
+        let p = RequestRetry::default();
         let delays: Vec<u64> = (1..=7).map(|a| p.delay(a).as_millis() as u64).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1600, 3000, 3000]);
     }

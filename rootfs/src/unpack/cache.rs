@@ -238,10 +238,7 @@ mod tests {
         let b = "sha256:bbbb";
         assert_eq!(chain_id::<&str>(&[]), None);
         assert_eq!(chain_id(&[a]).unwrap(), a);
-        let ab = format!(
-            "sha256:{}",
-            format!("{:x}", Sha256::digest(b"sha256:aaaa sha256:bbbb"))
-        );
+        let ab = format!("sha256:{:x}", Sha256::digest(b"sha256:aaaa sha256:bbbb"));
         assert_eq!(chain_id(&[a, b]).unwrap(), ab);
         assert_ne!(chain_id(&[b, a]).unwrap(), ab);
     }
