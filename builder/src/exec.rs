@@ -181,149 +181,248 @@ pub fn prepare(
     platform: &str,
     compression: Compression,
 ) -> Result<Vec<PreparedLayer>, ExecError> {
-    let mut out = Vec::new();
-    let mut previous = parent_digest.to_string();
+    let mut out: Vec<PreparedLayer> = Vec::new();
     for slot in slots {
-        let mut files = Vec::new();
-        let mut inputs = BTreeMap::new();
-        let mut warnings = Vec::new();
-        let script = match slot {
-            LayerSlot::Apt { packages } => {
-                inputs.insert("apt packages".into(), packages.join(" "));
-                format!(
-                    "set -e\nexport DEBIAN_FRONTEND=noninteractive\napt-get update -q\napt-get install -y -q --no-install-recommends {}\napt-get clean\nrm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log",
-                    packages
-                        .iter()
-                        .map(|p| quote(p))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                )
-            }
-            LayerSlot::InstallUv => {
-                inputs.insert("uv".into(), "latest".into());
-                format!(
-                    "set -e\n{}\n$PIP install -q --no-cache-dir --disable-pip-version-check uv",
-                    ensure_venv()
-                )
-            }
-            LayerSlot::Requirements {
-                group,
-                source,
-                installer,
-                installer_args: args,
-            } => {
-                let mut names = Vec::new();
-                let mut add = |name: String,
-                               bytes: Vec<u8>,
-                               inputs: &mut BTreeMap<String, String>,
-                               warnings: &mut Vec<String>| {
-                    let text = String::from_utf8_lossy(&bytes).to_string();
-                    let loose = unpinned(&text);
-                    if !loose.is_empty() {
-                        warnings.push(format!(
-                            "requirements ({}): {} not pinned to a version ({}); pin them (pkg==1.2.3) for reproducible images",
-                            group.as_str(),
-                            if loose.len() == 1 { "1 requirement is" } else { "some requirements are" },
-                            loose.join(", ")
-                        ));
-                    }
-                    inputs.insert(name.clone(), short_hash(&bytes));
-                    let file = format!("{}-{}.txt", names.len(), group_file(*group));
-                    names.push(file.clone());
-                    files.push((file, bytes));
-                };
-                match source {
-                    RequirementSource::Files(paths) => {
-                        for p in paths {
-                            let path = base_dir.join(p);
-                            let bytes = std::fs::read(&path).map_err(|e| ExecError::Input {
-                                what: format!("requirements file {}", path.display()),
-                                message: e.to_string(),
-                            })?;
-                            add(p.display().to_string(), bytes, &mut inputs, &mut warnings);
-                        }
-                    }
-                    RequirementSource::List(list) => {
-                        let mut text = list.join("\n");
-                        text.push('\n');
-                        add(
-                            format!("{} list", group.as_str()),
-                            text.into_bytes(),
-                            &mut inputs,
-                            &mut warnings,
-                        );
-                    }
-                    RequirementSource::Command(argv) => {
-                        let bytes = run_local(argv, base_dir)?;
-                        add(
-                            format!("`{}`", argv.join(" ")),
-                            bytes,
-                            &mut inputs,
-                            &mut warnings,
-                        );
-                    }
-                    RequirementSource::Pyproject { path, command } => {
-                        let dir = base_dir
-                            .join(path)
-                            .parent()
-                            .map_or_else(|| base_dir.to_path_buf(), Path::to_path_buf);
-                        let bytes = run_local(command, &dir)?;
-                        add(
-                            format!("{} export", path.display()),
-                            bytes,
-                            &mut inputs,
-                            &mut warnings,
-                        );
-                    }
-                }
-                let extra = installer_args(args);
-                inputs.insert("installer".into(), format!("{installer:?} {extra}"));
-                let reqs: String = names.iter().map(|n| format!(" -r {INPUTS}/{n}")).collect();
-                let install = match installer {
-                    Installer::Pip => format!(
-                        "$PIP install -q --no-cache-dir --disable-pip-version-check{reqs} {extra}"
-                    ),
-                    Installer::Uv => format!(
-                        "{VENV}/bin/uv pip install --python {VENV}/bin/python --no-cache{reqs} {extra}"
-                    ),
-                };
-                format!("set -e\n{}\n{install}", ensure_venv())
-            }
-            LayerSlot::User { name, workdir } => {
-                inputs.insert("user".into(), name.clone());
-                let n = quote(name);
-                format!(
-                    "set -e\nif ! id -u {n} >/dev/null 2>&1; then\n  if command -v useradd >/dev/null; then useradd --create-home --user-group --shell /bin/sh {n}; else adduser -D {n}; fi\nfi\nmkdir -p {w}\nchown {n}: {w}",
-                    w = quote(workdir)
-                )
-            }
-            LayerSlot::Code { .. } => continue,
-        };
-        inputs.insert("kiln recipe".into(), short_hash(script.as_bytes()));
-        let mut parts: Vec<String> = vec![
-            "exec-v1".into(),
-            previous.clone(),
-            platform.into(),
-            format!("{compression:?}"),
-            slot.label(),
-            script.clone(),
-        ];
-        for (name, bytes) in &files {
-            parts.push(format!("{name}={}", image::hex(&Sha256::digest(bytes))));
+        let read = read_requirements(slot, base_dir)?;
+        let previous = out.last().map_or(parent_digest, |l| l.key.as_str());
+        if let Some(layer) = prepare_layer(slot, read, previous, platform, compression) {
+            out.push(layer);
         }
-        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-        let key = cache_key(&refs);
-        previous = key.clone();
-        out.push(PreparedLayer {
-            label: slot.label(),
-            script,
-            files,
-            inputs,
-            key,
-            warnings,
-        });
     }
     Ok(out)
+}
+
+/// A requirement source as read: the name `--explain` shows it by, and
+/// its bytes.
+#[derive(Debug, Clone)]
+struct RequirementInput {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+/// A requirements slot's sources as bytes: the one part of preparing a
+/// layer that reads files or runs commands on this machine. Empty for
+/// the other slots, which read nothing.
+fn read_requirements(
+    slot: &LayerSlot,
+    base_dir: &Path,
+) -> Result<Vec<RequirementInput>, ExecError> {
+    let LayerSlot::Requirements { group, source, .. } = slot else {
+        return Ok(Vec::new());
+    };
+    let input = |name: String, bytes: Vec<u8>| RequirementInput { name, bytes };
+    Ok(match source {
+        RequirementSource::Files(paths) => {
+            let mut read = Vec::new();
+            for p in paths {
+                let path = base_dir.join(p);
+                let bytes = std::fs::read(&path).map_err(|e| ExecError::Input {
+                    what: format!("requirements file {}", path.display()),
+                    message: e.to_string(),
+                })?;
+                read.push(input(p.display().to_string(), bytes));
+            }
+            read
+        }
+        RequirementSource::List(list) => {
+            let mut text = list.join("\n");
+            text.push('\n');
+            vec![input(format!("{} list", group.as_str()), text.into_bytes())]
+        }
+        RequirementSource::Command(argv) => {
+            let bytes = run_local(argv, base_dir)?;
+            vec![input(format!("`{}`", argv.join(" ")), bytes)]
+        }
+        RequirementSource::Pyproject { path, command } => {
+            let dir = base_dir
+                .join(path)
+                .parent()
+                .map_or_else(|| base_dir.to_path_buf(), Path::to_path_buf);
+            let bytes = run_local(command, &dir)?;
+            vec![input(format!("{} export", path.display()), bytes)]
+        }
+    })
+}
+
+/// One exec layer from its slot and its sources as read, keyed after
+/// `previous` (the parent's digest, or the key of the layer before).
+/// Pure, so that what the key covers can be tested with plain data.
+/// `None` for the code slot, which is no exec layer.
+fn prepare_layer(
+    slot: &LayerSlot,
+    read: Vec<RequirementInput>,
+    previous: &str,
+    platform: &str,
+    compression: Compression,
+) -> Option<PreparedLayer> {
+    let Recipe {
+        script,
+        files,
+        mut inputs,
+        warnings,
+    } = recipe(slot, read)?;
+    inputs.insert("kiln recipe".into(), short_hash(script.as_bytes()));
+    let key = layer_key(
+        previous,
+        platform,
+        compression,
+        &slot.label(),
+        &script,
+        &files,
+    );
+    Some(PreparedLayer {
+        label: slot.label(),
+        script,
+        files,
+        inputs,
+        key,
+        warnings,
+    })
+}
+
+/// What an exec layer runs, with which files, before it is keyed.
+#[derive(Default)]
+struct Recipe {
+    script: String,
+    files: Vec<(String, Vec<u8>)>,
+    inputs: BTreeMap<String, String>,
+    warnings: Vec<String>,
+}
+
+/// The script and `--explain` inputs of each kind of exec slot; `None`
+/// for the code slot.
+fn recipe(slot: &LayerSlot, read: Vec<RequirementInput>) -> Option<Recipe> {
+    let simple = |input: &str, value: String, script: String| Recipe {
+        script,
+        inputs: BTreeMap::from([(input.to_string(), value)]),
+        ..Recipe::default()
+    };
+    Some(match slot {
+        LayerSlot::Apt { packages } => {
+            simple("apt packages", packages.join(" "), apt_script(packages))
+        }
+        LayerSlot::InstallUv => simple(
+            "uv",
+            "latest".into(),
+            format!(
+                "set -e\n{}\n$PIP install -q --no-cache-dir --disable-pip-version-check uv",
+                ensure_venv()
+            ),
+        ),
+        LayerSlot::Requirements {
+            group,
+            installer,
+            installer_args: args,
+            ..
+        } => requirements_recipe(*group, *installer, args, read),
+        LayerSlot::User { name, workdir } => {
+            simple("user", name.clone(), user_script(name, workdir))
+        }
+        LayerSlot::Code { .. } => return None,
+    })
+}
+
+/// Installs the packages and leaves apt's lists and caches out of the
+/// layer.
+fn apt_script(packages: &[String]) -> String {
+    format!(
+        "set -e\nexport DEBIAN_FRONTEND=noninteractive\napt-get update -q\napt-get install -y -q --no-install-recommends {}\napt-get clean\nrm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log",
+        packages
+            .iter()
+            .map(|p| quote(p))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// Creates the user unless the image has it (useradd, or busybox's
+/// adduser) and hands it the workdir.
+fn user_script(name: &str, workdir: &str) -> String {
+    let n = quote(name);
+    format!(
+        "set -e\nif ! id -u {n} >/dev/null 2>&1; then\n  if command -v useradd >/dev/null; then useradd --create-home --user-group --shell /bin/sh {n}; else adduser -D {n}; fi\nfi\nmkdir -p {w}\nchown {n}: {w}",
+        w = quote(workdir)
+    )
+}
+
+/// A requirement group's layer: each source becomes a file under
+/// [`INPUTS`], hashed into the inputs and warned about when it pins
+/// nothing, and pip or uv installs them all into [`VENV`].
+fn requirements_recipe(
+    group: RequirementGroup,
+    installer: Installer,
+    args: &BTreeMap<String, String>,
+    read: Vec<RequirementInput>,
+) -> Recipe {
+    let mut recipe = Recipe::default();
+    for RequirementInput { name, bytes } in read {
+        let loose = unpinned(&String::from_utf8_lossy(&bytes));
+        if !loose.is_empty() {
+            recipe.warnings.push(unpinned_warning(group, &loose));
+        }
+        recipe.inputs.insert(name, short_hash(&bytes));
+        let file = format!("{}-{}.txt", recipe.files.len(), group_file(group));
+        recipe.files.push((file, bytes));
+    }
+    let extra = installer_args(args);
+    recipe
+        .inputs
+        .insert("installer".into(), format!("{installer:?} {extra}"));
+    let reqs: String = recipe
+        .files
+        .iter()
+        .map(|(n, _)| format!(" -r {INPUTS}/{n}"))
+        .collect();
+    let install = match installer {
+        Installer::Pip => {
+            format!("$PIP install -q --no-cache-dir --disable-pip-version-check{reqs} {extra}")
+        }
+        Installer::Uv => {
+            format!("{VENV}/bin/uv pip install --python {VENV}/bin/python --no-cache{reqs} {extra}")
+        }
+    };
+    recipe.script = format!("set -e\n{}\n{install}", ensure_venv());
+    recipe
+}
+
+/// The warning for a requirement source with unpinned lines, naming them.
+fn unpinned_warning(group: RequirementGroup, loose: &[String]) -> String {
+    format!(
+        "requirements ({}): {} not pinned to a version ({}); pin them (pkg==1.2.3) for reproducible images",
+        group.as_str(),
+        if loose.len() == 1 {
+            "1 requirement is"
+        } else {
+            "some requirements are"
+        },
+        loose.join(", ")
+    )
+}
+
+/// The chained cache key, part for part as existing caches were stored
+/// under it: the chain so far, where the layer is built, what it runs and
+/// the content of each of its files.
+fn layer_key(
+    previous: &str,
+    platform: &str,
+    compression: Compression,
+    label: &str,
+    script: &str,
+    files: &[(String, Vec<u8>)],
+) -> String {
+    let mut parts: Vec<String> = vec![
+        "exec-v1".into(),
+        previous.into(),
+        platform.into(),
+        format!("{compression:?}"),
+        label.into(),
+        script.into(),
+    ];
+    for (name, bytes) in files {
+        parts.push(format!("{name}={}", image::hex(&Sha256::digest(bytes))));
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    cache_key(&refs)
 }
 
 fn group_file(group: RequirementGroup) -> &'static str {
@@ -683,6 +782,290 @@ mod tests {
         .unwrap();
         assert_ne!(c[0].key, d[0].key, "a new parent invalidates everything");
         assert_ne!(c[1].key, d[1].key);
+    }
+
+    /// The keys, inputs and file names kiln has stored caches under: a
+    /// change here makes every existing cache miss.
+    #[test]
+    fn keys_stay_what_existing_caches_were_stored_under() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.txt"), "six==1.16.0\nrich\n").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/reqs.txt"), "attrs==23.1.0\n").unwrap();
+        let slots = [
+            LayerSlot::Apt {
+                packages: vec!["curl".into(), "jq".into()],
+            },
+            LayerSlot::InstallUv,
+            LayerSlot::Requirements {
+                group: RequirementGroup::Stack,
+                source: RequirementSource::Files(vec!["r.txt".into()]),
+                installer: Installer::Uv,
+                installer_args: [("index-url".to_string(), "https://pi.example".to_string())]
+                    .into(),
+            },
+            LayerSlot::Code {
+                source_root: ".".into(),
+                dockerignore: None,
+                workdir: "/app".into(),
+            },
+            req(RequirementSource::List(vec!["numpy==2.0.0".into()])),
+            LayerSlot::Requirements {
+                group: RequirementGroup::Pyproject,
+                source: RequirementSource::Pyproject {
+                    path: "sub/pyproject.toml".into(),
+                    command: vec!["cat".into(), "reqs.txt".into()],
+                },
+                installer: Installer::Pip,
+                installer_args: BTreeMap::new(),
+            },
+            LayerSlot::User {
+                name: "trainer".into(),
+                workdir: "/app".into(),
+            },
+        ];
+        let refs: Vec<&LayerSlot> = slots.iter().collect();
+        let p = prepare(
+            &refs,
+            dir.path(),
+            "sha256:p",
+            "linux/amd64",
+            Compression::zstd(),
+        )
+        .unwrap();
+        // Label, key, file names, inputs.
+        type Stored = (
+            &'static str,
+            &'static str,
+            &'static [&'static str],
+            &'static [(&'static str, &'static str)],
+        );
+        let expected: [Stored; 6] = [
+            (
+                "apt packages",
+                "fea70d578994674e78ad11fbf0d8ab049ce5713ce29410d6c8b07ed349eb020e",
+                &[],
+                &[
+                    ("apt packages", "curl jq"),
+                    ("kiln recipe", "4d480b6e8769941b"),
+                ],
+            ),
+            (
+                "uv",
+                "6ff7f614cb88ff3efcaa3ba3e6dce526f70fb20264f917de519813bac559479d",
+                &[],
+                &[("kiln recipe", "0b0c3a5dfa1d91a7"), ("uv", "latest")],
+            ),
+            (
+                "requirements (stack)",
+                "a87861413cc31f2d87c41b5bf91951d7dde27b3c9dc4bbed87ff7d1780f81bf1",
+                &["0-stack.txt"],
+                &[
+                    ("installer", "Uv --index-url https://pi.example"),
+                    ("kiln recipe", "0a0588f4773c1ba0"),
+                    ("r.txt", "779901cfabd564a6"),
+                ],
+            ),
+            (
+                "requirements (user)",
+                "83ec08d213be0a66546a5693d7338948a0e064f959076a8b3b4414249eeb5450",
+                &["0-requirements.txt"],
+                &[
+                    ("installer", "Pip "),
+                    ("kiln recipe", "873313624c88bcb8"),
+                    ("user list", "face025c59f708ed"),
+                ],
+            ),
+            (
+                "requirements (pyproject)",
+                "0bae388252010f149b13c7a0d935b8c6c35b18c15e67c886ebb765756a1a78a2",
+                &["0-pyproject.txt"],
+                &[
+                    ("installer", "Pip "),
+                    ("kiln recipe", "b3debe581cc06888"),
+                    ("sub/pyproject.toml export", "9ff158354191429a"),
+                ],
+            ),
+            (
+                "user trainer",
+                "4406742e307410be12207d76b12b6d12956d879b4e92a7418e81a8687523d06f",
+                &[],
+                &[("kiln recipe", "ca776c017f26b4ff"), ("user", "trainer")],
+            ),
+        ];
+        assert_eq!(p.len(), expected.len());
+        for (layer, (label, key, files, inputs)) in p.iter().zip(expected) {
+            assert_eq!(layer.label, label);
+            assert_eq!(layer.key, key, "{label}");
+            let names: Vec<&str> = layer.files.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, files, "{label}");
+            let inputs: BTreeMap<String, String> = inputs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(layer.inputs, inputs, "{label}");
+        }
+        assert_eq!(p[2].warnings.len(), 1, "{:?}", p[2].warnings);
+        assert!(p[2].warnings[0].contains("(rich)"), "{:?}", p[2].warnings);
+    }
+
+    /// The plain data one layer's key is made from.
+    #[derive(Clone)]
+    struct KeyInputs {
+        slot: LayerSlot,
+        read: Vec<RequirementInput>,
+        previous: &'static str,
+        platform: &'static str,
+        compression: Compression,
+    }
+
+    impl KeyInputs {
+        fn key(&self) -> String {
+            prepare_layer(
+                &self.slot,
+                self.read.clone(),
+                self.previous,
+                self.platform,
+                self.compression,
+            )
+            .unwrap()
+            .key
+        }
+    }
+
+    fn read(name: &str, text: &str) -> RequirementInput {
+        RequirementInput {
+            name: name.into(),
+            bytes: text.as_bytes().to_vec(),
+        }
+    }
+
+    /// A requirements layer read from one file.
+    fn requirements() -> KeyInputs {
+        KeyInputs {
+            slot: req(RequirementSource::Files(vec!["r.txt".into()])),
+            read: vec![read("r.txt", "six==1.16.0\n")],
+            previous: "sha256:p",
+            platform: "linux/amd64",
+            compression: Compression::gzip(),
+        }
+    }
+
+    /// Edits the requirements slot's group, installer and arguments.
+    fn edit_requirements(
+        k: &mut KeyInputs,
+        edit: fn(&mut RequirementGroup, &mut Installer, &mut BTreeMap<String, String>),
+    ) {
+        if let LayerSlot::Requirements {
+            group,
+            installer,
+            installer_args,
+            ..
+        } = &mut k.slot
+        {
+            edit(group, installer, installer_args);
+        }
+    }
+
+    #[rstest::rstest]
+    #[case::nothing(|_: &mut KeyInputs| {}, false)]
+    #[case::parent(|k: &mut KeyInputs| k.previous = "sha256:other", true)]
+    #[case::platform(|k: &mut KeyInputs| k.platform = "linux/arm64", true)]
+    #[case::compression(|k: &mut KeyInputs| k.compression = Compression::zstd(), true)]
+    #[case::compression_level(
+        |k: &mut KeyInputs| k.compression = Compression::Gzip { level: 9 },
+        true
+    )]
+    #[case::requirement_bytes(
+        |k: &mut KeyInputs| k.read[0].bytes = b"six==1.17.0\n".to_vec(),
+        true
+    )]
+    #[case::another_source(
+        |k: &mut KeyInputs| k.read.push(read("s.txt", "rich==13.0.0\n")),
+        true
+    )]
+    #[case::group(
+        |k: &mut KeyInputs| edit_requirements(k, |g, _, _| *g = RequirementGroup::Stack),
+        true
+    )]
+    #[case::installer(
+        |k: &mut KeyInputs| edit_requirements(k, |_, i, _| *i = Installer::Uv),
+        true
+    )]
+    #[case::installer_args(
+        |k: &mut KeyInputs| edit_requirements(k, |_, _, a| {
+            a.insert("pre".into(), String::new());
+        }),
+        true
+    )]
+    // Where the bytes come from only names them for `--explain`.
+    #[case::source_name(|k: &mut KeyInputs| k.read[0].name = "other/r.txt".into(), false)]
+    #[case::source_kind(
+        |k: &mut KeyInputs| k.slot = req(RequirementSource::List(vec!["six==1.16.0".into()])),
+        false
+    )]
+    fn requirements_keys_follow_their_inputs(
+        #[case] change: fn(&mut KeyInputs),
+        #[case] changes: bool,
+    ) {
+        let before = requirements();
+        let mut after = before.clone();
+        change(&mut after);
+        assert_eq!(before.key() != after.key(), changes);
+    }
+
+    fn apt(packages: &[&str]) -> LayerSlot {
+        LayerSlot::Apt {
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn user(name: &str, workdir: &str) -> LayerSlot {
+        LayerSlot::User {
+            name: name.into(),
+            workdir: workdir.into(),
+        }
+    }
+
+    #[rstest::rstest]
+    #[case::same_packages(apt(&["jq"]), apt(&["jq"]), false)]
+    #[case::more_packages(apt(&["jq"]), apt(&["curl", "jq"]), true)]
+    #[case::other_package(apt(&["jq"]), apt(&["yq"]), true)]
+    #[case::same_user(user("app", "/app"), user("app", "/app"), false)]
+    #[case::user_name(user("app", "/app"), user("trainer", "/app"), true)]
+    #[case::user_workdir(user("app", "/app"), user("app", "/srv"), true)]
+    #[case::slot_kind(LayerSlot::InstallUv, apt(&["uv"]), true)]
+    fn slot_keys_follow_what_the_slot_says(
+        #[case] before: LayerSlot,
+        #[case] after: LayerSlot,
+        #[case] changes: bool,
+    ) {
+        let key = |slot: LayerSlot| {
+            KeyInputs {
+                slot,
+                read: Vec::new(),
+                ..requirements()
+            }
+            .key()
+        };
+        assert_eq!(key(before) != key(after), changes);
+    }
+
+    #[test]
+    fn the_code_slot_is_no_exec_layer() {
+        let code = LayerSlot::Code {
+            source_root: ".".into(),
+            dockerignore: None,
+            workdir: "/app".into(),
+        };
+        let p = prepare_layer(
+            &code,
+            Vec::new(),
+            "sha256:p",
+            "linux/amd64",
+            Compression::gzip(),
+        );
+        assert!(p.is_none());
     }
 
     #[test]
