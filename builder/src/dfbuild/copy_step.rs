@@ -28,6 +28,18 @@ fn is_empty_layer(desc: &LayerDescriptor) -> bool {
     desc.diff_id == empty
 }
 
+/// What a COPY layer is written from, once its sources are planned.
+struct CopyEntries<'a> {
+    /// Every source entry, sorted by destination.
+    planned: Vec<Planned>,
+    /// The source stage's listing, for what it recorded of its entries.
+    source: Option<Arc<Listing>>,
+    dest: &'a str,
+    chown: Option<&'a str>,
+    chmod: Option<u32>,
+    add: bool,
+}
+
 // The private steps return the builder's one error type, as build.rs does.
 #[allow(clippy::result_large_err)]
 impl Builder<'_> {
@@ -57,27 +69,13 @@ impl Builder<'_> {
             return Err(self.dferr(step, "internal: not a COPY"));
         };
         // An image reads as the stage resolved for it.
-        let from = match from {
-            Some(CopyFrom::Image(reference)) => match self.images.get(reference) {
-                Some(i) => Some(CopyFrom::Stage(*i)),
-                None => return Err(self.dferr(step, format!("image {reference} was not resolved"))),
-            },
-            other => other.clone(),
-        };
-        let from = &from;
+        let from = &self.source_stage(step, from)?.map(CopyFrom::Stage);
         let dest = absolute(&workdir(&built.config), dest);
         let (urls, locals): (Vec<String>, Vec<String>) = sources
             .iter()
             .cloned()
             .partition(|s| *add && crate::fetch::is_http(s));
-        let exclude = match exclude.is_empty() {
-            true => None,
-            false => Some(
-                crate::layer::DockerIgnore::parse(&exclude.join("\n")).map_err(|e| {
-                    self.dferr(step, format!("--exclude: bad pattern {:?}", e.pattern))
-                })?,
-            ),
-        };
+        let exclude = self.copy_excludes(step, exclude)?;
         let plan_opts = copy::PlanOptions {
             dir: locals.len() + urls.len() + inline.len() > 1,
             parents: *parents,
@@ -94,29 +92,7 @@ impl Builder<'_> {
             .url_sources(index, step, &urls, checksum.as_deref(), &dest, &plan_opts)
             .await?;
         extra.extend(fetched);
-        // The key covers the sources' content: the context's files are
-        // hashed (cheap); another stage's files are named by that stage's
-        // own chained key, so a cache hit needs no unpacked root.
-        let (planned, source_key) = match from {
-            Some(CopyFrom::Stage(i)) => {
-                let chain = self
-                    .done
-                    .get(i)
-                    .map(|b| b.chain.clone())
-                    .unwrap_or_default();
-                (None, format!("stage:{chain}"))
-            }
-            _ => {
-                let tree = self.context()?;
-                let planned = match locals.is_empty() {
-                    true => Vec::new(),
-                    false => copy::plan_with(&tree, &locals, &dest, &plan_opts)
-                        .map_err(|e| self.dferr(step, e))?,
-                };
-                let content = copy::content_key(&planned).map_err(|e| self.dferr(step, e))?;
-                (Some(planned), content)
-            }
-        };
+        let (planned, source_key) = self.keyed_sources(step, from, &locals, &dest, &plan_opts)?;
         let source_key = format!("{source_key}\n{}", url_keys.join("\n"));
         let key = cache_key(&[&built.chain, &step.resolved, &source_key]);
         if let Some(d) = self.store.lookup(&key, Check::Full)? {
@@ -138,6 +114,85 @@ impl Builder<'_> {
         };
         planned.extend(extra);
         planned.sort_by(|a, b| a.dest.cmp(&b.dest));
+        let entries = CopyEntries {
+            planned,
+            source,
+            dest: &dest,
+            chown: chown.as_deref(),
+            chmod: *chmod,
+            add: *add,
+        };
+        let d = self
+            .write_copy(index, built, step, &entries, registry)
+            .await?;
+        self.store.insert(&key, &d)?;
+        self.add_layer(index, built, step, &d, false, key)
+    }
+
+    /// `--exclude`'s patterns, read as a .dockerignore's are.
+    fn copy_excludes(
+        &self,
+        step: &Step,
+        exclude: &[String],
+    ) -> Result<Option<crate::layer::DockerIgnore>, BuildError> {
+        if exclude.is_empty() {
+            return Ok(None);
+        }
+        crate::layer::DockerIgnore::parse(&exclude.join("\n"))
+            .map(Some)
+            .map_err(|e| self.dferr(step, format!("--exclude: bad pattern {:?}", e.pattern)))
+    }
+
+    /// The local sources' part of the key, which covers their content:
+    /// the context's files are hashed (cheap), and come back planned;
+    /// another stage's files are named by that stage's own chained key,
+    /// so a cache hit needs no unpacked root.
+    fn keyed_sources(
+        &mut self,
+        step: &Step,
+        from: &Option<CopyFrom>,
+        locals: &[String],
+        dest: &str,
+        plan_opts: &copy::PlanOptions<'_>,
+    ) -> Result<(Option<Vec<Planned>>, String), BuildError> {
+        if let Some(CopyFrom::Stage(i)) = from {
+            let chain = self
+                .done
+                .get(i)
+                .map(|b| b.chain.clone())
+                .unwrap_or_default();
+            return Ok((None, format!("stage:{chain}")));
+        }
+        let tree = self.context()?;
+        let planned = match locals.is_empty() {
+            true => Vec::new(),
+            false => {
+                copy::plan_with(&tree, locals, dest, plan_opts).map_err(|e| self.dferr(step, e))?
+            }
+        };
+        let content = copy::content_key(&planned).map_err(|e| self.dferr(step, e))?;
+        Ok((Some(planned), content))
+    }
+
+    /// The COPY layer, written against the stage's listing, which the
+    /// destination's existing directories and `--chown`'s names are
+    /// looked up in.
+    async fn write_copy<R: Registry>(
+        &mut self,
+        index: usize,
+        built: &Built,
+        step: &Step,
+        entries: &CopyEntries<'_>,
+        registry: &R,
+    ) -> Result<LayerDescriptor, BuildError> {
+        let CopyEntries {
+            planned,
+            source,
+            dest,
+            chown,
+            chmod,
+            add,
+        } = entries;
         let image = self.listing(index, built, registry).await?;
         let chown = match chown {
             Some(spec) => Some(owner(spec, &image).map_err(|e| self.dferr(step, e))?),
@@ -161,13 +216,8 @@ impl Builder<'_> {
                 None => copy::context_meta(p),
             }
         };
-        let d = self
-            .write_layer(|w| write_entries(&planned, &dest, &image, &stamp, *add, &meta_of, w))
-            .map_err(|e| self.dferr(step, e))?;
-        self.store.insert(&key, &d)?;
-        // The listing is updated in place once no one else holds it.
-        drop(image);
-        self.add_layer(index, built, step, &d, false, key)
+        self.write_layer(|w| write_entries(planned, dest, &image, &stamp, *add, &meta_of, w))
+            .map_err(|e| self.dferr(step, e))
     }
 
     /// ADD's URLs: each one's key part (`URL@digest`, or `URL@checksum`

@@ -401,6 +401,24 @@ impl Builder<'_> {
         }
     }
 
+    /// An image reference as the stage resolved for it; stages as they are.
+    fn source_stage(
+        &self,
+        step: &Step,
+        from: &Option<CopyFrom>,
+    ) -> Result<Option<usize>, BuildError> {
+        match from {
+            None => Ok(None),
+            Some(CopyFrom::Stage(i)) => Ok(Some(*i)),
+            Some(CopyFrom::Image(r)) => self
+                .images
+                .get(r)
+                .copied()
+                .map(Some)
+                .ok_or_else(|| self.dferr(step, format!("image {r} was not resolved"))),
+        }
+    }
+
     fn sandbox(&mut self) -> Result<Sandbox, BuildError> {
         if let Some(s) = &self.sandbox {
             return Ok(s.clone());

@@ -35,24 +35,6 @@ pub(super) struct Held {
 // The private steps return the builder's one error type, as build.rs does.
 #[allow(clippy::result_large_err)]
 impl Builder<'_> {
-    /// An image reference as the stage resolved for it; stages as they are.
-    fn mount_source(
-        &self,
-        step: &Step,
-        from: &Option<CopyFrom>,
-    ) -> Result<Option<usize>, BuildError> {
-        match from {
-            None => Ok(None),
-            Some(CopyFrom::Stage(i)) => Ok(Some(*i)),
-            Some(CopyFrom::Image(r)) => self
-                .images
-                .get(r)
-                .copied()
-                .map(Some)
-                .ok_or_else(|| self.dferr(step, format!("image {r} was not resolved"))),
-        }
-    }
-
     /// The part of a RUN's key its bind mounts add: the bound context
     /// files' content, or the bound stage's key.
     pub(super) fn mounts_key(
@@ -65,7 +47,7 @@ impl Builder<'_> {
             let RunMount::Bind { source, from, .. } = m else {
                 continue;
             };
-            match self.mount_source(step, from)? {
+            match self.source_stage(step, from)? {
                 Some(i) => {
                     let chain = self
                         .done
@@ -120,7 +102,7 @@ impl Builder<'_> {
                     readwrite,
                 } => {
                     let target = absolute(&wd, target);
-                    let dir = match self.mount_source(step, from)? {
+                    let dir = match self.source_stage(step, from)? {
                         None => self.context_bind(step, source, &scratch)?,
                         Some(i) => {
                             let found = self.stage_path(step, i, source, "bind", registry).await?;
@@ -253,7 +235,7 @@ impl Builder<'_> {
             }
         };
         if !dir.exists() {
-            match self.mount_source(step, from)? {
+            match self.source_stage(step, from)? {
                 Some(i) => {
                     let rel = source.unwrap_or("/");
                     let found = self.stage_path(step, i, rel, "cache", registry).await?;
