@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 
 use crate::copy::Tree;
 use crate::dockerfile::{
-    Base, BaseImage, BuildGraph, ConfigChange, CopyFrom, EvalOptions, ShellOrExec, Step, StepKind,
+    Base, BaseImage, BuildGraph, ConfigChange, CopyFrom, Dockerfile, EvalOptions, ShellOrExec,
+    Step, StepKind,
 };
 use crate::error::BuildError;
 use crate::image::{AddedLayer, Descriptor, strings};
@@ -62,6 +63,36 @@ struct Built {
     chain: String,
 }
 
+impl DockerfileRequest {
+    /// An error about the Dockerfile as a whole, not one of its lines.
+    fn fail(&self, message: String) -> BuildError {
+        BuildError::Dockerfile {
+            file: self.dockerfile.clone(),
+            message,
+        }
+    }
+}
+
+impl Built {
+    /// The stage's image as it is written out, under `name`, to
+    /// `target` (a registry's repository) and `tag`.
+    fn finished<'a>(
+        &'a self,
+        name: &'a str,
+        target: Option<&'a str>,
+        tag: &'a str,
+    ) -> crate::finish::Finished<'a> {
+        crate::finish::Finished {
+            name,
+            base: &self.base,
+            added: &self.added,
+            config: &self.config,
+            target,
+            tag,
+        }
+    }
+}
+
 /// Builds the Dockerfile; errors name the Dockerfile line.
 pub async fn build_dockerfile<R: Registry>(
     req: &DockerfileRequest,
@@ -74,112 +105,16 @@ pub async fn build_dockerfile<R: Registry>(
         .first()
         .cloned()
         .unwrap_or_else(|| "dockerfile".to_string());
-    let fail = |message: String| BuildError::Dockerfile {
-        file: req.dockerfile.clone(),
-        message,
-    };
-    // The inputs are checked before any work, in the user's words.
-    let text = std::fs::read_to_string(&req.dockerfile).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => fail(format!(
-            "no such Dockerfile: {} (give its path with -f)",
-            req.dockerfile.display()
-        )),
-        _ => fail(format!(
-            "cannot read the Dockerfile {}: {e}",
-            req.dockerfile.display()
-        )),
-    })?;
-    if !req.context.is_dir() {
-        return Err(fail(format!(
-            "the build context {} is not a directory (the last argument of kiln build -f)",
-            req.context.display()
-        )));
-    }
-    let parsed = crate::dockerfile::parse(&text).map_err(|e| fail(e.to_string()))?;
-    let mut eval = EvalOptions {
-        build_args: req.build_args.clone(),
-        target: req.target.clone(),
-        platform: opts.platform.to_string(),
-        base_images: HashMap::new(),
-    };
-    // Base images are resolved first: their Env and ONBUILD triggers take
-    // part in the evaluation.
-    let first = crate::dockerfile::evaluate(&parsed, &eval).map_err(|e| fail(e.to_string()))?;
-    let mut resolved: HashMap<String, ResolvedImage> = HashMap::new();
-    for &i in &first.order {
-        if let Base::Image {
-            reference,
-            platform,
-        } = &first.stages[i].base
-        {
-            // `FROM --platform=P` picks that platform of a multi-platform
-            // base; otherwise the build's.
-            let platform = match platform {
-                Some(p) => p.parse().map_err(|e: String| {
-                    fail(format!(
-                        "Dockerfile:{}: FROM --platform={p}: {e}",
-                        first.stages[i].line
-                    ))
-                })?,
-                None => opts.platform.clone(),
-            };
-            let image = resolve(registry, &name, reference, &platform, "base image").await?;
-            let config = &image.config["config"];
-            eval.base_images.insert(
-                reference.clone(),
-                BaseImage {
-                    env: crate::image::config_env(&image.config),
-                    onbuild: strings(&config["OnBuild"]),
-                },
-            );
-            resolved.insert(reference.clone(), image);
-        }
-    }
-    let graph = crate::dockerfile::evaluate(&parsed, &eval).map_err(|e| fail(e.to_string()))?;
+    let parsed = read_dockerfile(req)?;
+    let (graph, resolved) = evaluate_with_bases(req, &parsed, opts, registry, &name).await?;
     let (images, image_stages) = copy_from_images(&graph, registry, opts, &name).await?;
-    for w in &graph.warnings {
-        progress.event(Event::Warning { message: w.clone() });
-    }
-    let steps_with_layers = graph
-        .order
-        .iter()
-        .flat_map(|&i| &graph.stages[i].steps)
-        .filter(|s| !matches!(s.kind, StepKind::Config(_)))
-        .count();
-    progress.event(Event::ImageStarted {
-        image: name.clone(),
-        layers: steps_with_layers,
-    });
+    announce(&graph, &name, progress);
 
     let store = Store::new(&opts.cache_dir)?;
     // Scratch roots of builds that were killed: swept now. One that cannot
     // be removed stays visible in `kiln cache ls`.
     let _ = store.remove_leftovers();
-    // BuildKit's rule: `<Dockerfile>.dockerignore` beside the Dockerfile
-    // wins over the context's `.dockerignore`.
-    let own_ignore = {
-        let mut name = req.dockerfile.as_os_str().to_os_string();
-        name.push(".dockerignore");
-        PathBuf::from(name)
-    };
-    let ignore_file = [own_ignore, req.context.join(".dockerignore")]
-        .into_iter()
-        .find(|p| p.is_file());
-    let ignore = match &ignore_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| fail(format!("reading {}: {e}", path.display())))?;
-            Some(DockerIgnore::parse(&text).map_err(|e| {
-                fail(format!(
-                    "{} line {}: bad pattern {:?}",
-                    path.display(),
-                    e.line,
-                    e.pattern
-                ))
-            })?)
-        }
-        None => None,
-    };
+    let ignore = dockerignore(req)?;
     let mut b = Builder {
         req,
         opts,
@@ -202,7 +137,7 @@ pub async fn build_dockerfile<R: Registry>(
         b.done.insert(i, built);
     }
     let Some(mut result) = b.done.get(&graph.target).cloned() else {
-        return Err(fail("the target stage was not built".into()));
+        return Err(req.fail("the target stage was not built".into()));
     };
     if !req.labels.is_empty() {
         apply_config(&mut result.config, &ConfigChange::Label(req.labels.clone()));
@@ -210,9 +145,186 @@ pub async fn build_dockerfile<R: Registry>(
     let reports = std::mem::take(&mut b.reports);
     drop(b);
 
-    let (target, tag) = match opts.output {
+    let written = write_tags(req, opts, registry, &store, &name, &result, progress).await?;
+    Ok(ImageReport {
+        name: name.clone(),
+        steps: Vec::new(),
+        reference: written.reference,
+        digest: written.digest,
+        parent: parent_name(&result.base),
+        layers: reports,
+        uploaded: written.uploaded,
+    })
+}
+
+/// The Dockerfile, read and parsed. The inputs are checked before any
+/// work, in the user's words.
+#[allow(clippy::result_large_err)] // the builder's one error type
+fn read_dockerfile(req: &DockerfileRequest) -> Result<Dockerfile, BuildError> {
+    let text = std::fs::read_to_string(&req.dockerfile).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => req.fail(format!(
+            "no such Dockerfile: {} (give its path with -f)",
+            req.dockerfile.display()
+        )),
+        _ => req.fail(format!(
+            "cannot read the Dockerfile {}: {e}",
+            req.dockerfile.display()
+        )),
+    })?;
+    if !req.context.is_dir() {
+        return Err(req.fail(format!(
+            "the build context {} is not a directory (the last argument of kiln build -f)",
+            req.context.display()
+        )));
+    }
+    crate::dockerfile::parse(&text).map_err(|e| req.fail(e.to_string()))
+}
+
+/// The build graph, with the base images it names resolved by reference.
+/// Base images are resolved first: their Env and ONBUILD triggers take
+/// part in the evaluation, so the file is evaluated once to find them
+/// and again with them.
+async fn evaluate_with_bases<R: Registry>(
+    req: &DockerfileRequest,
+    parsed: &Dockerfile,
+    opts: &BuildOptions,
+    registry: &R,
+    name: &str,
+) -> Result<(BuildGraph, HashMap<String, ResolvedImage>), BuildError> {
+    let mut eval = EvalOptions {
+        build_args: req.build_args.clone(),
+        target: req.target.clone(),
+        platform: opts.platform.to_string(),
+        base_images: HashMap::new(),
+    };
+    let first = crate::dockerfile::evaluate(parsed, &eval).map_err(|e| req.fail(e.to_string()))?;
+    let mut resolved: HashMap<String, ResolvedImage> = HashMap::new();
+    for &i in &first.order {
+        if let Base::Image {
+            reference,
+            platform,
+        } = &first.stages[i].base
+        {
+            // `FROM --platform=P` picks that platform of a multi-platform
+            // base; otherwise the build's.
+            let platform = match platform {
+                Some(p) => p.parse().map_err(|e: String| {
+                    req.fail(format!(
+                        "Dockerfile:{}: FROM --platform={p}: {e}",
+                        first.stages[i].line
+                    ))
+                })?,
+                None => opts.platform.clone(),
+            };
+            let image = resolve(registry, name, reference, &platform, "base image").await?;
+            let config = &image.config["config"];
+            eval.base_images.insert(
+                reference.clone(),
+                BaseImage {
+                    env: crate::image::config_env(&image.config),
+                    onbuild: strings(&config["OnBuild"]),
+                },
+            );
+            resolved.insert(reference.clone(), image);
+        }
+    }
+    let graph = crate::dockerfile::evaluate(parsed, &eval).map_err(|e| req.fail(e.to_string()))?;
+    Ok((graph, resolved))
+}
+
+/// The evaluation's warnings, then the image's start with the number of
+/// steps that make layers, for the progress display.
+fn announce(graph: &BuildGraph, name: &str, progress: &dyn Progress) {
+    for w in &graph.warnings {
+        progress.event(Event::Warning { message: w.clone() });
+    }
+    let steps_with_layers = graph
+        .order
+        .iter()
+        .flat_map(|&i| &graph.stages[i].steps)
+        .filter(|s| !matches!(s.kind, StepKind::Config(_)))
+        .count();
+    progress.event(Event::ImageStarted {
+        image: name.to_string(),
+        layers: steps_with_layers,
+    });
+}
+
+/// The patterns that keep context files out of COPY and ADD. BuildKit's
+/// rule: `<Dockerfile>.dockerignore` beside the Dockerfile wins over the
+/// context's `.dockerignore`.
+#[allow(clippy::result_large_err)] // the builder's one error type
+fn dockerignore(req: &DockerfileRequest) -> Result<Option<DockerIgnore>, BuildError> {
+    let own_ignore = {
+        let mut name = req.dockerfile.as_os_str().to_os_string();
+        name.push(".dockerignore");
+        PathBuf::from(name)
+    };
+    let ignore_file = [own_ignore, req.context.join(".dockerignore")]
+        .into_iter()
+        .find(|p| p.is_file());
+    let Some(path) = &ignore_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| req.fail(format!("reading {}: {e}", path.display())))?;
+    DockerIgnore::parse(&text).map(Some).map_err(|e| {
+        req.fail(format!(
+            "{} line {}: bad pattern {:?}",
+            path.display(),
+            e.line,
+            e.pattern
+        ))
+    })
+}
+
+/// The image written under its first tag (`name`) where the output
+/// says; for a registry, further -t tags name the same manifest: its
+/// blobs are there already, so each costs a few HEAD requests and the
+/// manifest PUT.
+async fn write_tags<R: Registry>(
+    req: &DockerfileRequest,
+    opts: &BuildOptions,
+    registry: &R,
+    store: &Store,
+    name: &str,
+    result: &Built,
+    progress: &dyn Progress,
+) -> Result<crate::finish::Written, BuildError> {
+    let (target, tag) = first_tag_target(opts, name).map_err(|m| req.fail(m))?;
+    let written = crate::finish::write_image(
+        registry,
+        store,
+        &result.finished(name, target.as_deref(), &tag),
+        opts,
+        progress,
+    )
+    .await?;
+    if let crate::options::Output::Registry = opts.output {
+        for extra in req.tags.iter().skip(1) {
+            let r = kiln_pipeline::reference::parse(extra).map_err(|m| req.fail(m))?;
+            let repo = format!("{}/{}", r.registry(), r.repository());
+            let tag = r.tag().unwrap_or("latest");
+            crate::finish::write_image(
+                registry,
+                store,
+                &result.finished(extra, Some(&repo), tag),
+                opts,
+                progress,
+            )
+            .await?;
+        }
+    }
+    Ok(written)
+}
+
+/// Where the first tag puts the image: for a registry, the repository
+/// to push to and the tag; for a layout or archive, only the tag.
+/// `latest` when the tag names none.
+fn first_tag_target(opts: &BuildOptions, name: &str) -> Result<(Option<String>, String), String> {
+    Ok(match opts.output {
         crate::options::Output::Registry => {
-            let reference = kiln_pipeline::reference::parse(&name).map_err(fail)?;
+            let reference = kiln_pipeline::reference::parse(name)?;
             (
                 Some(format!(
                     "{}/{}",
@@ -228,59 +340,16 @@ pub async fn build_dockerfile<R: Registry>(
                 .map_or("latest", |(_, t)| t)
                 .to_string(),
         ),
-    };
-    let written = crate::finish::write_image(
-        registry,
-        &store,
-        &crate::finish::Finished {
-            name: &name,
-            base: &result.base,
-            added: &result.added,
-            config: &result.config,
-            target: target.as_deref(),
-            tag: &tag,
-        },
-        opts,
-        progress,
-    )
-    .await?;
-    // Further -t tags name the same manifest: its blobs are there already,
-    // so each costs a few HEAD requests and the manifest PUT.
-    if let crate::options::Output::Registry = opts.output {
-        for extra in req.tags.iter().skip(1) {
-            let r = kiln_pipeline::reference::parse(extra).map_err(fail)?;
-            let repo = format!("{}/{}", r.registry(), r.repository());
-            crate::finish::write_image(
-                registry,
-                &store,
-                &crate::finish::Finished {
-                    name: extra,
-                    base: &result.base,
-                    added: &result.added,
-                    config: &result.config,
-                    target: Some(&repo),
-                    tag: r.tag().unwrap_or("latest"),
-                },
-                opts,
-                progress,
-            )
-            .await?;
-        }
-    }
-    let parent = if result.base.digest.is_empty() {
+    })
+}
+
+/// The base as the report names it: pinned by digest, or `scratch`.
+fn parent_name(base: &ResolvedImage) -> String {
+    if base.digest.is_empty() {
         "scratch".to_string()
     } else {
-        format!("{}@{}", result.base.repository, result.base.digest)
-    };
-    Ok(ImageReport {
-        name: name.clone(),
-        steps: Vec::new(),
-        reference: written.reference,
-        digest: written.digest,
-        parent,
-        layers: reports,
-        uploaded: written.uploaded,
-    })
+        format!("{}@{}", base.repository, base.digest)
+    }
 }
 
 /// An image reference resolved for `platform`; errors say what it was for.
