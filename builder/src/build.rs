@@ -10,16 +10,18 @@ use std::path::Path;
 use std::str::FromStr as _;
 
 use kiln_pipeline::Pipeline;
+use kiln_rootfs::unpack::LayerBlob;
 
 use crate::error::BuildError;
+use crate::exec::PreparedLayer;
 use crate::image::{self, AddedLayer, ConfigEdits};
 use crate::options::{BuildOptions, Output};
 use crate::plan::{self, ImagePlan, LayerSlot};
 use crate::progress::{Event, LayerStatus, Progress};
 use crate::record::{self, BuildRecord, ImageRecord, LayerRecord};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, ResolvedImage};
 use crate::report::{BuildReport, BuiltLayer, ImageReport, LayerReport};
-use crate::store::{self, Store};
+use crate::store::{self, LayerDescriptor, Store};
 
 /// Builds the images of `pipeline` (or the one `--step` needs).
 pub async fn build<R: Registry>(
@@ -79,6 +81,9 @@ pub async fn build<R: Registry>(
     })
 }
 
+/// One image: its parent resolved (built first from a Dockerfile when the
+/// settings name one), its exec then code layers, its config, then written
+/// out; returns its report and its build record.
 #[allow(clippy::too_many_arguments)]
 async fn build_image<R: Registry>(
     pipeline: &Pipeline,
@@ -90,62 +95,21 @@ async fn build_image<R: Registry>(
     labels: &BTreeMap<String, String>,
     progress: &dyn Progress,
 ) -> Result<(ImageReport, ImageRecord), BuildError> {
-    let name = image.name.clone();
-    let registry_err = |action: String| {
-        let name = name.clone();
-        move |source: RegistryError| BuildError::Registry {
-            image: name,
-            action,
-            source,
-        }
+    let b = ImageBuild {
+        pipeline,
+        image,
+        opts,
+        registry,
+        store,
+        progress,
+        previous: previous.images.get(&image.name),
     };
+    let name = image.name.clone();
     let target = match (&opts.output, &image.repository) {
         (Output::Registry, None) => return Err(BuildError::NoTarget { image: name }),
         (_, repo) => repo.clone(),
     };
-    // ZenML's `dockerfile`: that Dockerfile's image is built first, pushed
-    // as `<tag>-parent` next to the image, and becomes the parent.
-    let parent_ref = match &image.settings.dockerfile {
-        Some(dockerfile) => {
-            let Some(repo) = &image.repository else {
-                return Err(BuildError::DockerfileUnavailable { image: name });
-            };
-            let file = pipeline.base_dir().join(&dockerfile.value);
-            let context = match &image.settings.build_context_root {
-                Some(root) => pipeline.base_dir().join(&root.value),
-                None => file
-                    .parent()
-                    .map_or_else(|| pipeline.base_dir().to_path_buf(), Path::to_path_buf),
-            };
-            let request = crate::dfbuild::DockerfileRequest {
-                dockerfile: file,
-                context,
-                tags: vec![format!("{repo}:{}-parent", image.tag)],
-                build_args: image
-                    .settings
-                    .build_args
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-                target: None,
-                labels: Vec::new(),
-            };
-            let parent_opts = BuildOptions {
-                output: Output::Registry,
-                ..opts.clone()
-            };
-            let built = Box::pin(crate::dfbuild::build_dockerfile(
-                &request,
-                &parent_opts,
-                registry,
-                progress,
-            ))
-            .await?;
-            format!("{repo}@{}", built.digest)
-        }
-        None => image.parent.clone(),
-    };
+    let parent_ref = b.parent_reference().await?;
     progress.event(Event::ImageStarted {
         image: name.clone(),
         layers: image.layers.len(),
@@ -154,230 +118,13 @@ async fn build_image<R: Registry>(
     let parent = registry
         .resolve(&parent_ref, &opts.platform)
         .await
-        .map_err(registry_err(format!("resolving parent image {parent_ref}")))?;
-    let parent_pinned = format!("{}@{}", parent.repository, parent.digest);
-    let previous_image = previous.images.get(&image.name);
+        .map_err(b.registry_err(format!("resolving parent image {parent_ref}")))?;
+    let mut layers = Layers::default();
+    let code_owner = b.exec_layers(&parent, &mut layers).await?;
+    b.code_layers(code_owner, &mut layers)?;
 
-    let mut built = Vec::new();
-    let mut reports = Vec::new();
-    let exec_error = |layer: String| {
-        let name = name.clone();
-        move |source| BuildError::Exec {
-            image: name,
-            layer,
-            source,
-        }
-    };
-
-    // Exec layers: keys first; the parent is fetched and unpacked only when
-    // one misses.
-    let exec_slots: Vec<&LayerSlot> = image.layers.iter().filter(|l| l.runs_commands()).collect();
-    let mut code_owner = (0, 0);
-    if !exec_slots.is_empty() {
-        let prepared = crate::exec::prepare(
-            &exec_slots,
-            pipeline.base_dir(),
-            &parent.digest,
-            &opts.platform.to_string(),
-            opts.compression,
-        )
-        .map_err(exec_error("exec".into()))?;
-        let found = crate::exec::lookup(store, &prepared).map_err(exec_error("exec".into()))?;
-        let mut parent_blobs = Vec::new();
-        if found.iter().any(Option::is_none) {
-            let diff_ids: Vec<String> = image::strings(&parent.config["rootfs"]["diff_ids"]);
-            for (layer, diff_id) in parent.layers.iter().zip(diff_ids) {
-                crate::push::fetch_blob(registry, store, &parent.repository, layer)
-                    .await
-                    .map_err(registry_err(format!(
-                        "downloading parent layer {}",
-                        layer.digest()
-                    )))?;
-                let digest =
-                    store::Digest::from_str(layer.digest().as_ref()).map_err(BuildError::Store)?;
-                parent_blobs.push(kiln_rootfs::unpack::LayerBlob {
-                    path: store.path(&digest),
-                    media_type: Some(layer.media_type().to_string()),
-                    diff_id,
-                });
-            }
-        }
-        let mut env = image::config_env(&parent.config);
-        env.extend(
-            image
-                .settings
-                .environment
-                .clone()
-                .map(|e| e.value)
-                .unwrap_or_default(),
-        );
-        let results = crate::exec::execute(
-            store,
-            &name,
-            &prepared,
-            found,
-            &parent_blobs,
-            &env,
-            &opts.secrets,
-            opts.network,
-            opts.compression,
-            opts.source_date_epoch,
-            progress,
-        )
-        .map_err(|f| BuildError::Exec {
-            image: name.clone(),
-            layer: f.layer,
-            source: *f.source,
-        })?;
-        for ((layer, (desc, reused)), slot) in prepared.iter().zip(results).zip(&exec_slots) {
-            if let LayerSlot::User { name: user, .. } = slot {
-                code_owner = crate::exec::user_ids_from_layer(
-                    &store.path(&desc.digest),
-                    &desc.media_type,
-                    user,
-                )
-                .unwrap_or((0, 0));
-            }
-            let status = if reused {
-                LayerStatus::Reused
-            } else {
-                LayerStatus::Built
-            };
-            let previous_layer =
-                previous_image.and_then(|p| p.layers.iter().find(|l| l.label == layer.label));
-            let reason = (!reused)
-                .then(|| record::explain_change(previous_layer, &layer.key, &layer.inputs));
-            progress.event(Event::Layer {
-                image: name.clone(),
-                label: layer.label.clone(),
-                status,
-                digest: desc.digest.to_string(),
-                size: desc.size,
-                reason: reason.clone(),
-            });
-            reports.push(LayerReport {
-                label: layer.label.clone(),
-                status,
-                digest: desc.digest.to_string(),
-                size: desc.size,
-                reason,
-            });
-            built.push(BuiltLayer {
-                added: AddedLayer {
-                    blob: desc.blob(),
-                    diff_id: desc.diff_id.to_string(),
-                    created_by: format!("RUN {} # kiln", layer.label),
-                },
-                record: LayerRecord {
-                    label: layer.label.clone(),
-                    key: layer.key.clone(),
-                    inputs: layer.inputs.clone(),
-                },
-            });
-        }
-    }
-
-    for slot in image.layers.iter().filter(|l| !l.runs_commands()) {
-        let previous_layer =
-            previous_image.and_then(|p| p.layers.iter().find(|l| l.label == slot.label()));
-        let (layer, status) = match slot {
-            LayerSlot::Code {
-                source_root,
-                dockerignore,
-                workdir,
-            } => {
-                let root = pipeline.base_dir().join(source_root);
-                let ignore = dockerignore.as_ref().map(|d| pipeline.base_dir().join(d));
-                crate::code::code_layer(
-                    store,
-                    &root,
-                    ignore.as_deref(),
-                    workdir,
-                    code_owner,
-                    opts,
-                    previous_layer,
-                )
-                .map_err(|source| BuildError::Layer {
-                    image: name.clone(),
-                    layer: slot.label(),
-                    source,
-                })?
-            }
-            _ => continue,
-        };
-        let reason = (status == LayerStatus::Built).then(|| {
-            record::explain_change(previous_layer, &layer.record.key, &layer.record.inputs)
-        });
-        let blob = &layer.added.blob;
-        progress.event(Event::Layer {
-            image: name.clone(),
-            label: slot.label(),
-            status,
-            digest: blob.digest().to_string(),
-            size: blob.size(),
-            reason: reason.clone(),
-        });
-        reports.push(LayerReport {
-            label: slot.label(),
-            status,
-            digest: blob.digest().to_string(),
-            size: blob.size(),
-            reason,
-        });
-        built.push(layer);
-    }
-
-    // Config and manifest.
-    let settings = &image.settings;
-    let mut env: Vec<(String, String)> = Vec::new();
-    if image
-        .layers
-        .iter()
-        .any(|l| matches!(l, LayerSlot::Requirements { .. } | LayerSlot::InstallUv))
-    {
-        let path = image::config_env(&parent.config)
-            .into_iter()
-            .find(|(k, _)| k == "PATH")
-            .map_or_else(
-                || "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-                |(_, v)| v,
-            );
-        env.push(("VIRTUAL_ENV".into(), crate::exec::VENV.into()));
-        env.push(("PATH".into(), format!("{}/bin:{path}", crate::exec::VENV)));
-    }
-    env.extend(
-        settings
-            .environment
-            .clone()
-            .map(|e| e.value)
-            .unwrap_or_default(),
-    );
-    env.extend(
-        settings
-            .runtime_environment
-            .clone()
-            .map(|e| e.value)
-            .unwrap_or_default(),
-    );
-    let mut labels = labels.clone();
-    labels.insert("dev.kiln.pipeline".into(), pipeline.name().into());
-    labels.insert("dev.kiln.steps".into(), image.steps.join(","));
-    labels.insert(
-        kiln_oci::ANNOTATION_BASE_IMAGE_DIGEST.into(),
-        parent.digest.clone(),
-    );
-    labels.insert(
-        "org.opencontainers.image.base.name".into(),
-        parent_ref.clone(),
-    );
-    let edits = ConfigEdits {
-        env,
-        workdir: settings.workdir.clone().map(|w| w.value),
-        user: settings.user.clone().map(|u| u.value),
-        labels,
-        created: image::rfc3339(opts.source_date_epoch),
-    };
-    let added: Vec<AddedLayer> = built.iter().map(|b| b.added.clone()).collect();
+    let edits = b.config_edits(&parent, &parent_ref, labels);
+    let added: Vec<AddedLayer> = layers.built.iter().map(|b| b.added.clone()).collect();
     let config = image::derive_config(&parent.config, &added, &edits).map_err(|source| {
         BuildError::Image {
             image: name.clone(),
@@ -399,6 +146,381 @@ async fn build_image<R: Registry>(
         progress,
     )
     .await?;
+    Ok(assemble(
+        image,
+        format!("{}@{}", parent.repository, parent.digest),
+        layers,
+        written,
+    ))
+}
+
+/// What one image's build shares between its stages.
+struct ImageBuild<'a, R> {
+    pipeline: &'a Pipeline,
+    image: &'a ImagePlan,
+    opts: &'a BuildOptions,
+    registry: &'a R,
+    store: &'a Store,
+    progress: &'a dyn Progress,
+    /// The image as the last build recorded it, for `--explain`.
+    previous: Option<&'a ImageRecord>,
+}
+
+/// The image's layers so far, in order, and the report's line for each.
+#[derive(Default)]
+struct Layers {
+    built: Vec<BuiltLayer>,
+    reports: Vec<LayerReport>,
+}
+
+impl<R: Registry> ImageBuild<'_, R> {
+    /// For registry failures, naming the image and what kiln was doing.
+    fn registry_err(&self, action: String) -> impl FnOnce(RegistryError) -> BuildError {
+        crate::finish::registry_err(&self.image.name, action)
+    }
+
+    /// For exec failures outside one layer (preparing, looking up).
+    fn exec_error(&self, layer: &str) -> impl FnOnce(crate::exec::ExecError) -> BuildError {
+        let (image, layer) = (self.image.name.clone(), layer.to_string());
+        move |source| BuildError::Exec {
+            image,
+            layer,
+            source,
+        }
+    }
+
+    /// The parent image's reference. ZenML's `dockerfile`: that
+    /// Dockerfile's image is built first, pushed as `<tag>-parent` next to
+    /// the image, and becomes the parent.
+    async fn parent_reference(&self) -> Result<String, BuildError> {
+        let image = self.image;
+        let Some(dockerfile) = &image.settings.dockerfile else {
+            return Ok(image.parent.clone());
+        };
+        let Some(repo) = &image.repository else {
+            return Err(BuildError::DockerfileUnavailable {
+                image: image.name.clone(),
+            });
+        };
+        let request = self.parent_request(&dockerfile.value, repo);
+        let parent_opts = BuildOptions {
+            output: Output::Registry,
+            ..self.opts.clone()
+        };
+        let built = Box::pin(crate::dfbuild::build_dockerfile(
+            &request,
+            &parent_opts,
+            self.registry,
+            self.progress,
+        ))
+        .await?;
+        Ok(format!("{repo}@{}", built.digest))
+    }
+
+    /// The parent's Dockerfile build: its context is `build_context_root`,
+    /// else the Dockerfile's directory; the image's `build_args` are its
+    /// ARGs.
+    fn parent_request(&self, dockerfile: &str, repo: &str) -> crate::dfbuild::DockerfileRequest {
+        let (image, base_dir) = (self.image, self.pipeline.base_dir());
+        let file = base_dir.join(dockerfile);
+        let context = match &image.settings.build_context_root {
+            Some(root) => base_dir.join(&root.value),
+            None => file
+                .parent()
+                .map_or_else(|| base_dir.to_path_buf(), Path::to_path_buf),
+        };
+        crate::dfbuild::DockerfileRequest {
+            dockerfile: file,
+            context,
+            tags: vec![format!("{repo}:{}-parent", image.tag)],
+            build_args: image
+                .settings
+                .build_args
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            target: None,
+            labels: Vec::new(),
+        }
+    }
+
+    /// The layers that run commands: keys first; the parent is fetched
+    /// and unpacked only when one misses. Returns who owns the code: the
+    /// user a user layer made, else root.
+    async fn exec_layers(
+        &self,
+        parent: &ResolvedImage,
+        layers: &mut Layers,
+    ) -> Result<(u64, u64), BuildError> {
+        let (opts, store) = (self.opts, self.store);
+        let exec_slots: Vec<&LayerSlot> = self
+            .image
+            .layers
+            .iter()
+            .filter(|l| l.runs_commands())
+            .collect();
+        let mut code_owner = (0, 0);
+        if exec_slots.is_empty() {
+            return Ok(code_owner);
+        }
+        let prepared = crate::exec::prepare(
+            &exec_slots,
+            self.pipeline.base_dir(),
+            &parent.digest,
+            &opts.platform.to_string(),
+            opts.compression,
+        )
+        .map_err(self.exec_error("exec"))?;
+        let found = crate::exec::lookup(store, &prepared).map_err(self.exec_error("exec"))?;
+        let parent_blobs = match found.iter().any(Option::is_none) {
+            true => self.parent_blobs(parent).await?,
+            false => Vec::new(),
+        };
+        let results = crate::exec::execute(
+            store,
+            &self.image.name,
+            &prepared,
+            found,
+            &parent_blobs,
+            &self.exec_env(parent),
+            &opts.secrets,
+            opts.network,
+            opts.compression,
+            opts.source_date_epoch,
+            self.progress,
+        )
+        .map_err(|f| BuildError::Exec {
+            image: self.image.name.clone(),
+            layer: f.layer,
+            source: *f.source,
+        })?;
+        for ((layer, (desc, reused)), slot) in prepared.iter().zip(results).zip(&exec_slots) {
+            if let LayerSlot::User { name: user, .. } = slot {
+                code_owner = crate::exec::user_ids_from_layer(
+                    &store.path(&desc.digest),
+                    &desc.media_type,
+                    user,
+                )
+                .unwrap_or((0, 0));
+            }
+            let status = if reused {
+                LayerStatus::Reused
+            } else {
+                LayerStatus::Built
+            };
+            self.add_layer(
+                layers,
+                layer.label.clone(),
+                status,
+                exec_layer(layer, &desc),
+            );
+        }
+        Ok(code_owner)
+    }
+
+    /// The parent's layers, downloaded into the store, as the blobs an
+    /// exec layer's root is unpacked from.
+    async fn parent_blobs(&self, parent: &ResolvedImage) -> Result<Vec<LayerBlob>, BuildError> {
+        let store = self.store;
+        let mut parent_blobs = Vec::new();
+        let diff_ids: Vec<String> = image::strings(&parent.config["rootfs"]["diff_ids"]);
+        for (layer, diff_id) in parent.layers.iter().zip(diff_ids) {
+            crate::push::fetch_blob(self.registry, store, &parent.repository, layer)
+                .await
+                .map_err(
+                    self.registry_err(format!("downloading parent layer {}", layer.digest())),
+                )?;
+            let digest =
+                store::Digest::from_str(layer.digest().as_ref()).map_err(BuildError::Store)?;
+            parent_blobs.push(LayerBlob {
+                path: store.path(&digest),
+                media_type: Some(layer.media_type().to_string()),
+                diff_id,
+            });
+        }
+        Ok(parent_blobs)
+    }
+
+    /// The environment exec layers run with: the parent's, then the
+    /// image's `environment`.
+    fn exec_env(&self, parent: &ResolvedImage) -> Vec<(String, String)> {
+        let mut env = image::config_env(&parent.config);
+        env.extend(
+            self.image
+                .settings
+                .environment
+                .clone()
+                .map(|e| e.value)
+                .unwrap_or_default(),
+        );
+        env
+    }
+
+    /// The code layers, owned by `code_owner`, each cached by the content
+    /// it copies.
+    #[allow(clippy::result_large_err)] // the builder's one error type
+    fn code_layers(&self, code_owner: (u64, u64), layers: &mut Layers) -> Result<(), BuildError> {
+        let base_dir = self.pipeline.base_dir();
+        for slot in &self.image.layers {
+            let LayerSlot::Code {
+                source_root,
+                dockerignore,
+                workdir,
+            } = slot
+            else {
+                continue;
+            };
+            let root = base_dir.join(source_root);
+            let ignore = dockerignore.as_ref().map(|d| base_dir.join(d));
+            let (layer, status) = crate::code::code_layer(
+                self.store,
+                &root,
+                ignore.as_deref(),
+                workdir,
+                code_owner,
+                self.opts,
+                self.previous_layer(&slot.label()),
+            )
+            .map_err(|source| BuildError::Layer {
+                image: self.image.name.clone(),
+                layer: slot.label(),
+                source,
+            })?;
+            self.add_layer(layers, slot.label(), status, layer);
+        }
+        Ok(())
+    }
+
+    /// The last build's record of the layer with this label.
+    fn previous_layer(&self, label: &str) -> Option<&LayerRecord> {
+        self.previous
+            .and_then(|p| p.layers.iter().find(|l| l.label == label))
+    }
+
+    /// A finished layer joins the image: its progress line and its report
+    /// say why it was built, against the last build's record.
+    fn add_layer(
+        &self,
+        layers: &mut Layers,
+        label: String,
+        status: LayerStatus,
+        layer: BuiltLayer,
+    ) {
+        let reason = (status == LayerStatus::Built).then(|| {
+            record::explain_change(
+                self.previous_layer(&label),
+                &layer.record.key,
+                &layer.record.inputs,
+            )
+        });
+        let blob = &layer.added.blob;
+        let report = LayerReport {
+            label,
+            status,
+            digest: blob.digest().to_string(),
+            size: blob.size(),
+            reason,
+        };
+        self.progress.event(report.event(&self.image.name));
+        layers.reports.push(report);
+        layers.built.push(layer);
+    }
+
+    /// The config's changes to the parent's: kiln's virtual environment
+    /// first on PATH when Python packages go in, the image's environment,
+    /// and labels naming the source, the pipeline, its steps and the base.
+    fn config_edits(
+        &self,
+        parent: &ResolvedImage,
+        parent_ref: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> ConfigEdits {
+        let settings = &self.image.settings;
+        let mut labels = labels.clone();
+        labels.insert("dev.kiln.pipeline".into(), self.pipeline.name().into());
+        labels.insert("dev.kiln.steps".into(), self.image.steps.join(","));
+        labels.insert(
+            kiln_oci::ANNOTATION_BASE_IMAGE_DIGEST.into(),
+            parent.digest.clone(),
+        );
+        labels.insert(
+            "org.opencontainers.image.base.name".into(),
+            parent_ref.to_string(),
+        );
+        ConfigEdits {
+            env: self.config_env(parent),
+            workdir: settings.workdir.clone().map(|w| w.value),
+            user: settings.user.clone().map(|u| u.value),
+            labels,
+            created: image::rfc3339(self.opts.source_date_epoch),
+        }
+    }
+
+    /// The environment the image's config adds: the virtual environment
+    /// (when Python packages were installed), then `environment` and
+    /// `runtime_environment`.
+    fn config_env(&self, parent: &ResolvedImage) -> Vec<(String, String)> {
+        let settings = &self.image.settings;
+        let mut env: Vec<(String, String)> = Vec::new();
+        if self
+            .image
+            .layers
+            .iter()
+            .any(|l| matches!(l, LayerSlot::Requirements { .. } | LayerSlot::InstallUv))
+        {
+            let path = image::config_env(&parent.config)
+                .into_iter()
+                .find(|(k, _)| k == "PATH")
+                .map_or_else(
+                    || "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+                    |(_, v)| v,
+                );
+            env.push(("VIRTUAL_ENV".into(), crate::exec::VENV.into()));
+            env.push(("PATH".into(), format!("{}/bin:{path}", crate::exec::VENV)));
+        }
+        env.extend(
+            settings
+                .environment
+                .clone()
+                .map(|e| e.value)
+                .unwrap_or_default(),
+        );
+        env.extend(
+            settings
+                .runtime_environment
+                .clone()
+                .map(|e| e.value)
+                .unwrap_or_default(),
+        );
+        env
+    }
+}
+
+/// An exec layer as it goes into the image and into the build record.
+fn exec_layer(layer: &PreparedLayer, desc: &LayerDescriptor) -> BuiltLayer {
+    BuiltLayer {
+        added: AddedLayer {
+            blob: desc.blob(),
+            diff_id: desc.diff_id.to_string(),
+            created_by: format!("RUN {} # kiln", layer.label),
+        },
+        record: LayerRecord {
+            label: layer.label.clone(),
+            key: layer.key.clone(),
+            inputs: layer.inputs.clone(),
+        },
+    }
+}
+
+/// The image's report and its record in the build record, from where
+/// it was written.
+fn assemble(
+    image: &ImagePlan,
+    parent_pinned: String,
+    layers: Layers,
+    written: crate::finish::Written,
+) -> (ImageReport, ImageRecord) {
     let crate::finish::Written {
         reference,
         pinned,
@@ -411,20 +533,20 @@ async fn build_image<R: Registry>(
         pinned,
         digest: manifest_digest.clone(),
         parent: parent_pinned.clone(),
-        layers: built.into_iter().map(|b| b.record).collect(),
+        layers: layers.built.into_iter().map(|b| b.record).collect(),
     };
-    Ok((
+    (
         ImageReport {
-            name,
+            name: image.name.clone(),
             steps: image.steps.clone(),
             reference,
             digest: manifest_digest,
             parent: parent_pinned,
-            layers: reports,
+            layers: layers.reports,
             uploaded,
         },
         record,
-    ))
+    )
 }
 
 #[cfg(test)]

@@ -44,7 +44,11 @@ pub(crate) struct Written {
     pub uploaded: usize,
 }
 
-fn registry_err(image: &str, action: String) -> impl FnOnce(RegistryError) -> BuildError {
+/// A registry failure, saying which image and what kiln was doing.
+pub(crate) fn registry_err(
+    image: &str,
+    action: String,
+) -> impl FnOnce(RegistryError) -> BuildError {
     let image = image.to_string();
     move |source| BuildError::Registry {
         image,

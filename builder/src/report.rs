@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::image::AddedLayer;
-use crate::progress::LayerStatus;
+use crate::progress::{Event, LayerStatus};
 use crate::record::LayerRecord;
 
 /// What a build did.
@@ -48,6 +48,20 @@ pub struct LayerReport {
     pub size: u64,
     /// Why it was built.
     pub reason: Option<String>,
+}
+
+impl LayerReport {
+    /// The progress line of the layer: it says what its report says.
+    pub(crate) fn event(&self, image: &str) -> Event {
+        Event::Layer {
+            image: image.to_string(),
+            label: self.label.clone(),
+            status: self.status,
+            digest: self.digest.clone(),
+            size: self.size,
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 /// A layer ready to go into the image.

@@ -650,21 +650,15 @@ impl Builder<'_> {
             }
             .to_string()
         });
-        self.progress.event(Event::Layer {
-            image: self.name.to_string(),
-            label: label.clone(),
-            status,
-            digest: desc.digest.to_string(),
-            size: desc.size,
-            reason: reason.clone(),
-        });
-        self.reports.push(LayerReport {
+        let report = LayerReport {
             label,
             status,
             digest: desc.digest.to_string(),
             size: desc.size,
             reason,
-        });
+        };
+        self.progress.event(report.event(self.name));
+        self.reports.push(report);
         Ok(())
     }
 
