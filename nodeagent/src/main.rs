@@ -1,5 +1,9 @@
 //! `kiln-node-agent`: the test cluster's node (see the library docs).
 
+// A test reads best as one list of steps; the 120-line limit is for the
+// product's code.
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;

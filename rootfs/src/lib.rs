@@ -5,6 +5,10 @@
 //! and the test cluster's node all stand on it; none of it talks to a
 //! registry.
 
+// A test reads best as one list of steps; the 120-line limit is for the
+// product's code.
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 pub mod private_dir;
 pub mod sandbox;
 pub mod snapshot;

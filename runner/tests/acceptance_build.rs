@@ -3,6 +3,7 @@
 //! and code layer, caching and uploads, outputs, credentials, secrets and
 //! a sandbox that cannot start.
 
+#![allow(clippy::too_many_lines)] // a test reads best as one list of steps
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
 use std::path::{Path, PathBuf};

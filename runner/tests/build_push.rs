@@ -5,6 +5,7 @@
 //! (Env, WorkingDir, labels), the layer's tar (owner, mtime,
 //! .dockerignore), the image runs; `--step` builds only that step's image.
 
+#![allow(clippy::too_many_lines)] // a test reads best as one list of steps
 #![allow(clippy::unwrap_used)] // test code: a failure is a test failure
 
 use std::collections::BTreeMap;

@@ -9,6 +9,7 @@
 //! Cold exec builds talk to the Debian mirror and PyPI and take seconds
 //! each, so each test shares one cold build across its checks.
 
+#![allow(clippy::too_many_lines)] // a test reads best as one list of steps
 #![allow(clippy::unwrap_used)] // test code: a failure is a test failure
 
 use std::collections::{BTreeMap, BTreeSet};

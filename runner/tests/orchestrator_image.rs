@@ -6,6 +6,7 @@
 //! that root; a second call uploads nothing and names the same digest; and
 //! the same binary gives the same image in a fresh cache and repository.
 
+#![allow(clippy::too_many_lines)] // a test reads best as one list of steps
 #![allow(clippy::unwrap_used)] // test code: a failure is a test failure
 
 use std::future::Future;

@@ -12,6 +12,8 @@
 //! tests (Cargo builds no other package's binary for them), and one shared
 //! agent node would also pick up the pods of tests running at the same
 //! time. The API server's log proxy, and kiln's use of it, are real.
+
+#![allow(clippy::too_many_lines)] // a test reads best as one list of steps
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
 mod common;

@@ -4,6 +4,8 @@
 //! then listed, changed and deleted by the `kiln` binary and judged with
 //! kubectl. The CronJobs tick on 1 January only, so no Job starts while a
 //! test runs.
+
+#![allow(clippy::too_many_lines)] // a test reads best as one list of steps
 #![allow(clippy::unwrap_used)] // test helpers: a failure is a test failure
 
 use std::path::Path;
