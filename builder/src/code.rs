@@ -13,7 +13,7 @@ use crate::options::BuildOptions;
 use crate::progress::LayerStatus;
 use crate::record::LayerRecord;
 use crate::report::BuiltLayer;
-use crate::store::{Check, HashingWriter, Store, cache_key};
+use crate::store::{Check, HashingWriter, Store};
 
 /// Builds (or finds in the cache) the code layer. The tar is hashed first,
 /// which is cheap; compression only runs on a cache miss.
@@ -35,11 +35,7 @@ pub(crate) fn code_layer(
     };
     let hashed = context.write_tar(HashingWriter::new(io::sink()), &tar)?;
     let (_, diff_id, _) = hashed.finish();
-    let key = cache_key(&[
-        "code-v1",
-        diff_id.as_str(),
-        &format!("{:?}", opts.compression),
-    ]);
+    let key = crate::keys::code_layer(diff_id.as_str(), opts.compression);
     let created_by = format!(
         "COPY {} {workdir} # kiln code layer",
         root.file_name()

@@ -25,10 +25,11 @@ use kiln_rootfs::unpack::{self, LayerBlob, UnpackOptions};
 use sha2::{Digest as _, Sha256};
 
 use crate::image;
+use crate::keys;
 use crate::layer::{Compression, LayerWriter};
 use crate::plan::{LayerSlot, RequirementGroup, RequirementSource};
 use crate::progress::{Event, Progress};
-use crate::store::{Check, LayerDescriptor, Store, cache_key};
+use crate::store::{Check, LayerDescriptor, Store};
 
 /// Where kiln's virtual environment lives in images.
 pub const VENV: &str = "/opt/kiln/venv";
@@ -262,7 +263,7 @@ fn prepare_layer(
         warnings,
     } = recipe(slot, read)?;
     inputs.insert("kiln recipe".into(), short_hash(script.as_bytes()));
-    let key = layer_key(
+    let key = keys::exec_layer(
         previous,
         platform,
         compression,
@@ -397,32 +398,6 @@ fn unpinned_warning(group: RequirementGroup, loose: &[String]) -> String {
         },
         loose.join(", ")
     )
-}
-
-/// The chained cache key, part for part as existing caches were stored
-/// under it: the chain so far, where the layer is built, what it runs and
-/// the content of each of its files.
-fn layer_key(
-    previous: &str,
-    platform: &str,
-    compression: Compression,
-    label: &str,
-    script: &str,
-    files: &[(String, Vec<u8>)],
-) -> String {
-    let mut parts: Vec<String> = vec![
-        "exec-v1".into(),
-        previous.into(),
-        platform.into(),
-        format!("{compression:?}"),
-        label.into(),
-        script.into(),
-    ];
-    for (name, bytes) in files {
-        parts.push(format!("{name}={}", image::hex(&Sha256::digest(bytes))));
-    }
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    cache_key(&refs)
 }
 
 fn group_file(group: RequirementGroup) -> &'static str {

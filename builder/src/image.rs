@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 
 use kiln_oci::ImageManifestBuilder;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+
+use crate::config::ConfigEdit;
 
 /// The descriptor type manifests are made of.
 pub use kiln_oci::Descriptor;
@@ -84,34 +86,22 @@ pub fn derive_config(
     added: &[AddedLayer],
     edits: &ConfigEdits,
 ) -> Result<Value, ImageError> {
-    let mut config = parent
-        .as_object()
-        .cloned()
-        .ok_or(ImageError::ParentConfig)?;
-    let mut inner = config
-        .get("config")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-
-    let mut history: Vec<Value> = config
-        .get("history")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    if !parent.is_object() {
+        return Err(ImageError::ParentConfig);
+    }
+    let mut config = parent.clone();
+    let mut c = ConfigEdit::new(&mut config);
+    let mut history = c.view().history();
     let entry = |created_by: String, empty: bool| {
-        let mut h = Map::new();
-        h.insert("created".into(), json!(edits.created));
-        h.insert("created_by".into(), json!(created_by));
-        h.insert("comment".into(), json!("kiln"));
+        let mut h = json!({"created": edits.created, "created_by": created_by, "comment": "kiln"});
         if empty {
-            h.insert("empty_layer".into(), json!(true));
+            h["empty_layer"] = json!(true);
         }
-        Value::Object(h)
+        h
     };
 
     if !edits.env.is_empty() {
-        let mut env: Vec<String> = strings(inner.get("Env").unwrap_or(&Value::Null));
+        let mut env = c.view().env();
         for (key, value) in &edits.env {
             let line = format!("{key}={value}");
             match env
@@ -124,49 +114,28 @@ pub fn derive_config(
         }
         let names: Vec<&str> = edits.env.iter().map(|(k, _)| k.as_str()).collect();
         history.push(entry(format!("ENV {}", names.join(" ")), true));
-        inner.insert("Env".into(), json!(env));
+        c.set_env(env);
     }
     for layer in added {
         history.push(entry(layer.created_by.clone(), false));
     }
     if let Some(workdir) = &edits.workdir {
-        inner.insert("WorkingDir".into(), json!(workdir));
+        c.set_working_dir(workdir.clone());
         history.push(entry(format!("WORKDIR {workdir}"), true));
     }
     if let Some(user) = &edits.user {
-        inner.insert("User".into(), json!(user));
+        c.set_user(user.clone());
         history.push(entry(format!("USER {user}"), true));
     }
-    if !edits.labels.is_empty() {
-        let mut labels = inner
-            .get("Labels")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        for (k, v) in &edits.labels {
-            labels.insert(k.clone(), json!(v));
-        }
-        inner.insert("Labels".into(), Value::Object(labels));
+    for (k, v) in &edits.labels {
+        c.set_label(k, v.clone());
     }
-    config.insert("config".into(), Value::Object(inner));
-
-    let mut rootfs = config
-        .get("rootfs")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let mut diff_ids: Vec<Value> = rootfs
-        .get("diff_ids")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    diff_ids.extend(added.iter().map(|l| json!(l.diff_id)));
-    rootfs.insert("type".into(), json!("layers"));
-    rootfs.insert("diff_ids".into(), json!(diff_ids));
-    config.insert("rootfs".into(), Value::Object(rootfs));
-    config.insert("history".into(), json!(history));
-    config.insert("created".into(), json!(edits.created));
-    Ok(Value::Object(config))
+    let mut diff_ids = c.view().diff_ids();
+    diff_ids.extend(added.iter().map(|l| l.diff_id.clone()));
+    c.set_diff_ids(diff_ids);
+    c.set_history(history);
+    c.set_created(edits.created.clone());
+    Ok(config)
 }
 
 /// Converts a layer media type to the image format's family (the bytes are
@@ -234,22 +203,6 @@ pub fn manifest(
 pub fn canonical_bytes(value: &Value) -> Vec<u8> {
     // serde_json's Map is a BTreeMap (no preserve_order feature): keys sorted.
     serde_json::to_vec(value).unwrap_or_default()
-}
-
-/// `KEY=VALUE` pairs of an image config's Env.
-pub fn config_env(config: &serde_json::Value) -> Vec<(String, String)> {
-    config["config"]["Env"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| {
-                    e.as_str()?
-                        .split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Image `created` times (RFC 3339, UTC).

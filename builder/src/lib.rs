@@ -8,6 +8,7 @@
 pub mod add;
 pub mod build;
 mod code;
+pub mod config;
 pub mod copy;
 pub mod dfbuild;
 pub mod dockerfile;
@@ -17,6 +18,7 @@ pub mod fetch;
 mod finish;
 pub mod git;
 pub mod image;
+pub mod keys;
 pub mod layer;
 pub mod listing;
 pub mod options;

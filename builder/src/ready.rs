@@ -7,9 +7,8 @@
 use std::str::FromStr as _;
 
 use kiln_rootfs::unpack::{LayerBlob, RootCache, UnpackOptions};
-use serde_json::Value;
 
-use crate::image::strings;
+use crate::config::ConfigView;
 use crate::registry::{Platform, Registry, RegistryError};
 use crate::store::{Digest, Store};
 
@@ -90,7 +89,8 @@ pub async fn ready<R: Registry>(
             reference: reference.to_string(),
             source,
         })?;
-    let diff_ids: Vec<String> = strings(&image.config["rootfs"]["diff_ids"]);
+    let config = ConfigView::new(&image.config);
+    let diff_ids: Vec<String> = config.diff_ids();
     if diff_ids.len() != image.layers.len() {
         return Err(ReadyError::LayerCount {
             reference: reference.to_string(),
@@ -122,40 +122,28 @@ pub async fn ready<R: Registry>(
             reference: reference.to_string(),
             source,
         })?;
-    let config = &image.config["config"];
     Ok(ReadyImage {
         rootfs: root.rootfs,
-        env: env_of(config),
-        user: config["User"].as_str().unwrap_or_default().to_string(),
-        workdir: config["WorkingDir"]
-            .as_str()
+        env: config.env_pairs(),
+        user: config.user().unwrap_or_default().to_string(),
+        workdir: config
+            .working_dir()
             .filter(|w| w.starts_with('/'))
             .unwrap_or("/")
             .to_string(),
-        entrypoint: strings(&config["Entrypoint"]),
-        cmd: strings(&config["Cmd"]),
+        entrypoint: config.entrypoint(),
+        cmd: config.cmd(),
     })
-}
-
-fn env_of(config: &Value) -> Vec<(String, String)> {
-    config["Env"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e.as_str()?.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn env_is_read_from_the_config() {
-        let config = serde_json::json!({"Env": ["PATH=/usr/bin:/bin", "A=b=c", "junk"]});
+        let config =
+            serde_json::json!({"config": {"Env": ["PATH=/usr/bin:/bin", "A=b=c", "junk"]}});
         assert_eq!(
-            super::env_of(&config),
+            crate::config::ConfigView::new(&config).env_pairs(),
             vec![
                 ("PATH".to_string(), "/usr/bin:/bin".to_string()),
                 ("A".to_string(), "b=c".to_string())

@@ -16,10 +16,11 @@ use super::{Builder, Built, absolute, workdir};
 use crate::copy::{self, Kind, Placed, Planned, SourceMeta, Stamp, Tree};
 use crate::dockerfile::{CopyFrom, InlineFile, Step, StepKind};
 use crate::error::BuildError;
+use crate::keys;
 use crate::layer::LayerWriter;
 use crate::listing::{self, LayerListing, Listing};
 use crate::registry::Registry;
-use crate::store::{self, Check, LayerDescriptor, cache_key};
+use crate::store::{self, Check, LayerDescriptor};
 
 /// The diffID of a tar with no entries: a WORKDIR or VOLUME whose
 /// directories the image has already adds no layer.
@@ -94,7 +95,7 @@ impl Builder<'_> {
         extra.extend(fetched);
         let (planned, source_key) = self.keyed_sources(step, from, &locals, &dest, &plan_opts)?;
         let source_key = format!("{source_key}\n{}", url_keys.join("\n"));
-        let key = cache_key(&[&built.chain, &step.resolved, &source_key]);
+        let key = keys::dockerfile_copy(&built.chain, &step.resolved, &source_key);
         if let Some(d) = self.store.lookup(&key, Check::Full)? {
             return self.add_layer(index, built, step, &d, true, key);
         }
@@ -372,7 +373,7 @@ impl Builder<'_> {
         dirs: &[String],
         registry: &R,
     ) -> Result<(), BuildError> {
-        let key = cache_key(&[&built.chain, "mkdir-v1", &dirs.join("\n")]);
+        let key = keys::dockerfile_mkdir(&built.chain, dirs);
         let desc = match self.store.lookup(&key, Check::Full)? {
             Some(d) => Some((d, true)),
             None => {
@@ -432,7 +433,7 @@ impl Builder<'_> {
             return Ok(Arc::clone(l));
         }
         let mut out = Listing::default();
-        let diff_ids = crate::image::strings(&built.base.config["rootfs"]["diff_ids"]);
+        let diff_ids = crate::config::ConfigView::new(&built.base.config).diff_ids();
         for (layer, diff_id) in built.base.layers.iter().zip(diff_ids) {
             let cached = listing::cache_path(self.store.root(), &diff_id);
             if !cached.exists() {

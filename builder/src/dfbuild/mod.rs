@@ -18,20 +18,22 @@ use kiln_rootfs::snapshot::{self, Excludes, LayerOptions, Manifest};
 use kiln_rootfs::unpack::{self, LayerBlob, UnpackOptions};
 use serde_json::{Value, json};
 
+use crate::config::{ConfigEdit, ConfigView, strip_onbuild};
 use crate::copy::Tree;
 use crate::dockerfile::{
     Base, BaseImage, BuildGraph, ConfigChange, CopyFrom, Dockerfile, EvalOptions, ShellOrExec,
     Step, StepKind,
 };
 use crate::error::BuildError;
-use crate::image::{AddedLayer, Descriptor, strings};
+use crate::image::{AddedLayer, Descriptor};
+use crate::keys;
 use crate::layer::{DockerIgnore, LayerWriter};
 use crate::listing::Listing;
 use crate::options::BuildOptions;
 use crate::progress::{Event, LayerStatus, Progress};
 use crate::registry::{Registry, ResolvedImage};
 use crate::report::{ImageReport, LayerReport};
-use crate::store::{self, Check, LayerDescriptor, Store, cache_key};
+use crate::store::{self, Check, LayerDescriptor, Store};
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -217,12 +219,12 @@ async fn evaluate_with_bases<R: Registry>(
                 None => opts.platform.clone(),
             };
             let image = resolve(registry, name, reference, &platform, "base image").await?;
-            let config = &image.config["config"];
+            let config = ConfigView::new(&image.config);
             eval.base_images.insert(
                 reference.clone(),
                 BaseImage {
-                    env: crate::image::config_env(&image.config),
-                    onbuild: strings(&config["OnBuild"]),
+                    env: config.env_pairs(),
+                    onbuild: config.onbuild(),
                 },
             );
             resolved.insert(reference.clone(), image);
@@ -409,7 +411,7 @@ async fn copy_from_images<R: Registry>(
                 index,
                 Built {
                     config: image.config.clone(),
-                    chain: cache_key(&["df-v2", "from", &image.digest]),
+                    chain: keys::dockerfile_base(&image.digest),
                     base: image,
                     added: Vec::new(),
                 },
@@ -511,7 +513,7 @@ impl Builder<'_> {
         let mut built = match &stage.base {
             Base::Image { reference, .. } => {
                 let image = resolved.get(reference).cloned().unwrap_or_else(scratch);
-                let chain = cache_key(&["df-v2", "from", &image.digest]);
+                let chain = keys::dockerfile_base(&image.digest);
                 Built {
                     config: image.config.clone(),
                     base: image,
@@ -523,29 +525,27 @@ impl Builder<'_> {
                 base: scratch(),
                 added: Vec::new(),
                 config: scratch().config,
-                chain: cache_key(&["df-v2", "scratch"]),
+                chain: keys::dockerfile_scratch(),
             }),
             Base::Scratch => Built {
                 base: scratch(),
                 added: Vec::new(),
                 config: scratch().config,
-                chain: cache_key(&["df-v2", "scratch"]),
+                chain: keys::dockerfile_scratch(),
             },
         };
         // A base without PATH (scratch included) gets Docker's default.
         ensure_default_path(&mut built.config);
         // The base's ONBUILD triggers ran as this stage's first steps; the
         // image does not pass them on (as in Docker).
-        if let Some(c) = built.config["config"].as_object_mut() {
-            c.remove("OnBuild");
-        }
+        strip_onbuild(&mut built.config);
         let steps = stage.steps.clone();
         for step in &steps {
             match &step.kind {
                 StepKind::Config(change) => {
                     apply_config(&mut built.config, change);
                     history(&mut built.config, &step.text, true);
-                    built.chain = cache_key(&[&built.chain, &step.resolved]);
+                    built.chain = keys::dockerfile_step(&built.chain, &step.resolved);
                     // WORKDIR and VOLUME also make their directories, as
                     // Docker does: a layer of the missing ones, if any.
                     let dirs = match change {
@@ -567,7 +567,7 @@ impl Builder<'_> {
                 } => {
                     let ids: Vec<&str> = secrets.iter().map(|s| s.id.as_str()).collect();
                     let bound = self.mounts_key(step, mounts)?;
-                    let key = cache_key(&[&built.chain, &step.resolved, &ids.join(","), &bound]);
+                    let key = keys::dockerfile_run(&built.chain, &step.resolved, &ids, &bound);
                     let (desc, reused) = match self.store.lookup(&key, Check::Full)? {
                         Some(d) => (d, true),
                         None => {
@@ -604,12 +604,7 @@ impl Builder<'_> {
             diff_id: desc.diff_id.to_string(),
             created_by: step.text.clone(),
         });
-        if let Some(ids) = built.config["rootfs"]["diff_ids"].as_array_mut() {
-            ids.push(Value::String(desc.diff_id.to_string()));
-        } else {
-            built.config["rootfs"] =
-                json!({"type": "layers", "diff_ids": [desc.diff_id.to_string()]});
-        }
+        ConfigEdit::new(&mut built.config).push_diff_id(desc.diff_id.to_string());
         history(&mut built.config, &step.text, false);
         // A root already unpacked for this stage follows its layers.
         if let Some(root) = self.roots.get(&stage).cloned() {
@@ -733,7 +728,7 @@ impl Builder<'_> {
             message: format!("creating a stage root: {e}"),
         })?;
         let opts = self.unpack_opts()?;
-        let diff_ids = strings(&built.base.config["rootfs"]["diff_ids"]);
+        let diff_ids = ConfigView::new(&built.base.config).diff_ids();
         for (layer, diff_id) in built.base.layers.iter().zip(diff_ids) {
             self.fetch_base_layer(built, layer, registry).await?;
             let digest = store::Digest::from_str(layer.digest().as_ref())?;
@@ -780,11 +775,11 @@ impl Builder<'_> {
             Some(r) => r.clone(),
             None => self.materialize(stage, built, registry).await?,
         };
-        let config = &built.config["config"];
+        let config = ConfigView::new(&built.config);
         let argv = match command {
             ShellOrExec::Exec(v) => v.clone(),
             ShellOrExec::Shell(text) => {
-                let mut shell = strings(&config["Shell"]);
+                let mut shell = config.shell();
                 if shell.is_empty() {
                     shell = vec!["/bin/sh".into(), "-c".into()];
                 }
@@ -795,25 +790,23 @@ impl Builder<'_> {
         let excludes = Excludes::default();
         let before = Manifest::capture(&root, &excludes).map_err(|e| self.dferr(step, e))?;
         let mut spec = RunSpec::new(&root, argv);
-        for (k, v) in crate::image::config_env(&built.config)
-            .into_iter()
-            .chain(env.iter().cloned())
-        {
+        for (k, v) in config.env_pairs().into_iter().chain(env.iter().cloned()) {
             spec = spec.env(k, v);
         }
-        spec.workdir = config["WorkingDir"]
-            .as_str()
+        spec.workdir = config
+            .working_dir()
             .filter(|w| w.starts_with('/'))
             .unwrap_or("/")
             .to_string();
-        let user = config["User"].as_str().unwrap_or_default();
+        let user = config.user().unwrap_or_default();
         if !user.is_empty() {
             spec.user = User::resolve_in_root(&root, user).map_err(|e| self.dferr(step, e))?;
         }
         // HOME, when the config does not set it, is the user's from the
         // image's /etc/passwd (root's `/root`, anyone else unknown `/`),
         // as Docker sets it.
-        let env_home = crate::image::config_env(&built.config)
+        let env_home = ConfigView::new(&built.config)
+            .env_pairs()
             .iter()
             .chain(env)
             .any(|(k, _)| k == "HOME");
@@ -876,24 +869,19 @@ impl Builder<'_> {
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn ensure_default_path(config: &mut Value) {
-    if crate::image::config_env(config)
-        .iter()
-        .any(|(k, _)| k == "PATH")
-    {
+    let view = ConfigView::new(config);
+    if view.env_pairs().iter().any(|(k, _)| k == "PATH") {
         return;
     }
-    if !config["config"].is_object() {
-        config["config"] = json!({});
-    }
-    let mut env = strings(&config["config"]["Env"]);
+    let mut env = view.env();
     env.insert(0, format!("PATH={DEFAULT_PATH}"));
-    config["config"]["Env"] = json!(env);
+    ConfigEdit::new(config).set_env(env);
 }
 
 /// The config's WorkingDir, `/` when unset.
 fn workdir(config: &Value) -> String {
-    config["config"]["WorkingDir"]
-        .as_str()
+    ConfigView::new(config)
+        .working_dir()
         .filter(|w| !w.is_empty())
         .unwrap_or("/")
         .to_string()
@@ -929,34 +917,29 @@ fn history(config: &mut Value, created_by: &str, empty: bool) {
     if empty {
         entry["empty_layer"] = Value::Bool(true);
     }
-    match config["history"].as_array_mut() {
-        Some(h) => h.push(entry),
-        None => config["history"] = json!([entry]),
-    }
+    ConfigEdit::new(config).push_history(entry);
 }
 
-/// Applies a config instruction to the OCI config JSON.
+/// Applies a config instruction to the image config.
 fn apply_config(config: &mut Value, change: &ConfigChange) {
-    if !config["config"].is_object() {
-        config["config"] = json!({});
-    }
-    let c = &mut config["config"];
-    let shell_form = |c: &Value, cmd: &ShellOrExec| -> Value {
+    let mut c = ConfigEdit::new(config);
+    // CMD and ENTRYPOINT in shell form run through the config's SHELL.
+    let shell_form = |c: &ConfigEdit<'_>, cmd: &ShellOrExec| -> Vec<String> {
         match cmd {
-            ShellOrExec::Exec(v) => json!(v),
+            ShellOrExec::Exec(v) => v.clone(),
             ShellOrExec::Shell(text) => {
-                let mut shell = strings(&c["Shell"]);
+                let mut shell = c.view().shell();
                 if shell.is_empty() {
                     shell = vec!["/bin/sh".into(), "-c".into()];
                 }
                 shell.push(text.clone());
-                json!(shell)
+                shell
             }
         }
     };
     match change {
         ConfigChange::Env(vars) => {
-            let mut env: Vec<String> = strings(&c["Env"]);
+            let mut env: Vec<String> = c.view().env();
             for (k, v) in vars {
                 let entry = format!("{k}={v}");
                 match env
@@ -967,54 +950,37 @@ fn apply_config(config: &mut Value, change: &ConfigChange) {
                     None => env.push(entry),
                 }
             }
-            c["Env"] = json!(env);
+            c.set_env(env);
         }
         ConfigChange::Label(labels) => {
-            if !c["Labels"].is_object() {
-                c["Labels"] = json!({});
-            }
             for (k, v) in labels {
-                c["Labels"][k] = Value::String(v.clone());
+                c.set_label(k, v.clone());
             }
         }
         ConfigChange::Workdir(dir) => {
-            let current = c["WorkingDir"].as_str().unwrap_or("/").to_string();
-            c["WorkingDir"] = Value::String(if dir.starts_with('/') {
+            let current = c.view().working_dir().unwrap_or("/").to_string();
+            c.set_working_dir(if dir.starts_with('/') {
                 dir.clone()
             } else {
                 format!("{}/{dir}", current.trim_end_matches('/'))
             });
         }
-        ConfigChange::User(u) => c["User"] = Value::String(u.clone()),
-        ConfigChange::Expose(ports) => {
-            if !c["ExposedPorts"].is_object() {
-                c["ExposedPorts"] = json!({});
-            }
-            for p in ports {
-                c["ExposedPorts"][p] = json!({});
-            }
-        }
-        ConfigChange::Volume(vols) => {
-            if !c["Volumes"].is_object() {
-                c["Volumes"] = json!({});
-            }
-            for v in vols {
-                c["Volumes"][v] = json!({});
-            }
-        }
+        ConfigChange::User(u) => c.set_user(u.clone()),
+        ConfigChange::Expose(ports) => ports.iter().for_each(|p| c.expose(p)),
+        ConfigChange::Volume(vols) => vols.iter().for_each(|v| c.add_volume(v)),
         ConfigChange::Cmd(cmd) => {
-            let v = shell_form(c, cmd);
-            c["Cmd"] = v;
+            let v = shell_form(&c, cmd);
+            c.set_cmd(Some(v));
         }
         ConfigChange::Entrypoint { command, reset_cmd } => {
-            let v = shell_form(c, command);
-            c["Entrypoint"] = v;
+            let v = shell_form(&c, command);
+            c.set_entrypoint(v);
             if *reset_cmd {
-                c["Cmd"] = Value::Null;
+                c.set_cmd(None);
             }
         }
-        ConfigChange::Shell(shell) => c["Shell"] = json!(shell),
-        ConfigChange::StopSignal(s) => c["StopSignal"] = Value::String(s.clone()),
+        ConfigChange::Shell(shell) => c.set_shell(shell.clone()),
+        ConfigChange::StopSignal(s) => c.set_stop_signal(s.clone()),
         ConfigChange::Healthcheck(h) => {
             let ns = |d: Option<std::time::Duration>| d.map(|d| d.as_nanos() as u64);
             let mut hc = json!({"Test": h.test});
@@ -1030,13 +996,13 @@ fn apply_config(config: &mut Value, change: &ConfigChange) {
             if let Some(r) = h.retries {
                 hc["Retries"] = json!(r);
             }
-            c["Healthcheck"] = hc;
+            c.set_healthcheck(hc);
         }
         ConfigChange::OnBuild(trigger) => {
-            let mut list = strings(&c["OnBuild"]);
+            let mut list = c.view().onbuild();
             list.push(trigger.clone());
-            c["OnBuild"] = json!(list);
+            c.set_onbuild(list);
         }
-        ConfigChange::Author(who) => config["author"] = Value::String(who.clone()),
+        ConfigChange::Author(who) => c.set_author(who.clone()),
     }
 }

@@ -231,16 +231,9 @@ fn cache_dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> O
         .map(|base| base.join("kiln"))
 }
 
-/// A cache key: sha256 over the parts, each terminated so that no two
-/// different part lists collide.
-pub fn cache_key(parts: &[&str]) -> String {
-    let mut h = <sha2::Sha256 as sha2::Digest>::new();
-    for p in parts {
-        sha2::Digest::update(&mut h, p.as_bytes());
-        sha2::Digest::update(&mut h, [0]);
-    }
-    crate::image::hex(&sha2::Digest::finalize(h))
-}
+/// Cache keys are made in [`crate::keys`]; re-exported for the layer
+/// store's users.
+pub use crate::keys::cache_key;
 
 #[cfg(test)]
 mod tests {
