@@ -386,7 +386,7 @@ fn check_repository(repository: &str) -> Result<(), SelfImageError> {
         repository: repository.to_string(),
         reason,
     };
-    let parsed = kiln_pipeline::reference::parse(repository).map_err(invalid)?;
+    let parsed = kiln_pipeline::reference::parse(repository).map_err(|e| invalid(e.to_string()))?;
     if parsed.tag().is_some() || parsed.digest().is_some() {
         return Err(invalid(
             "give the repository alone; kiln picks the tag and refers to the image by digest"

@@ -97,7 +97,7 @@ pub enum RegistryError {
         /// As given.
         reference: String,
         /// Why.
-        reason: String,
+        reason: kiln_pipeline::reference::ReferenceError,
     },
     /// A manifest or config is not what the spec says.
     #[error("{registry}: invalid {what}: {message}")]

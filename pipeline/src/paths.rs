@@ -7,26 +7,67 @@
 
 use std::path::{Component, Path, PathBuf};
 
+/// Why a path named in kiln.yaml is refused by [`check_relative`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelativePathError {
+    /// The path is empty or white space.
+    #[error("expected a path relative to the project directory, found an empty string")]
+    Empty,
+    /// The path has a NUL byte.
+    #[error("{path:?} contains a NUL byte")]
+    Nul {
+        /// The path as written.
+        path: String,
+    },
+    /// The path is absolute.
+    #[error(
+        "{path:?} is absolute: paths in kiln.yaml are relative to the project directory (the directory of kiln.yaml)"
+    )]
+    Absolute {
+        /// The path as written.
+        path: String,
+    },
+    /// A `..` climbs above the project directory.
+    #[error("{path:?} leads outside the project directory (the directory of kiln.yaml)")]
+    Outside {
+        /// The path as written.
+        path: String,
+    },
+}
+
+/// A path that [`check_on_disk`] found leading out of the project
+/// directory through a symlink.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{path:?} resolves through a symlink to {}, outside the project directory {}",
+    resolved.display(),
+    root.display()
+)]
+pub struct SymlinkEscapeError {
+    /// The path as written.
+    pub path: String,
+    /// Where it resolves to.
+    pub resolved: PathBuf,
+    /// The project directory.
+    pub root: PathBuf,
+}
+
 /// Refuses an empty or absolute path, a NUL byte, and any `..` that climbs
 /// above the project directory.
 ///
 /// # Errors
 ///
 /// What is wrong, in words for the user.
-pub fn check_relative(value: &str) -> Result<(), String> {
+pub fn check_relative(value: &str) -> Result<(), RelativePathError> {
     if value.trim().is_empty() {
-        return Err(
-            "expected a path relative to the project directory, found an empty string".into(),
-        );
+        return Err(RelativePathError::Empty);
     }
     if value.contains('\0') {
-        return Err(format!("{value:?} contains a NUL byte"));
+        return Err(RelativePathError::Nul { path: value.into() });
     }
     let path = Path::new(value);
     if path.is_absolute() {
-        return Err(format!(
-            "{value:?} is absolute: paths in kiln.yaml are relative to the project directory (the directory of kiln.yaml)"
-        ));
+        return Err(RelativePathError::Absolute { path: value.into() });
     }
     let mut depth = 0usize;
     for c in path.components() {
@@ -35,9 +76,7 @@ pub fn check_relative(value: &str) -> Result<(), String> {
             Component::CurDir => {}
             Component::ParentDir if depth > 0 => depth -= 1,
             _ => {
-                return Err(format!(
-                    "{value:?} leads outside the project directory (the directory of kiln.yaml)"
-                ));
+                return Err(RelativePathError::Outside { path: value.into() });
             }
         }
     }
@@ -53,7 +92,7 @@ pub fn check_relative(value: &str) -> Result<(), String> {
 /// # Errors
 ///
 /// What is wrong, in words for the user.
-pub fn check_on_disk(root: &Path, value: &str) -> Result<(), String> {
+pub fn check_on_disk(root: &Path, value: &str) -> Result<(), SymlinkEscapeError> {
     let mut probe: PathBuf = root.join(value);
     let resolved = loop {
         match probe.canonicalize() {
@@ -67,11 +106,11 @@ pub fn check_on_disk(root: &Path, value: &str) -> Result<(), String> {
     if resolved.starts_with(root) {
         Ok(())
     } else {
-        Err(format!(
-            "{value:?} resolves through a symlink to {}, outside the project directory {}",
-            resolved.display(),
-            root.display()
-        ))
+        Err(SymlinkEscapeError {
+            path: value.into(),
+            resolved,
+            root: root.to_path_buf(),
+        })
     }
 }
 
@@ -92,7 +131,7 @@ mod tests {
             ("  ", "empty"),
             ("a\0b", "NUL"),
         ] {
-            let err = check_relative(bad).unwrap_err();
+            let err = check_relative(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad:?}: {err}");
         }
     }
@@ -110,7 +149,7 @@ mod tests {
         assert_eq!(check_on_disk(&project, "alias/x.txt"), Ok(()));
         assert_eq!(check_on_disk(&project, "not/there/yet"), Ok(()));
         for bad in ["leak", "leak/requirements.txt", "leak/missing/deeper"] {
-            let err = check_on_disk(&project, bad).unwrap_err();
+            let err = check_on_disk(&project, bad).unwrap_err().to_string();
             assert!(err.contains("outside the project"), "{bad}: {err}");
         }
     }

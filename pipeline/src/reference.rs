@@ -58,29 +58,168 @@ impl fmt::Display for Reference {
 }
 
 impl FromStr for Reference {
-    type Err = String;
+    type Err = ReferenceError;
 
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, ReferenceError> {
         parse(text)
     }
 }
 
-const EXPECTED: &str = "expected [registry/]repository[:tag][@sha256:digest]";
+/// Why text is not an image reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    /// The text is empty or has white space around it.
+    #[error(
+        "expected an image reference such as \"registry.example/team/image:tag\", found {text:?}"
+    )]
+    NotAReference {
+        /// The text as given.
+        text: String,
+    },
+    /// One part of the reference breaks the grammar.
+    #[error(
+        "invalid image reference {text:?}: {why} (expected [registry/]repository[:tag][@sha256:digest])"
+    )]
+    Invalid {
+        /// The text as given.
+        text: String,
+        /// Which part is wrong, and how.
+        why: ReferencePartError,
+    },
+}
+
+/// What is wrong with one part of an image reference (the registry, a
+/// repository component, the tag or the digest).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferencePartError {
+    /// The name (registry and repository) is over 255 characters.
+    #[error("the name is longer than 255 characters")]
+    NameTooLong,
+    /// The repository has an upper-case letter.
+    #[error("the repository must be lower case")]
+    UpperCase,
+    /// Two slashes in a row, or a slash at an end of the repository.
+    #[error("a repository path component is empty")]
+    EmptyComponent,
+    /// A repository component starts or ends with a separator.
+    #[error(
+        "repository component {component:?} must start and end with a lower-case letter or digit"
+    )]
+    ComponentEnds {
+        /// The component.
+        component: String,
+    },
+    /// A repository component has a separator the grammar does not allow.
+    #[error(
+        "repository component {component:?} has the separator {separator:?}; allowed are '.', '_', '__' and runs of '-'"
+    )]
+    Separator {
+        /// The component.
+        component: String,
+        /// The run of separator characters.
+        separator: String,
+    },
+    /// A bracketed IPv6 registry has no `]`.
+    #[error("registry {registry:?} has an unclosed '['")]
+    UnclosedBracket {
+        /// The registry part.
+        registry: String,
+    },
+    /// The text between `[` and `]` is not an IPv6 address.
+    #[error("registry {registry:?} is not a valid IPv6 address")]
+    Ipv6 {
+        /// The registry part.
+        registry: String,
+    },
+    /// Something other than `:port` follows a bracketed IPv6 address.
+    #[error("registry {registry:?}: expected ':port' after ']'")]
+    AfterBracket {
+        /// The registry part.
+        registry: String,
+    },
+    /// The registry's port is empty or not all digits.
+    #[error("registry {registry:?} has a port that is not a number")]
+    Port {
+        /// The registry part.
+        registry: String,
+    },
+    /// A label of the registry's host name is empty or has a bad character.
+    #[error("registry host {host:?} is not a valid host name")]
+    Host {
+        /// The host, without the port.
+        host: String,
+    },
+    /// The tag is empty, too long or has a character a tag may not have.
+    #[error(
+        "tag {tag:?} must be 1-128 of letters, digits, '_', '.', '-', not starting with '.' or '-'"
+    )]
+    Tag {
+        /// The tag.
+        tag: String,
+    },
+    /// The digest has no `algorithm:` part.
+    #[error("digest {digest:?} has no ':' (expected sha256:<64 hex>)")]
+    DigestColon {
+        /// The digest.
+        digest: String,
+    },
+    /// The digest's algorithm is not lower-case components.
+    #[error("digest algorithm {algorithm:?} is not valid")]
+    DigestAlgorithm {
+        /// The algorithm part.
+        algorithm: String,
+    },
+    /// The digest's encoded part has the wrong length or a non-hex digit.
+    #[error("digest {digest:?} must be {algorithm}: followed by {} hex digits", hex_digits(*.want))]
+    DigestHex {
+        /// The digest.
+        digest: String,
+        /// The algorithm part.
+        algorithm: String,
+        /// How many hex digits the algorithm has; `None`: at least 32.
+        want: Option<usize>,
+    },
+}
+
+fn hex_digits(want: Option<usize>) -> String {
+    want.map_or("at least 32".to_string(), |n| n.to_string())
+}
+
+/// Why text is not a repository fit for `target_repository`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RepositoryError {
+    /// The repository carries `@digest`.
+    #[error("target repository {text:?} must not carry a digest (expected [registry/]repository)")]
+    Digest {
+        /// The text as given.
+        text: String,
+    },
+    /// The repository carries `:tag`.
+    #[error("target repository {text:?} must not carry a tag; use image_tag for that")]
+    Tag {
+        /// The text as given.
+        text: String,
+    },
+    /// The text is not an image reference at all.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+}
 
 /// Parses an image reference, explaining the expected shape on failure.
-pub fn parse(text: &str) -> Result<Reference, String> {
+pub fn parse(text: &str) -> Result<Reference, ReferenceError> {
     if text.trim() != text || text.is_empty() {
-        return Err(format!(
-            "expected an image reference such as \"registry.example/team/image:tag\", found {text:?}"
-        ));
+        return Err(ReferenceError::NotAReference { text: text.into() });
     }
-    let bad = |why: &str| format!("invalid image reference {text:?}: {why} ({EXPECTED})");
+    let bad = |why: ReferencePartError| ReferenceError::Invalid {
+        text: text.into(),
+        why,
+    };
     let (name_tag, digest) = match text.split_once('@') {
         Some((n, d)) => (n, Some(d)),
         None => (text, None),
     };
     if let Some(d) = digest {
-        check_digest(d).map_err(|why| bad(&why))?;
+        check_digest(d).map_err(bad)?;
     }
     // A tag follows the last ':' that comes after the last '/'.
     let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
@@ -92,27 +231,25 @@ pub fn parse(text: &str) -> Result<Reference, String> {
         None => (name_tag, None),
     };
     if let Some(t) = tag {
-        check_tag(t).map_err(|why| bad(&why))?;
+        check_tag(t).map_err(bad)?;
     }
     if name.len() > 255 {
-        return Err(bad("the name is longer than 255 characters"));
+        return Err(bad(ReferencePartError::NameTooLong));
     }
     let (registry, path) = match name.split_once('/') {
         Some((first, rest))
             if first.contains(['.', ':']) || first.starts_with('[') || first == "localhost" =>
         {
-            check_domain(first).map_err(|why| bad(&why))?;
+            check_domain(first).map_err(bad)?;
             (first, rest)
         }
         _ => (DEFAULT_REGISTRY, name),
     };
     if path.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(format!(
-            "invalid image reference {text:?}: the repository must be lower case ({EXPECTED})"
-        ));
+        return Err(bad(ReferencePartError::UpperCase));
     }
     for component in path.split('/') {
-        check_path_component(component).map_err(|why| bad(&why))?;
+        check_path_component(component).map_err(bad)?;
     }
     let repository = if registry == DEFAULT_REGISTRY && !path.contains('/') {
         format!("library/{path}")
@@ -128,16 +265,16 @@ pub fn parse(text: &str) -> Result<Reference, String> {
 }
 
 /// `[a-z0-9]+` joined by `.`, `_`, `__` or any run of `-`.
-fn check_path_component(c: &str) -> Result<(), String> {
+fn check_path_component(c: &str) -> Result<(), ReferencePartError> {
     if c.is_empty() {
-        return Err("a repository path component is empty".into());
+        return Err(ReferencePartError::EmptyComponent);
     }
     let bytes = c.as_bytes();
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     if !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
-        return Err(format!(
-            "repository component {c:?} must start and end with a lower-case letter or digit"
-        ));
+        return Err(ReferencePartError::ComponentEnds {
+            component: c.into(),
+        });
     }
     let mut i = 0;
     while i < bytes.len() {
@@ -152,28 +289,38 @@ fn check_path_component(c: &str) -> Result<(), String> {
         let sep = &c[start..i];
         let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-');
         if !ok {
-            return Err(format!(
-                "repository component {c:?} has the separator {sep:?}; allowed are '.', '_', '__' and runs of '-'"
-            ));
+            return Err(ReferencePartError::Separator {
+                component: c.into(),
+                separator: sep.into(),
+            });
         }
     }
     Ok(())
 }
 
 /// `host[:port]`, host a DNS name, an IPv4 address or a bracketed IPv6 one.
-fn check_domain(d: &str) -> Result<(), String> {
+fn check_domain(d: &str) -> Result<(), ReferencePartError> {
+    let registry = || d.to_string();
     let (host, port) = if let Some(rest) = d.strip_prefix('[') {
         let Some((v6, after)) = rest.split_once(']') else {
-            return Err(format!("registry {d:?} has an unclosed '['"));
+            return Err(ReferencePartError::UnclosedBracket {
+                registry: registry(),
+            });
         };
         if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
-            return Err(format!("registry {d:?} is not a valid IPv6 address"));
+            return Err(ReferencePartError::Ipv6 {
+                registry: registry(),
+            });
         }
         match after {
             "" => (None, None),
             p => match p.strip_prefix(':') {
                 Some(port) => (None, Some(port)),
-                None => return Err(format!("registry {d:?}: expected ':port' after ']'")),
+                None => {
+                    return Err(ReferencePartError::AfterBracket {
+                        registry: registry(),
+                    });
+                }
             },
         }
     } else {
@@ -185,7 +332,9 @@ fn check_domain(d: &str) -> Result<(), String> {
     if let Some(port) = port
         && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Err(format!("registry {d:?} has a port that is not a number"));
+        return Err(ReferencePartError::Port {
+            registry: registry(),
+        });
     }
     if let Some(host) = host {
         for label in host.split('.') {
@@ -197,7 +346,7 @@ fn check_domain(d: &str) -> Result<(), String> {
                 && bytes[0] != b'-'
                 && bytes[bytes.len() - 1] != b'-';
             if !ok {
-                return Err(format!("registry host {host:?} is not a valid host name"));
+                return Err(ReferencePartError::Host { host: host.into() });
             }
         }
     }
@@ -205,7 +354,7 @@ fn check_domain(d: &str) -> Result<(), String> {
 }
 
 /// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
-fn check_tag(t: &str) -> Result<(), String> {
+fn check_tag(t: &str) -> Result<(), ReferencePartError> {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let bytes = t.as_bytes();
     let ok = !bytes.is_empty()
@@ -215,18 +364,14 @@ fn check_tag(t: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "tag {t:?} must be 1-128 of letters, digits, '_', '.', '-', not starting with '.' or '-'"
-        ))
+        Err(ReferencePartError::Tag { tag: t.into() })
     }
 }
 
 /// `algorithm:hex`, the encoded part at least 32 hex digits.
-fn check_digest(d: &str) -> Result<(), String> {
+fn check_digest(d: &str) -> Result<(), ReferencePartError> {
     let Some((algorithm, hex)) = d.split_once(':') else {
-        return Err(format!(
-            "digest {d:?} has no ':' (expected sha256:<64 hex>)"
-        ));
+        return Err(ReferencePartError::DigestColon { digest: d.into() });
     };
     let alg_ok = !algorithm.is_empty()
         && algorithm.split(['+', '.', '_', '-']).all(|c| {
@@ -235,7 +380,9 @@ fn check_digest(d: &str) -> Result<(), String> {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         });
     if !alg_ok {
-        return Err(format!("digest algorithm {algorithm:?} is not valid"));
+        return Err(ReferencePartError::DigestAlgorithm {
+            algorithm: algorithm.into(),
+        });
     }
     let want = match algorithm {
         "sha256" => Some(64),
@@ -246,26 +393,23 @@ fn check_digest(d: &str) -> Result<(), String> {
         && want.is_none_or(|n| hex.len() == n)
         && hex.bytes().all(|b| b.is_ascii_hexdigit());
     if !hex_ok {
-        return Err(format!(
-            "digest {d:?} must be {algorithm}: followed by {} hex digits",
-            want.map_or("at least 32".to_string(), |n| n.to_string())
-        ));
+        return Err(ReferencePartError::DigestHex {
+            digest: d.into(),
+            algorithm: algorithm.into(),
+            want,
+        });
     }
     Ok(())
 }
 
 /// Checks a repository without tag or digest (for `target_repository`).
-pub fn check_repository(text: &str) -> Result<(), String> {
+pub fn check_repository(text: &str) -> Result<(), RepositoryError> {
     if text.contains('@') {
-        return Err(format!(
-            "target repository {text:?} must not carry a digest (expected [registry/]repository)"
-        ));
+        return Err(RepositoryError::Digest { text: text.into() });
     }
     let reference = parse(text)?;
     if reference.tag().is_some() {
-        return Err(format!(
-            "target repository {text:?} must not carry a tag; use image_tag for that"
-        ));
+        return Err(RepositoryError::Tag { text: text.into() });
     }
     Ok(())
 }
@@ -334,14 +478,14 @@ mod tests {
     #[case("bad_host.io/a", "host name")]
     #[case("[zz]/a", "IPv6")]
     fn rejects(#[case] text: &str, #[case] why: &str) {
-        let err = super::parse(text).unwrap_err();
+        let err = super::parse(text).unwrap_err().to_string();
         assert!(err.contains(why), "{text}: {err}");
     }
 
     #[test]
     fn name_length_is_bounded() {
         let long = format!("r.io/{}", "a".repeat(260));
-        assert!(super::parse(&long).unwrap_err().contains("255"));
+        assert!(super::parse(&long).unwrap_err().to_string().contains("255"));
     }
 
     #[test]

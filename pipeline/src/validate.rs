@@ -3,6 +3,7 @@
 //! would reject). Pure: works on the parsed model only.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use serde_saphyr::{Location, Spanned};
 
@@ -55,9 +56,9 @@ impl Checker {
         self.diagnostics.push(Diagnostic::at(at, message));
     }
 
-    fn check(&mut self, at: Location, result: Result<(), String>) {
+    fn check(&mut self, at: Location, result: Result<(), impl fmt::Display>) {
         if let Err(message) = result {
-            self.error(at, message);
+            self.error(at, message.to_string());
         }
     }
 
@@ -675,15 +676,39 @@ fn cycle_from_first(mut cycle: Vec<usize>) -> Vec<usize> {
     cycle
 }
 
+/// An `apt_packages` entry that is not a Debian package name.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "apt_packages: {spec:?} is not a Debian package: expected NAME[:ARCH][=VERSION|/RELEASE], NAME of lower-case letters, digits, '+', '-' and '.', starting with a letter or digit"
+)]
+struct AptPackageError {
+    /// The entry as written.
+    spec: String,
+}
+
+/// A `user` that `useradd` would not accept.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "user: {user:?} is not a user name: expected up to 32 lower-case letters, digits, '_', '-' or '.', starting with a letter or '_' (or a numeric uid)"
+)]
+struct UserNameError {
+    /// The user as written.
+    user: String,
+}
+
+/// A `workdir` that is relative or climbs with `..`.
+#[derive(Debug, thiserror::Error)]
+#[error("workdir: {dir:?} must be an absolute path in the image without '..' (such as /app)")]
+struct WorkdirError {
+    /// The directory as written.
+    dir: String,
+}
+
 /// A Debian package name (Policy 5.6.7) with an optional `:arch` and
 /// `=version` or `/release`: anything else would reach apt-get as an
 /// option (`-oAPT::...`) or through a shell.
-fn check_apt_package(spec: &str) -> Result<(), String> {
-    let fail = || {
-        Err(format!(
-            "apt_packages: {spec:?} is not a Debian package: expected NAME[:ARCH][=VERSION|/RELEASE], NAME of lower-case letters, digits, '+', '-' and '.', starting with a letter or digit"
-        ))
-    };
+fn check_apt_package(spec: &str) -> Result<(), AptPackageError> {
+    let fail = || Err(AptPackageError { spec: spec.into() });
     let (rest, version) = match spec.split_once('=') {
         Some((n, v)) => (n, Some(v)),
         None => match spec.split_once('/') {
@@ -719,7 +744,7 @@ fn check_apt_package(spec: &str) -> Result<(), String> {
 }
 
 /// A user name `useradd` accepts (or a numeric uid).
-fn check_user(user: &str) -> Result<(), String> {
+fn check_user(user: &str) -> Result<(), UserNameError> {
     let numeric = !user.is_empty() && user.chars().all(|c| c.is_ascii_digit());
     let name = !user.is_empty()
         && user.len() <= 32
@@ -730,14 +755,12 @@ fn check_user(user: &str) -> Result<(), String> {
     if numeric || name {
         Ok(())
     } else {
-        Err(format!(
-            "user: {user:?} is not a user name: expected up to 32 lower-case letters, digits, '_', '-' or '.', starting with a letter or '_' (or a numeric uid)"
-        ))
+        Err(UserNameError { user: user.into() })
     }
 }
 
 /// An absolute directory without `..` in the image.
-fn check_workdir(dir: &str) -> Result<(), String> {
+fn check_workdir(dir: &str) -> Result<(), WorkdirError> {
     let ok = dir.starts_with('/')
         && !dir.contains('\0')
         && !dir.contains('\n')
@@ -747,8 +770,6 @@ fn check_workdir(dir: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "workdir: {dir:?} must be an absolute path in the image without '..' (such as /app)"
-        ))
+        Err(WorkdirError { dir: dir.into() })
     }
 }

@@ -293,7 +293,7 @@ async fn write_tags<R: Registry>(
     result: &Built,
     progress: &dyn Progress,
 ) -> Result<crate::finish::Written, BuildError> {
-    let (target, tag) = first_tag_target(opts, name).map_err(|m| req.fail(m))?;
+    let (target, tag) = first_tag_target(opts, name).map_err(|m| req.fail(m.to_string()))?;
     let written = crate::finish::write_image(
         registry,
         store,
@@ -304,7 +304,7 @@ async fn write_tags<R: Registry>(
     .await?;
     if let crate::options::Output::Registry = opts.output {
         for extra in req.tags.iter().skip(1) {
-            let r = kiln_pipeline::reference::parse(extra).map_err(|m| req.fail(m))?;
+            let r = kiln_pipeline::reference::parse(extra).map_err(|m| req.fail(m.to_string()))?;
             let repo = format!("{}/{}", r.registry(), r.repository());
             let tag = r.tag().unwrap_or("latest");
             crate::finish::write_image(
@@ -323,7 +323,10 @@ async fn write_tags<R: Registry>(
 /// Where the first tag puts the image: for a registry, the repository
 /// to push to and the tag; for a layout or archive, only the tag.
 /// `latest` when the tag names none.
-fn first_tag_target(opts: &BuildOptions, name: &str) -> Result<(Option<String>, String), String> {
+fn first_tag_target(
+    opts: &BuildOptions,
+    name: &str,
+) -> Result<(Option<String>, String), kiln_pipeline::reference::ReferenceError> {
     Ok(match opts.output {
         crate::options::Output::Registry => {
             let reference = kiln_pipeline::reference::parse(name)?;

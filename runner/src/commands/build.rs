@@ -316,6 +316,6 @@ pub(super) fn build_pinned(
 
 /// `registry/repo@digest` from a pushed `registry/repo:tag` and its digest.
 fn pinned(reference: &str, digest: &str) -> Result<String, String> {
-    let r = kiln_pipeline::reference::parse(reference)?;
+    let r = kiln_pipeline::reference::parse(reference).map_err(|e| e.to_string())?;
     Ok(format!("{}/{}@{digest}", r.registry(), r.repository()))
 }

@@ -163,7 +163,7 @@ pub async fn update_schedule(
     kiln_pipeline::cron::check(cron).map_err(|reason| ScheduleError::InvalidCron {
         name: name.to_string(),
         // The parser's sentences may end in a full stop; this one goes on.
-        reason: reason.trim_end_matches('.').to_string(),
+        reason: reason.to_string().trim_end_matches('.').to_string(),
     })?;
     let api: Api<CronJob> = Api::namespaced(client.clone(), namespace);
     let found = find(&api, namespace, name).await?;
