@@ -9,13 +9,55 @@
 use std::iter::Peekable;
 use std::str::Chars;
 
+/// Why a word could not be substituted (a message without a line: the
+/// caller knows the line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    /// A `'` with no closing `'`.
+    #[error("unterminated single quote")]
+    SingleQuote,
+    /// A `"` with no closing `"`.
+    #[error("unterminated double quote")]
+    DoubleQuote,
+    /// The word ends inside the word of a `${VAR:-word}` form.
+    #[error("missing '}}' in a ${{...}} substitution")]
+    UnclosedWord,
+    /// `${` not followed by a variable name.
+    #[error("bad substitution: ${{ must be followed by a variable name")]
+    NoName,
+    /// The word ends right after `${VAR`.
+    #[error("missing '}}' after ${{{name}")]
+    UnclosedName {
+        /// The variable.
+        name: String,
+    },
+    /// An operator other than `-`, `+` or `?` (with or without `:`).
+    #[error("unsupported substitution ${{{name}{}{op}...}}; use :-, -, :+, +, :? or ?", if *.colon { ":" } else { "" })]
+    Unsupported {
+        /// The variable.
+        name: String,
+        /// Whether a `:` came before the operator.
+        colon: bool,
+        /// The operator found.
+        op: char,
+    },
+    /// `${VAR:?message}` (or `?`) with the variable unset (or empty).
+    #[error("{name}: {}", if .message.is_empty() { "is not set" } else { .message.as_str() })]
+    Required {
+        /// The variable.
+        name: String,
+        /// The message written after `?`; empty when none was.
+        message: String,
+    },
+}
+
 /// Expands one word. `lookup` gives a variable's value, `None` when unset;
 /// the error is a message without a line (the caller knows the line).
 pub fn expand(
     word: &str,
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, String> {
+) -> Result<String, ExpandError> {
     let mut it = word.chars().peekable();
     let out = Expander {
         escape,
@@ -33,7 +75,7 @@ pub fn expand(
 pub(crate) fn expand_raw(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, String> {
+) -> Result<String, ExpandError> {
     let mut it = text.chars().peekable();
     Expander {
         escape: '\\',
@@ -52,7 +94,7 @@ struct Expander<'a> {
 
 impl Expander<'_> {
     /// Expands until `stop` (unescaped, outside quotes) or the end.
-    fn run(&self, it: &mut Peekable<Chars>, stop: Option<char>) -> Result<String, String> {
+    fn run(&self, it: &mut Peekable<Chars>, stop: Option<char>) -> Result<String, ExpandError> {
         let mut out = String::new();
         while let Some(c) = it.next() {
             if Some(c) == stop {
@@ -64,7 +106,7 @@ impl Expander<'_> {
                     match it.next() {
                         Some('\'') => break,
                         Some(c) => out.push(c),
-                        None => return Err("unterminated single quote".into()),
+                        None => return Err(ExpandError::SingleQuote),
                     }
                 },
                 '"' => self.double(it, &mut out)?,
@@ -74,12 +116,12 @@ impl Expander<'_> {
             }
         }
         match stop {
-            Some(_) => Err("missing '}' in a ${...} substitution".into()),
+            Some(_) => Err(ExpandError::UnclosedWord),
             None => Ok(out),
         }
     }
 
-    fn double(&self, it: &mut Peekable<Chars>, out: &mut String) -> Result<(), String> {
+    fn double(&self, it: &mut Peekable<Chars>, out: &mut String) -> Result<(), ExpandError> {
         loop {
             match it.next() {
                 Some('"') => return Ok(()),
@@ -92,13 +134,13 @@ impl Expander<'_> {
                     _ => out.push(c),
                 },
                 Some(c) => out.push(c),
-                None => return Err("unterminated double quote".into()),
+                None => return Err(ExpandError::DoubleQuote),
             }
         }
     }
 
     /// After a `$`: a name, a `${...}` form, or a literal `$`.
-    fn var(&self, it: &mut Peekable<Chars>) -> Result<String, String> {
+    fn var(&self, it: &mut Peekable<Chars>) -> Result<String, ExpandError> {
         if it.peek() == Some(&'{') {
             it.next();
             return self.braced(it);
@@ -110,10 +152,10 @@ impl Expander<'_> {
         Ok((self.lookup)(&name).unwrap_or_default())
     }
 
-    fn braced(&self, it: &mut Peekable<Chars>) -> Result<String, String> {
+    fn braced(&self, it: &mut Peekable<Chars>) -> Result<String, ExpandError> {
         let name = name(it);
         if name.is_empty() {
-            return Err("bad substitution: ${ must be followed by a variable name".into());
+            return Err(ExpandError::NoName);
         }
         let value = (self.lookup)(&name);
         let colon = it.peek() == Some(&':');
@@ -126,13 +168,8 @@ impl Expander<'_> {
         }
         let word = match op {
             Some('-' | '+' | '?') => self.run(it, Some('}'))?,
-            None => return Err(format!("missing '}}' after ${{{name}")),
-            Some(o) => {
-                return Err(format!(
-                    "unsupported substitution ${{{name}{}{o}...}}; use :-, -, :+, +, :? or ?",
-                    if colon { ":" } else { "" }
-                ));
-            }
+            None => return Err(ExpandError::UnclosedName { name }),
+            Some(op) => return Err(ExpandError::Unsupported { name, colon, op }),
         };
         // With the colon, an empty value counts as unset.
         let set = value.as_ref().filter(|v| !colon || !v.is_empty());
@@ -143,8 +180,10 @@ impl Expander<'_> {
             (Some('+'), None) => String::new(),
             (_, Some(v)) => v.clone(),
             (_, None) => {
-                let why = if word.is_empty() { "is not set" } else { &word };
-                return Err(format!("{name}: {why}"));
+                return Err(ExpandError::Required {
+                    name,
+                    message: word,
+                });
             }
         })
     }

@@ -11,6 +11,47 @@ use super::syntax::{Ctx, MountSpec, SecretMount};
 
 type R<T> = Result<T, DockerfileError>;
 
+/// A `type=` that kiln does not mount.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum MountTypeError {
+    /// `type=ssh`: there is no agent to forward.
+    #[error("RUN --mount=type=ssh is not supported: kiln forwards no SSH agent")]
+    Ssh,
+    /// A type BuildKit does not have either.
+    #[error("unsupported mount type {kind:?} (kiln takes bind, cache, tmpfs, secret)")]
+    Unsupported {
+        /// The type as written.
+        kind: String,
+    },
+}
+
+/// A boolean key whose value Go's `strconv.ParseBool` refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--mount {key}={value} is not true or false")]
+pub(crate) struct MountBoolError {
+    /// The key.
+    key: String,
+    /// The value given.
+    value: String,
+}
+
+/// A `--mount` value that is not one line of CSV.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CsvError {
+    /// The value ends inside a quoted field.
+    #[error("a quoted field has no closing \"")]
+    UnclosedQuote,
+    /// A character other than `,` follows a quoted field.
+    #[error("{found:?} after a quoted field")]
+    AfterQuote {
+        /// The character.
+        found: char,
+    },
+    /// A `"` in the middle of an unquoted field.
+    #[error("a \" inside a field; quote the whole field")]
+    QuoteInside,
+}
+
 /// Every key BuildKit takes (`src`, `dst`, `destination`, `ro`, `rw` are
 /// aliases).
 const KEYS: [&str; 19] = [
@@ -59,20 +100,18 @@ pub(crate) fn spec(cx: &Ctx, value: &str) -> R<MountSpec> {
         if let (true, Some(t)) = (key == "type", &v)
             && !t.contains('$')
         {
-            check_type(t).map_err(|m| cx.err(m))?;
+            check_type(t).map_err(|m| cx.err(m.to_string()))?;
         }
         out.push((key, v));
     }
     Ok(MountSpec { fields: out })
 }
 
-fn check_type(t: &str) -> Result<(), String> {
+fn check_type(t: &str) -> Result<(), MountTypeError> {
     match t.to_ascii_lowercase().as_str() {
         "bind" | "cache" | "tmpfs" | "secret" => Ok(()),
-        "ssh" => Err("RUN --mount=type=ssh is not supported: kiln forwards no SSH agent".into()),
-        _ => Err(format!(
-            "unsupported mount type {t:?} (kiln takes bind, cache, tmpfs, secret)"
-        )),
+        "ssh" => Err(MountTypeError::Ssh),
+        _ => Err(MountTypeError::Unsupported { kind: t.into() }),
     }
 }
 
@@ -152,7 +191,8 @@ impl Fields {
             };
             // readonly and readwrite set one switch; the last one given wins.
             if key == "readonly" || key == "readwrite" {
-                let b = boolean(k, v.as_deref()).map_err(|m| DockerfileError::at(line, m))?;
+                let b = boolean(k, v.as_deref())
+                    .map_err(|m| DockerfileError::at(line, m.to_string()))?;
                 read_only = Some(if key == "readonly" { b } else { !b });
             }
             list.push((key, v));
@@ -167,7 +207,7 @@ impl Fields {
             .get("type")
             .unwrap_or_else(|| "bind".to_string())
             .to_ascii_lowercase();
-        check_type(&m.kind).map_err(|e| DockerfileError::at(line, e))?;
+        check_type(&m.kind).map_err(|e| DockerfileError::at(line, e.to_string()))?;
         Ok(m)
     }
 
@@ -237,9 +277,8 @@ impl Fields {
         let target = self.get("target").filter(|t| !t.is_empty());
         let required = match self.raw("required") {
             None => false,
-            Some(v) => {
-                boolean("required", v.as_deref()).map_err(|m| DockerfileError::at(self.line, m))?
-            }
+            Some(v) => boolean("required", v.as_deref())
+                .map_err(|m| DockerfileError::at(self.line, m.to_string()))?,
         };
         // Docker names the secret after the target's file name when no id
         // is given.
@@ -338,11 +377,14 @@ impl Fields {
 }
 
 /// Go's `strconv.ParseBool`, which BuildKit uses; a bare key is true.
-fn boolean(key: &str, v: Option<&str>) -> Result<bool, String> {
+fn boolean(key: &str, v: Option<&str>) -> Result<bool, MountBoolError> {
     match v {
         None | Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
         Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
-        Some(other) => Err(format!("--mount {key}={other} is not true or false")),
+        Some(other) => Err(MountBoolError {
+            key: key.into(),
+            value: other.into(),
+        }),
     }
 }
 
@@ -400,7 +442,7 @@ fn bytes(s: &str) -> Option<u64> {
 
 /// One line of CSV, as Go's `encoding/csv` reads a `--mount` value: commas
 /// split fields; a field may be quoted (`"a,b"`, `""` for a quote inside).
-fn csv(s: &str) -> Result<Vec<String>, String> {
+fn csv(s: &str) -> Result<Vec<String>, CsvError> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -415,7 +457,7 @@ fn csv(s: &str) -> Result<Vec<String>, String> {
                     }
                     Some('"') => break,
                     Some(c) => field.push(c),
-                    None => return Err("a quoted field has no closing \"".into()),
+                    None => return Err(CsvError::UnclosedQuote),
                 }
             }
             match chars.next() {
@@ -424,7 +466,7 @@ fn csv(s: &str) -> Result<Vec<String>, String> {
                     return Ok(out);
                 }
                 Some(',') => {}
-                Some(c) => return Err(format!("{c:?} after a quoted field")),
+                Some(c) => return Err(CsvError::AfterQuote { found: c }),
             }
         } else {
             loop {
@@ -434,7 +476,7 @@ fn csv(s: &str) -> Result<Vec<String>, String> {
                         return Ok(out);
                     }
                     Some(',') => break,
-                    Some('"') => return Err("a \" inside a field; quote the whole field".into()),
+                    Some('"') => return Err(CsvError::QuoteInside),
                     Some(c) => field.push(c),
                 }
             }

@@ -123,7 +123,7 @@ impl Context {
                         file: ignore_path.clone(),
                         line: e.line,
                         pattern: e.pattern,
-                        reason: e.reason,
+                        reason: e.reason.to_string(),
                     }
                 })?,
             ),

@@ -22,7 +22,7 @@ pub struct DockerIgnore {
 }
 
 /// A pattern Docker would reject, with its 1-based line in the file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("line {line}: bad pattern {pattern:?}: {reason}")]
 pub struct PatternError {
     /// 1-based line number (0 when the pattern did not come from a file).
@@ -30,7 +30,31 @@ pub struct PatternError {
     /// The pattern as written.
     pub pattern: String,
     /// What is wrong with it.
-    pub reason: String,
+    pub reason: PatternSyntaxError,
+}
+
+/// What is wrong with one pattern, as moby's `New` and Go's
+/// `filepath.Match` would say.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PatternSyntaxError {
+    /// The pattern is `!` alone.
+    #[error("a lone \"!\" excludes nothing")]
+    LoneBang,
+    /// The pattern ends in a `\` with nothing after it.
+    #[error("trailing backslash escapes nothing")]
+    TrailingBackslash,
+    /// A `[` class has no closing `]`.
+    #[error("unclosed character class")]
+    UnclosedClass,
+    /// A `-` or `]` where a class character should be.
+    #[error("{found:?} out of place in a character class")]
+    OutOfPlace {
+        /// The character.
+        found: char,
+    },
+    /// The translated regex does not compile.
+    #[error("{0}")]
+    Regex(regex::Error),
 }
 
 #[derive(Debug, Clone)]
@@ -198,10 +222,10 @@ fn clean(path: &str) -> String {
 
 impl Pattern {
     /// moby's `New` then `compile` for one (already read) pattern.
-    fn new(raw: &str) -> Result<Self, String> {
+    fn new(raw: &str) -> Result<Self, PatternSyntaxError> {
         let cleaned = clean(raw.trim());
         let (exclusion, text) = match cleaned.strip_prefix('!') {
-            Some("") => return Err("a lone \"!\" excludes nothing".to_owned()),
+            Some("") => return Err(PatternSyntaxError::LoneBang),
             Some(rest) => (true, rest.to_owned()),
             None => (false, cleaned),
         };
@@ -231,7 +255,7 @@ impl Pattern {
 /// `[^/]*`, `?` -> `[^/]`, `**/` or inner `**` -> `(.*/)?`, trailing `**` ->
 /// `.*` (or a prefix test), leading `**` -> a suffix test when the rest is
 /// literal.
-fn compile(text: &str) -> Result<Kind, String> {
+fn compile(text: &str) -> Result<Kind, PatternSyntaxError> {
     #[derive(PartialEq)]
     enum Detected {
         Exact,
@@ -294,13 +318,15 @@ fn compile(text: &str) -> Result<Kind, String> {
         Detected::Suffix => Kind::Suffix(text.get(2..).unwrap_or("").to_owned()),
         Detected::Regex => {
             re.push('$');
-            Kind::Regex(Regex::new(&re).map_err(|e| e.to_string())?)
+            Kind::Regex(Regex::new(&re).map_err(PatternSyntaxError::Regex)?)
         }
     })
 }
 
 /// A `filepath.Match` character class (after its `[`) as a regex class.
-fn class(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<String, String> {
+fn class(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+) -> Result<String, PatternSyntaxError> {
     let mut out = String::from("[");
     if chars.peek() == Some(&'^') {
         chars.next();
@@ -326,25 +352,25 @@ fn class(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<String,
 }
 
 /// One (possibly escaped) character of a class; Go's `getEsc`.
-fn class_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, String> {
+fn class_char(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+) -> Result<char, PatternSyntaxError> {
     match chars.next() {
-        None => Err("unclosed character class".to_owned()),
-        Some(c @ ('-' | ']')) => Err(format!("{c:?} out of place in a character class")),
-        Some('\\') => chars
-            .next()
-            .ok_or_else(|| "unclosed character class".to_owned()),
+        None => Err(PatternSyntaxError::UnclosedClass),
+        Some(c @ ('-' | ']')) => Err(PatternSyntaxError::OutOfPlace { found: c }),
+        Some('\\') => chars.next().ok_or(PatternSyntaxError::UnclosedClass),
         Some(c) => Ok(c),
     }
 }
 
 /// Rejects what Go's `filepath.Match` rejects (moby calls it for exactly
 /// this): bad classes and a trailing `\`.
-fn check_syntax(text: &str) -> Result<(), String> {
+fn check_syntax(text: &str) -> Result<(), PatternSyntaxError> {
     let mut chars = text.chars().peekable();
     while let Some(ch) = chars.next() {
         match ch {
             '\\' if chars.next().is_none() => {
-                return Err("trailing backslash escapes nothing".to_owned());
+                return Err(PatternSyntaxError::TrailingBackslash);
             }
             '[' => {
                 class(&mut chars)?;

@@ -7,6 +7,7 @@ fn x(word: &str) -> Result<String, String> {
         "SP" => Some("x y".into()),
         _ => None,
     })
+    .map_err(|e| e.to_string())
 }
 
 #[test]
