@@ -8,10 +8,18 @@ use serde_json::Value;
 /// The pod's IP and its host's: containers share the host's network.
 pub(crate) const POD_IP: &str = "127.0.0.1";
 
+/// A `fieldPath` the agent does not resolve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported fieldRef fieldPath {field_path:?}")]
+pub(crate) struct FieldRefError {
+    /// The path as the pod names it.
+    pub(crate) field_path: String,
+}
+
 /// The value of `fieldPath` for `pod` (a pod object as listed), or why
 /// there is none. Missing fields are empty, as the kubelet makes them; a
 /// label or annotation that is not set is empty too.
-pub(crate) fn field(pod: &Value, field_path: &str) -> Result<String, String> {
+pub(crate) fn field(pod: &Value, field_path: &str) -> Result<String, FieldRefError> {
     let meta = &pod["metadata"];
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     if let Some(key) = subscript(field_path, "metadata.labels") {
@@ -29,7 +37,11 @@ pub(crate) fn field(pod: &Value, field_path: &str) -> Result<String, String> {
         "spec.nodeName" => text(&pod["spec"]["nodeName"]),
         "spec.serviceAccountName" => text(&pod["spec"]["serviceAccountName"]),
         "status.podIP" | "status.podIPs" | "status.hostIP" => POD_IP.to_string(),
-        _ => return Err(format!("unsupported fieldRef fieldPath {field_path:?}")),
+        _ => {
+            return Err(FieldRefError {
+                field_path: field_path.into(),
+            });
+        }
     })
 }
 

@@ -233,7 +233,8 @@ impl Agent {
             what: "the kubelet log endpoint",
             detail,
         };
-        let acceptor = logs::tls_acceptor(&endpoint.cert, &endpoint.key).map_err(setup)?;
+        let acceptor =
+            logs::tls_acceptor(&endpoint.cert, &endpoint.key).map_err(|e| setup(e.to_string()))?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", endpoint.port))
             .await
             .map_err(|e| setup(format!("listening on 127.0.0.1:{}: {e}", endpoint.port)))?;

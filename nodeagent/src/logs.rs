@@ -74,23 +74,53 @@ impl Drop for LiveGuard<'_> {
     }
 }
 
+/// Why the log endpoint's TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// The certificate or key file could not be read or is not PEM.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate file has no certificate in it.
+    #[error("{} holds no certificate", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The crypto provider offers none of rustls's safe protocol versions.
+    #[error("{0}")]
+    Protocols(rustls::Error),
+    /// rustls refused the certificate chain with the key.
+    #[error("the certificate and key: {0}")]
+    Certificate(rustls::Error),
+}
+
 /// A TLS acceptor with the certificate chain and key in PEM files.
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsSetupError> {
+    let read = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source: rustls_pki_types::pem::Error| TlsSetupError::Read { path, source }
+    };
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("reading {}: {e}", cert.display()))?;
+        .map_err(read(cert))?;
     if certs.is_empty() {
-        return Err(format!("{} holds no certificate", cert.display()));
+        return Err(TlsSetupError::NoCertificate {
+            path: cert.to_path_buf(),
+        });
     }
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("reading {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(read(key))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsSetupError::Protocols)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("the certificate and key: {e}"))?;
+        .map_err(TlsSetupError::Certificate)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -15,9 +15,117 @@ use kiln_oci::{Client, ClientOptions, CredentialSource};
 use kiln_rootfs::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, User};
 use serde_json::{Value, json};
 
+use crate::downward::FieldRefError;
 use crate::pull::Keyring;
-use crate::volumes::{self, HostVolume, Source};
+use crate::volumes::{self, FetchError, HostVolume, Source};
 use crate::{ApiError, Images, Shared, downward, log_path, now_rfc3339, strings};
+
+/// Why a container's image could not be pulled: its waiting message.
+#[derive(Debug, thiserror::Error)]
+enum PullError {
+    /// Pulling or unpacking the image failed.
+    #[error("{0}")]
+    Ready(ready::ReadyError),
+    /// No registry client could be made with a pull secret's credentials.
+    #[error("cannot pull image {reference}: {source}")]
+    Client {
+        /// The image.
+        reference: String,
+        /// Why.
+        source: kiln_oci::RegistryError,
+    },
+}
+
+/// Why a container's environment could not be read from the API: its
+/// waiting message (CreateContainerConfigError).
+#[derive(Debug, thiserror::Error)]
+enum EnvError {
+    /// Reading a ConfigMap or Secret failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// A ConfigMap or Secret that is not `optional` does not exist.
+    #[error("{} {name:?} not found", kind.noun())]
+    NotFound {
+        /// A ConfigMap or a Secret.
+        kind: Source,
+        /// Its name.
+        name: String,
+    },
+    /// A `fieldRef` the agent does not resolve.
+    #[error(transparent)]
+    Field(#[from] FieldRefError),
+    /// A key that is not `optional` is missing from its ConfigMap or Secret.
+    #[error("couldn't find key {key} in {} {namespace}/{name}", kind.noun())]
+    MissingKey {
+        /// The key.
+        key: String,
+        /// A ConfigMap or a Secret.
+        kind: Source,
+        /// The pod's namespace.
+        namespace: String,
+        /// The object's name.
+        name: String,
+    },
+}
+
+/// Why a container's sandbox run could not be set up: its waiting message
+/// (CreateContainerError).
+#[derive(Debug, thiserror::Error)]
+enum SpecError {
+    /// Neither `command`/`args` nor the image's entrypoint/cmd give one.
+    #[error("neither the container nor its image names a command")]
+    NoCommand,
+    /// `runAsUser` does not fit a uid.
+    #[error("runAsUser {uid} is too large")]
+    RunAsUser {
+        /// The value given.
+        uid: u64,
+    },
+    /// The image's user is not in its `/etc/passwd` (nor numeric).
+    #[error("image user {user:?}: {source}")]
+    ImageUser {
+        /// The image's user.
+        user: String,
+        /// Why.
+        source: Box<kiln_rootfs::sandbox::Error>,
+    },
+    /// The container's scratch directories could not be created.
+    #[error("creating {}: {source}", path.display())]
+    Scratch {
+        /// The scratch directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A volume mount names a volume the pod does not have.
+    #[error("no volume {volume:?} in the pod")]
+    NoVolume {
+        /// The volume named.
+        volume: String,
+    },
+}
+
+/// Why a container did not run to an exit code (ContainerCannotRun).
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    /// The log file or its directory could not be created.
+    #[error("creating {}: {source}", path.display())]
+    Log {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The sandbox did not start the process.
+    #[error("{0}")]
+    Spawn(kiln_rootfs::sandbox::Error),
+    /// Waiting for the process failed.
+    #[error("the sandbox failed: {0}")]
+    Wait(kiln_rootfs::sandbox::Error),
+    /// The blocking thread that ran the container panicked or was cancelled.
+    #[error("the container thread failed: {0}")]
+    Thread(tokio::task::JoinError),
+}
 
 /// The agent's handle on a pod's worker task.
 pub(crate) struct Worker {
@@ -113,7 +221,11 @@ impl Worker {
 }
 
 /// `reference` pulled through `client` into the agent's image cache.
-async fn ready_with(im: &Images, client: &Client, reference: &str) -> Result<ReadyImage, String> {
+async fn ready_with(
+    im: &Images,
+    client: &Client,
+    reference: &str,
+) -> Result<ReadyImage, PullError> {
     ready::ready(
         client,
         &im.store,
@@ -123,7 +235,7 @@ async fn ready_with(im: &Images, client: &Client, reference: &str) -> Result<Rea
         &im.unpack,
     )
     .await
-    .map_err(|e| e.to_string())
+    .map_err(PullError::Ready)
 }
 
 struct PodRun {
@@ -271,8 +383,8 @@ impl PodRun {
         loop {
             match self.pull(reference).await {
                 Ok(ready) => return Ok(Some(ready)),
-                Err(message) => {
-                    self.waiting(i, c, reason, &message).await?;
+                Err(e) => {
+                    self.waiting(i, c, reason, &e.to_string()).await?;
                     if !pause(&self.state, backoff).await {
                         return Ok(None);
                     }
@@ -315,8 +427,9 @@ impl PodRun {
         };
         let spec = match self.spec(c, ready, &name, env) {
             Ok(spec) => spec,
-            Err(message) => {
-                self.waiting(i, c, "CreateContainerError", &message).await?;
+            Err(e) => {
+                self.waiting(i, c, "CreateContainerError", &e.to_string())
+                    .await?;
                 return Ok(ContainerEnd::Stopped);
             }
         };
@@ -328,9 +441,7 @@ impl PodRun {
         if !self.killed() {
             self.report("Running").await?;
         }
-        let outcome = run
-            .await
-            .unwrap_or_else(|e| Err(format!("the container thread failed: {e}")));
+        let outcome = run.await.unwrap_or_else(|e| Err(RunError::Thread(e)));
         if let Ok(mut slot) = self.state.killer.lock() {
             *slot = None;
         }
@@ -358,11 +469,11 @@ impl PodRun {
         loop {
             match self.api_env(c).await {
                 Ok(env) => return Ok(Some(env)),
-                Err(message) => {
+                Err(e) => {
                     if self.killed() {
                         return Ok(None);
                     }
-                    self.waiting(i, c, "CreateContainerConfigError", &message)
+                    self.waiting(i, c, "CreateContainerConfigError", &e.to_string())
                         .await?;
                     if !pause(&self.state, Duration::from_secs(1)).await {
                         return Ok(None);
@@ -380,7 +491,7 @@ impl PodRun {
         &self,
         spec: RunSpec,
         name: &str,
-    ) -> tokio::task::JoinHandle<Result<i32, String>> {
+    ) -> tokio::task::JoinHandle<Result<i32, RunError>> {
         let state = self.state.as_ref();
         let log = log_path(&self.shared.config.state_dir, &self.ns, &self.name, name);
         let shared = Arc::clone(&self.shared);
@@ -412,13 +523,10 @@ impl PodRun {
     /// credentials of the pod's pull secrets that match its registry, the
     /// most specific first, until one works; without any when none
     /// matches. The error is the last pull's.
-    async fn pull(&mut self, reference: &str) -> Result<ReadyImage, String> {
+    async fn pull(&mut self, reference: &str) -> Result<ReadyImage, PullError> {
         let candidates = self.pull_keyring().await.lookup(reference);
         let im = self.shared.images.lock().await;
-        if candidates.is_empty() {
-            return ready_with(&im, &im.client, reference).await;
-        }
-        let mut last = String::new();
+        let mut last = None;
         for credentials in candidates {
             // A client of its own: explicit credentials are sent to
             // whichever registry the client talks to, and this one talks
@@ -431,13 +539,20 @@ impl PodRun {
                 ca_certs: im.registry_cas.clone(),
                 ..ClientOptions::default()
             })
-            .map_err(|e| format!("cannot pull image {reference}: {e}"))?;
+            .map_err(|source| PullError::Client {
+                reference: reference.into(),
+                source,
+            })?;
             match ready_with(&im, &client, reference).await {
                 Ok(image) => return Ok(image),
-                Err(message) => last = message,
+                Err(e) => last = Some(e),
             }
         }
-        Err(last)
+        match last {
+            Some(e) => Err(e),
+            // No pull secret matches: the agent's own client.
+            None => ready_with(&im, &im.client, reference).await,
+        }
     }
 
     /// The pod's pull secrets, read afresh for every pull: one created
@@ -492,7 +607,7 @@ impl PodRun {
     /// container starts, as the kubelet does; `fieldRef`s are the pod's own
     /// fields ([`downward`]). The error (a missing source or key that is
     /// not `optional`, an unsupported field) is the waiting message.
-    async fn api_env(&self, c: &Value) -> Result<Vec<(String, String)>, String> {
+    async fn api_env(&self, c: &Value) -> Result<Vec<(String, String)>, EnvError> {
         let mut env: Vec<(String, String)> = Vec::new();
         let mut set = |key: String, value: String| {
             env.retain(|(k, _)| *k != key);
@@ -514,7 +629,12 @@ impl PodRun {
                         }
                     }
                     None if r["optional"] == json!(true) => {}
-                    None => return Err(format!("{} {name:?} not found", kind.noun())),
+                    None => {
+                        return Err(EnvError::NotFound {
+                            kind,
+                            name: name.into(),
+                        });
+                    }
                 }
             }
         }
@@ -547,17 +667,23 @@ impl PodRun {
                 let value = match self.source(kind, name).await? {
                     Some(data) => data.into_iter().find(|(k, _)| k == wanted).map(|(_, v)| v),
                     None if optional => None,
-                    None => return Err(format!("{} {name:?} not found", kind.noun())),
+                    None => {
+                        return Err(EnvError::NotFound {
+                            kind,
+                            name: name.into(),
+                        });
+                    }
                 };
                 match value {
                     Some(v) => set(key.to_string(), v),
                     None if optional => {}
                     None => {
-                        return Err(format!(
-                            "couldn't find key {wanted} in {} {}/{name}",
-                            kind.noun(),
-                            self.ns
-                        ));
+                        return Err(EnvError::MissingKey {
+                            key: wanted.into(),
+                            kind,
+                            namespace: self.ns.clone(),
+                            name: name.into(),
+                        });
                     }
                 }
             }
@@ -571,7 +697,7 @@ impl PodRun {
         &self,
         kind: Source,
         name: &str,
-    ) -> Result<Option<Vec<(String, String)>>, String> {
+    ) -> Result<Option<Vec<(String, String)>>, FetchError> {
         let data = volumes::fetch(&self.shared.api, &self.ns, kind, name).await?;
         Ok(data.map(|data| {
             data.into_iter()
@@ -595,7 +721,8 @@ impl PodRun {
                     self.volumes = ready;
                     return true;
                 }
-                Err(message) => {
+                Err(e) => {
+                    let message = e.to_string();
                     if message != last {
                         eprintln!("kiln-node-agent: pod {}/{}: {message}", self.ns, self.name);
                         self.event("Warning", "FailedMount", &message).await;
@@ -650,7 +777,7 @@ impl PodRun {
         image: &ReadyImage,
         name: &str,
         pod_env: Vec<(String, String)>,
-    ) -> Result<RunSpec, String> {
+    ) -> Result<RunSpec, SpecError> {
         let argv = argv(
             strings(&c["command"]),
             strings(&c["args"]),
@@ -658,7 +785,7 @@ impl PodRun {
             &image.cmd,
         );
         if argv.is_empty() {
-            return Err("neither the container nor its image names a command".into());
+            return Err(SpecError::NoCommand);
         }
         // As the kubelet: the image's variables give way to the API
         // server's, and those to the container's own.
@@ -669,18 +796,23 @@ impl PodRun {
         }
         let user = match c["securityContext"]["runAsUser"].as_u64() {
             Some(uid) => {
-                let uid =
-                    u32::try_from(uid).map_err(|_| format!("runAsUser {uid} is too large"))?;
+                let uid = u32::try_from(uid).map_err(|_| SpecError::RunAsUser { uid })?;
                 User { uid, gid: uid }
             }
             None if image.user.is_empty() => User::ROOT,
-            None => User::resolve_in_root(&image.rootfs, &image.user)
-                .map_err(|e| format!("image user {:?}: {e}", image.user))?,
+            None => User::resolve_in_root(&image.rootfs, &image.user).map_err(|source| {
+                SpecError::ImageUser {
+                    user: image.user.clone(),
+                    source: Box::new(source),
+                }
+            })?,
         };
         let scratch = self.scratch_dir().join(name);
         for dir in ["upper", "work"] {
-            std::fs::create_dir_all(scratch.join(dir))
-                .map_err(|e| format!("creating {}: {e}", scratch.display()))?;
+            std::fs::create_dir_all(scratch.join(dir)).map_err(|source| SpecError::Scratch {
+                path: scratch.clone(),
+                source,
+            })?;
         }
         let mut spec = RunSpec::new(&image.rootfs, argv);
         for (k, v) in env {
@@ -704,7 +836,9 @@ impl PodRun {
                     .as_array()
                     .is_some_and(|v| v.iter().any(|v| v["name"] == volume))
                 {
-                    return Err(format!("no volume {volume:?} in the pod"));
+                    return Err(SpecError::NoVolume {
+                        volume: volume.into(),
+                    });
                 }
                 continue;
             };
@@ -739,19 +873,25 @@ fn run_container(
     spec: &RunSpec,
     log: &Path,
     killer_tx: tokio::sync::oneshot::Sender<(Killer, u32)>,
-) -> Result<i32, String> {
+) -> Result<i32, RunError> {
     // Followers of this log (`kubectl logs -f`) keep reading while it is
     // live, until the writer below is done.
     let _live = shared.live_logs.hold(log);
     if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| RunError::Log {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
-    let file = File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    let file = File::create(log).map_err(|source| RunError::Log {
+        path: log.to_path_buf(),
+        source,
+    })?;
     let (tx, rx) = mpsc::channel::<OutputLine>();
     let mut running = shared
         .sandbox
         .spawn(spec, Output::Lines(tx))
-        .map_err(|e| e.to_string())?;
+        .map_err(RunError::Spawn)?;
     if let Ok(killer) = running.killer() {
         let _ = killer_tx.send((killer, running.pid()));
     }
@@ -763,9 +903,7 @@ fn run_container(
             let _ = out.flush();
         }
     });
-    let code = running
-        .wait()
-        .map_err(|e| format!("the sandbox failed: {e}"));
+    let code = running.wait().map_err(RunError::Wait);
     drop(running);
     let _ = writer.join();
     code
@@ -829,12 +967,12 @@ enum ContainerEnd {
 /// A container's `terminated` state from how its run ended, and whether it
 /// failed; a run that could not start counts as exit code 128
 /// (ContainerCannotRun).
-fn terminated(outcome: Result<i32, String>, started: &str) -> (Value, bool) {
+fn terminated(outcome: Result<i32, RunError>, started: &str) -> (Value, bool) {
     let mut terminated = match outcome {
         Ok(0) => json!({"exitCode": 0, "reason": "Completed"}),
         Ok(code) => json!({"exitCode": code, "reason": "Error"}),
-        Err(message) => {
-            json!({"exitCode": 128, "reason": "ContainerCannotRun", "message": message})
+        Err(e) => {
+            json!({"exitCode": 128, "reason": "ContainerCannotRun", "message": e.to_string()})
         }
     };
     let failed = terminated["exitCode"] != json!(0);

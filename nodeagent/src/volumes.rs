@@ -22,7 +22,129 @@ use std::path::{Component, Path, PathBuf};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::{Api, downward};
+use crate::downward::FieldRefError;
+use crate::{Api, ApiError, downward};
+
+/// Why a ConfigMap's or Secret's data could not be had (a sentence).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FetchError {
+    /// The API server refused or did not answer.
+    #[error("{0}")]
+    Api(Box<ApiError>),
+    /// A value of the object is not base64.
+    #[error("{} {name:?} key {key}: {source}", kind.noun())]
+    Decode {
+        /// A ConfigMap or a Secret.
+        kind: Source,
+        /// The object's name.
+        name: String,
+        /// The key whose value does not decode.
+        key: String,
+        /// Why.
+        source: base64::DecodeError,
+    },
+}
+
+/// Why one volume could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum VolumeError {
+    /// Reading the ConfigMap or Secret failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// A directory could not be created.
+    #[error("creating {}: {source}", path.display())]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Removing, writing or setting the mode of a file or directory failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A `projected` source of a kind the agent does not project.
+    #[error("projected source {projection} is not supported")]
+    UnsupportedProjection {
+        /// The source as the pod gives it.
+        projection: Value,
+    },
+    /// The ConfigMap or Secret does not exist and the volume is not optional.
+    #[error("{} {name:?} not found", kind.noun())]
+    NotFound {
+        /// A ConfigMap or a Secret.
+        kind: Source,
+        /// The object's name.
+        name: String,
+    },
+    /// An `items` entry names a key the object lacks.
+    #[error("{} references non-existent {} key: {key}", kind.noun(), kind.key_noun())]
+    MissingKey {
+        /// A ConfigMap or a Secret.
+        kind: Source,
+        /// The key named.
+        key: String,
+    },
+    /// A `downwardAPI` item other than a `fieldRef`.
+    #[error("downward API item {item} is not supported")]
+    UnsupportedItem {
+        /// The item as the pod gives it.
+        item: Value,
+    },
+    /// A `fieldRef` the agent does not resolve.
+    #[error(transparent)]
+    Field(#[from] FieldRefError),
+    /// The TokenRequest for the pod's service account failed.
+    #[error("requesting a token for service account {namespace}/{account}: {source}")]
+    TokenRequest {
+        /// The pod's namespace.
+        namespace: String,
+        /// The service account.
+        account: String,
+        /// Why.
+        source: Box<ApiError>,
+    },
+    /// The TokenRequest's answer has no `status.token`.
+    #[error("the token request for {namespace}/{account} returned no token")]
+    NoToken {
+        /// The pod's namespace.
+        namespace: String,
+        /// The service account.
+        account: String,
+    },
+    /// A `mode` or `defaultMode` that is not a number from 0 to 0777.
+    #[error(transparent)]
+    Mode(#[from] ModeError),
+    /// A file path that is empty, absolute or has `..`.
+    #[error("volume file path {path:?} is not a plain relative path")]
+    Path {
+        /// The path as the pod gives it.
+        path: String,
+    },
+}
+
+/// A `mode` or `defaultMode` that is not a number from 0 to 0777.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("file mode {value} is not between 0 and 0777")]
+pub(crate) struct ModeError {
+    /// The value as the pod gives it.
+    value: Value,
+}
+
+/// A volume that could not be made ready: the kubelet's `FailedMount`
+/// message.
+#[derive(Debug, thiserror::Error)]
+#[error("MountVolume.SetUp failed for volume {name:?} : {source}")]
+pub(crate) struct MountError {
+    /// The volume's name.
+    pub(crate) name: String,
+    /// Why.
+    pub(crate) source: VolumeError,
+}
 
 /// The mode of a volume file without one of its own (0644).
 const DEFAULT_MODE: u32 = 0o644;
@@ -64,6 +186,14 @@ impl Source {
             Source::Secret => "secret",
         }
     }
+
+    /// As the kubelet's messages name one of its keys.
+    fn key_noun(self) -> &'static str {
+        match self {
+            Source::ConfigMap => "config",
+            Source::Secret => "secret",
+        }
+    }
 }
 
 /// The data of a ConfigMap or Secret in namespace `ns`, keys with their
@@ -73,17 +203,22 @@ pub(crate) async fn fetch(
     ns: &str,
     kind: Source,
     name: &str,
-) -> Result<Option<Vec<(String, Vec<u8>)>>, String> {
+) -> Result<Option<Vec<(String, Vec<u8>)>>, FetchError> {
     let path = format!("/api/v1/namespaces/{ns}/{}/{name}", kind.resource());
     let object = match api.get(&path).await {
         Ok(object) => object,
         Err(e) if e.status() == Some(404) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(FetchError::Api(Box::new(e))),
     };
     let decode = |k: &str, v: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(v)
-            .map_err(|e| format!("{} {name:?} key {k}: {e}", kind.noun()))
+            .map_err(|source| FetchError::Decode {
+                kind,
+                name: name.into(),
+                key: k.into(),
+                source,
+            })
     };
     let mut data = Vec::new();
     for (k, v) in object["data"].as_object().into_iter().flatten() {
@@ -122,13 +257,16 @@ pub(crate) async fn prepare(
     api: &Api,
     pod: &Value,
     dir: &Path,
-) -> Result<HashMap<String, HostVolume>, String> {
+) -> Result<HashMap<String, HostVolume>, MountError> {
     let mut ready = HashMap::new();
     for v in pod["spec"]["volumes"].as_array().into_iter().flatten() {
         let Some(name) = v["name"].as_str() else {
             continue;
         };
-        let fail = |e: String| format!("MountVolume.SetUp failed for volume {name:?} : {e}");
+        let fail = |source| MountError {
+            name: name.into(),
+            source,
+        };
         if let Some(volume) = prepare_one(api, pod, v, &dir.join(name))
             .await
             .map_err(fail)?
@@ -144,7 +282,7 @@ async fn prepare_one(
     pod: &Value,
     v: &Value,
     dir: &Path,
-) -> Result<Option<HostVolume>, String> {
+) -> Result<Option<HostVolume>, VolumeError> {
     if v.get("emptyDir").is_some() {
         // World-writable like the kubelet's, for any runAsUser.
         create_dir(dir, 0o777)?;
@@ -156,8 +294,10 @@ async fn prepare_one(
     if let Some(path) = v["hostPath"]["path"].as_str() {
         let path = PathBuf::from(path);
         if v["hostPath"]["type"] == "DirectoryOrCreate" {
-            std::fs::create_dir_all(&path)
-                .map_err(|e| format!("creating {}: {e}", path.display()))?;
+            std::fs::create_dir_all(&path).map_err(|source| VolumeError::Create {
+                path: path.clone(),
+                source,
+            })?;
         }
         return Ok(Some(HostVolume {
             path,
@@ -193,7 +333,7 @@ async fn prepare_one(
 }
 
 /// The files of a `projected` volume: each source's, in order.
-async fn projected(api: &Api, pod: &Value, p: &Value) -> Result<Vec<VolumeFile>, String> {
+async fn projected(api: &Api, pod: &Value, p: &Value) -> Result<Vec<VolumeFile>, VolumeError> {
     let default_mode = mode(&p["defaultMode"])?;
     let mut files = Vec::new();
     for source in p["sources"].as_array().into_iter().flatten() {
@@ -208,7 +348,9 @@ async fn projected(api: &Api, pod: &Value, p: &Value) -> Result<Vec<VolumeFile>,
         } else if let Some(t) = source.get("serviceAccountToken") {
             files.push(token_file(api, pod, t, default_mode).await?);
         } else {
-            return Err(format!("projected source {source} is not supported"));
+            return Err(VolumeError::UnsupportedProjection {
+                projection: source.clone(),
+            });
         }
     }
     Ok(files)
@@ -223,13 +365,16 @@ async fn from_object(
     name: &str,
     source: &Value,
     default_mode: u32,
-) -> Result<Vec<VolumeFile>, String> {
+) -> Result<Vec<VolumeFile>, VolumeError> {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
     let optional = source["optional"] == json!(true);
     match fetch(api, ns, kind, name).await? {
         Some(data) => project(kind, data, &source["items"], default_mode, optional),
         None if optional => Ok(Vec::new()),
-        None => Err(format!("{} {name:?} not found", kind.noun())),
+        None => Err(VolumeError::NotFound {
+            kind,
+            name: name.into(),
+        }),
     }
 }
 
@@ -242,7 +387,7 @@ fn project(
     items: &Value,
     default_mode: u32,
     optional: bool,
-) -> Result<Vec<VolumeFile>, String> {
+) -> Result<Vec<VolumeFile>, VolumeError> {
     let Some(items) = items.as_array().filter(|i| !i.is_empty()) else {
         return data
             .into_iter()
@@ -262,14 +407,10 @@ fn project(
             if optional {
                 continue;
             }
-            return Err(format!(
-                "{} references non-existent {} key: {key}",
-                kind.noun(),
-                match kind {
-                    Source::ConfigMap => "config",
-                    Source::Secret => "secret",
-                }
-            ));
+            return Err(VolumeError::MissingKey {
+                kind,
+                key: key.into(),
+            });
         };
         files.push(VolumeFile {
             path: relative(item["path"].as_str().unwrap_or(key))?,
@@ -282,11 +423,15 @@ fn project(
 
 /// The files of a `downwardAPI` volume or projection: `fieldRef` items
 /// (`resourceFieldRef` ones are not supported).
-fn from_fields(pod: &Value, items: &Value, default_mode: u32) -> Result<Vec<VolumeFile>, String> {
+fn from_fields(
+    pod: &Value,
+    items: &Value,
+    default_mode: u32,
+) -> Result<Vec<VolumeFile>, VolumeError> {
     let mut files = Vec::new();
     for item in items.as_array().into_iter().flatten() {
         let Some(field_path) = item["fieldRef"]["fieldPath"].as_str() else {
-            return Err(format!("downward API item {item} is not supported"));
+            return Err(VolumeError::UnsupportedItem { item: item.clone() });
         };
         files.push(VolumeFile {
             path: relative(item["path"].as_str().unwrap_or_default())?,
@@ -305,7 +450,7 @@ async fn token_file(
     pod: &Value,
     t: &Value,
     default_mode: u32,
-) -> Result<VolumeFile, String> {
+) -> Result<VolumeFile, VolumeError> {
     let meta = &pod["metadata"];
     let ns = meta["namespace"].as_str().unwrap_or_default();
     let sa = pod["spec"]["serviceAccountName"]
@@ -329,10 +474,17 @@ async fn token_file(
     let answer = api
         .post(&path, &request)
         .await
-        .map_err(|e| format!("requesting a token for service account {ns}/{sa}: {e}"))?;
+        .map_err(|source| VolumeError::TokenRequest {
+            namespace: ns.into(),
+            account: sa.into(),
+            source: Box::new(source),
+        })?;
     let token = answer["status"]["token"]
         .as_str()
-        .ok_or_else(|| format!("the token request for {ns}/{sa} returned no token"))?;
+        .ok_or_else(|| VolumeError::NoToken {
+            namespace: ns.into(),
+            account: sa.into(),
+        })?;
     Ok(VolumeFile {
         path: relative(t["path"].as_str().unwrap_or_default())?,
         content: token.as_bytes().to_vec(),
@@ -341,7 +493,7 @@ async fn token_file(
 }
 
 /// A file mode from the API (a number, 0 to 0777); `null` is the default.
-fn mode(value: &Value) -> Result<u32, String> {
+fn mode(value: &Value) -> Result<u32, ModeError> {
     if value.is_null() {
         return Ok(DEFAULT_MODE);
     }
@@ -349,11 +501,13 @@ fn mode(value: &Value) -> Result<u32, String> {
         .as_u64()
         .and_then(|m| u32::try_from(m).ok())
         .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("file mode {value} is not between 0 and 0777"))
+        .ok_or_else(|| ModeError {
+            value: value.clone(),
+        })
 }
 
 /// An item's own `mode`, or the volume's default.
-fn item_mode(item: &Value, default_mode: u32) -> Result<u32, String> {
+fn item_mode(item: &Value, default_mode: u32) -> Result<u32, ModeError> {
     if item["mode"].is_null() {
         Ok(default_mode)
     } else {
@@ -363,20 +517,21 @@ fn item_mode(item: &Value, default_mode: u32) -> Result<u32, String> {
 
 /// A file path inside a volume: relative, without `..`, not empty (the
 /// API server validates this too; the agent does not trust it to).
-fn relative(path: &str) -> Result<PathBuf, String> {
+fn relative(path: &str) -> Result<PathBuf, VolumeError> {
     let p = Path::new(path);
     let plain = p.components().all(|c| matches!(c, Component::Normal(_)));
     if path.is_empty() || !plain {
-        return Err(format!(
-            "volume file path {path:?} is not a plain relative path"
-        ));
+        return Err(VolumeError::Path { path: path.into() });
     }
     Ok(p.to_path_buf())
 }
 
 /// Writes an API-data volume afresh: `dir` holds exactly `files`.
-fn write_volume(dir: &Path, files: &[VolumeFile]) -> Result<(), String> {
-    let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+fn write_volume(dir: &Path, files: &[VolumeFile]) -> Result<(), VolumeError> {
+    let io = |what: &Path, source: std::io::Error| VolumeError::Io {
+        path: what.to_path_buf(),
+        source,
+    };
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| io(dir, e))?;
     }
@@ -394,10 +549,17 @@ fn write_volume(dir: &Path, files: &[VolumeFile]) -> Result<(), String> {
 }
 
 /// Creates `dir` (and its parents) with `mode`.
-fn create_dir(dir: &Path, mode: u32) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("{}: {e}", dir.display()))
+fn create_dir(dir: &Path, mode: u32) -> Result<(), VolumeError> {
+    std::fs::create_dir_all(dir).map_err(|source| VolumeError::Create {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        VolumeError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -435,7 +597,9 @@ mod tests {
     #[test]
     fn a_missing_item_key_fails_unless_optional() {
         let items = json!([{"key": "zz", "path": "z"}]);
-        let err = project(Source::ConfigMap, data(), &items, 0o644, false).expect_err("missing");
+        let err = project(Source::ConfigMap, data(), &items, 0o644, false)
+            .expect_err("missing")
+            .to_string();
         assert_eq!(err, "configmap references non-existent config key: zz");
         let none = project(Source::ConfigMap, data(), &items, 0o644, true).expect("optional");
         assert!(none.is_empty());
