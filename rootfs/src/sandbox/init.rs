@@ -185,14 +185,14 @@ fn init_main() -> i32 {
         Err(e) => return fail(&mut log, format!("creating {}: {e}", plan.ok.display())),
     };
     if let Err(e) = enter_root(&plan) {
-        return fail(&mut log, e);
+        return fail(&mut log, e.to_string());
     }
     // The host tree is gone; only these two descriptors on plain files in
     // kiln's private run directory remain, and they close now.
     let _ = ok.write_all(b"ok\n");
     drop(ok);
     if let Err(e) = lock_down(&plan) {
-        return fail(&mut log, e);
+        return fail(&mut log, e.to_string());
     }
     drop(log);
     run_command(&plan)
@@ -232,7 +232,7 @@ fn close_on_exec_inherited() {
 /// namespace, and it mounts from those handles. Targets inside the root are
 /// mounted only once the root is `/`, so an image's symlink can never send
 /// a mount out of it.
-fn enter_root(p: &InitPlan) -> Result<(), String> {
+fn enter_root(p: &InitPlan) -> Result<(), InitError> {
     let root = &p.root;
     let HostHandles {
         root_fd,
@@ -248,7 +248,7 @@ fn enter_root(p: &InitPlan) -> Result<(), String> {
     let _proc = mount_proc(&root_mount, root)?;
     // sethostname(2) needs CAP_SYS_ADMIN over the new uts namespace only.
     rustix::system::sethostname(p.hostname.as_bytes())
-        .map_err(|e| format!("setting the host name: {e}"))?;
+        .map_err(|e| InitError::call("setting the host name", e))?;
     if p.network == Network::None {
         loopback_up()?;
     }
@@ -266,23 +266,83 @@ fn enter_root(p: &InitPlan) -> Result<(), String> {
             MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             Some(c"mode=755,size=16m"),
         )
-        .map_err(|e| format!("mounting a tmpfs on {SECRETS_DIR}: {e}"))?;
+        .map_err(|e| InitError::call(format!("mounting a tmpfs on {SECRETS_DIR}"), e))?;
     }
     // Not dumpable: no process of the run may open /proc/1/{exe,fd,mem,...}
     // (that needs CAP_SYS_PTRACE, which leaves the bounding set below).
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-        .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+        .map_err(|e| InitError::call("prctl(PR_SET_DUMPABLE)", e))?;
     Ok(())
 }
 
-/// The init's error text for a failed call on a path.
-fn at(what: &str, path: &Path, e: rustix::io::Errno) -> String {
-    format!("{what} {}: {e}", path.display())
+/// Why the init could not set the run up. Its text, after `kiln-sandbox: `,
+/// is what the run's log says.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InitError {
+    /// A system call on a path (on the host's side or inside the root) failed.
+    #[error("{what} {}: {source}", path.display())]
+    At {
+        /// What the call was for (`opening`, `mounting the root`, ...).
+        what: &'static str,
+        /// The path it was on.
+        path: PathBuf,
+        /// The kernel's answer.
+        source: rustix::io::Errno,
+    },
+    /// A system call failed; `what` says which, or what it was for.
+    #[error("{what}: {source}")]
+    Call {
+        /// The call, or what it was for.
+        what: String,
+        /// The kernel's answer.
+        source: rustix::io::Errno,
+    },
+    /// Creating, writing or linking a file, or starting `ip`, failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// `ip link set lo up` ran and failed.
+    #[error("ip link set lo up failed ({status})")]
+    Loopback {
+        /// How `ip` exited.
+        status: std::process::ExitStatus,
+    },
+}
+
+impl InitError {
+    /// A failed system call; `what` says which.
+    fn call(what: impl Into<String>, source: rustix::io::Errno) -> Self {
+        Self::Call {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A failed file operation; `what` says which.
+    fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// The init's error for a failed call on a path.
+fn at(what: &'static str, path: &Path, e: rustix::io::Errno) -> InitError {
+    InitError::At {
+        what,
+        path: path.to_path_buf(),
+        source: e,
+    }
 }
 
 /// A handle on a host directory that lets the init name it after it has
 /// given up the credentials that could search its way there.
-fn dir_fd(path: &Path) -> Result<OwnedFd, String> {
+fn dir_fd(path: &Path) -> Result<OwnedFd, InitError> {
     rustix::fs::open(
         path,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -293,7 +353,7 @@ fn dir_fd(path: &Path) -> Result<OwnedFd, String> {
 
 /// A detached copy of the mount at a host path, to be attached inside the
 /// root once the root is `/`.
-fn clone_tree(path: &Path, recursive: bool) -> Result<OwnedFd, String> {
+fn clone_tree(path: &Path, recursive: bool) -> Result<OwnedFd, InitError> {
     let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     if recursive {
         flags |= OpenTreeFlags::AT_RECURSIVE;
@@ -322,7 +382,7 @@ struct HostHandles<'p> {
 impl<'p> HostHandles<'p> {
     /// Opens, in this order, the root, the overlay's directories, the root's
     /// tree, the bind sources and the devices; the first failure ends it.
-    fn open(p: &'p InitPlan) -> Result<Self, String> {
+    fn open(p: &'p InitPlan) -> Result<Self, InitError> {
         let root = &p.root;
         let root_fd = dir_fd(root)?;
         let lower = match &p.overlay {
@@ -359,7 +419,7 @@ fn mount_root(
     root_fd: &OwnedFd,
     lower: Option<&(OwnedFd, OwnedFd)>,
     root_tree: Option<OwnedFd>,
-) -> Result<OwnedFd, String> {
+) -> Result<OwnedFd, InitError> {
     let root_mount = match (lower, root_tree) {
         (Some((upper, work)), _) => overlay_mount(root, root_fd, upper, work)?,
         (None, Some(tree)) => tree,
@@ -384,20 +444,20 @@ fn overlay_mount(
     root_fd: &OwnedFd,
     upper: &OwnedFd,
     work: &OwnedFd,
-) -> Result<OwnedFd, String> {
+) -> Result<OwnedFd, InitError> {
     let fd = |f: &OwnedFd| {
         use rustix::fd::AsRawFd;
         format!("/proc/self/fd/{}", f.as_raw_fd())
     };
     let fs = rustix::mount::fsopen("overlay", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC)
-        .map_err(|e| format!("opening the overlay file system: {e}"))?;
+        .map_err(|e| InitError::call("opening the overlay file system", e))?;
     for (key, value) in [
         ("lowerdir", fd(root_fd)),
         ("upperdir", fd(upper)),
         ("workdir", fd(work)),
     ] {
         rustix::mount::fsconfig_set_string(&fs, key, value.as_str())
-            .map_err(|e| format!("overlay option {key}: {e}"))?;
+            .map_err(|e| InitError::call(format!("overlay option {key}"), e))?;
     }
     rustix::mount::fsconfig_create(&fs).map_err(|e| at("mounting the overlay on", root, e))?;
     rustix::mount::fsmount(
@@ -413,7 +473,7 @@ fn overlay_mount(
 /// inside the root, never through a symlink out of it. Returns the proc
 /// mount and its mount point's handle, which [`enter_root`] holds to its
 /// end.
-fn mount_proc(root_mount: &OwnedFd, root: &Path) -> Result<(OwnedFd, OwnedFd), String> {
+fn mount_proc(root_mount: &OwnedFd, root: &Path) -> Result<(OwnedFd, OwnedFd), InitError> {
     let proc_at = rustix::fs::openat2(
         root_mount,
         "proc",
@@ -429,23 +489,23 @@ fn mount_proc(root_mount: &OwnedFd, root: &Path) -> Result<(OwnedFd, OwnedFd), S
             | MountAttrFlags::MOUNT_ATTR_NODEV
             | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     )
-    .map_err(|e| format!("mounting /proc: {e}"))?;
-    attach(&proc, &proc_at).map_err(|e| format!("mounting /proc: {e}"))?;
+    .map_err(|e| InitError::call("mounting /proc", e))?;
+    attach(&proc, &proc_at).map_err(|e| InitError::call("mounting /proc", e))?;
     Ok((proc, proc_at))
 }
 
 /// Switch roots: the old root is stacked on the new one and detached, so
 /// nothing of the host remains reachable from this mount namespace.
-fn detach_host(root: &Path) -> Result<(), String> {
+fn detach_host(root: &Path) -> Result<(), InitError> {
     rustix::process::pivot_root(".", ".").map_err(|e| at("pivot_root into", root, e))?;
     rustix::mount::unmount(".", UnmountFlags::DETACH)
-        .map_err(|e| format!("detaching the host's root: {e}"))?;
-    rustix::process::chdir("/").map_err(|e| format!("entering the new root: {e}"))
+        .map_err(|e| InitError::call("detaching the host's root", e))?;
+    rustix::process::chdir("/").map_err(|e| InitError::call("entering the new root", e))
 }
 
 /// Attaches the bind sources' trees at their targets, which are resolved
 /// only now that the root is `/`.
-fn mount_binds(binds: Vec<(OwnedFd, &PathBuf, bool)>) -> Result<(), String> {
+fn mount_binds(binds: Vec<(OwnedFd, &PathBuf, bool)>) -> Result<(), InitError> {
     for (tree, target, read_only) in binds {
         rustix::mount::move_mount(
             &tree,
@@ -466,19 +526,19 @@ fn mount_binds(binds: Vec<(OwnedFd, &PathBuf, bool)>) -> Result<(), String> {
 /// already (a rootless run) this changes nothing; running as host root the
 /// caller is not mapped, and the capabilities `unshare --keep-caps` kept
 /// carry over, since the new ids are the namespace's root.
-fn become_namespace_root() -> Result<(), String> {
+fn become_namespace_root() -> Result<(), InitError> {
     use rustix::process::{Gid, Uid};
     // Dropping supplementary groups is refused where setgroups(2) is denied
     // in the namespace; the groups then are the namespace's already.
     let _ = rustix::thread::set_thread_groups(&[]);
     rustix::thread::set_thread_res_gid(Gid::ROOT, Gid::ROOT, Gid::ROOT)
-        .map_err(|e| format!("setresgid(0): {e}"))?;
+        .map_err(|e| InitError::call("setresgid(0)", e))?;
     rustix::thread::set_thread_res_uid(Uid::ROOT, Uid::ROOT, Uid::ROOT)
-        .map_err(|e| format!("setresuid(0): {e}"))?;
+        .map_err(|e| InitError::call("setresuid(0)", e))?;
     // A change of credentials clears the parent-death signal `unshare
     // --kill-child` set: set it again, or the run would outlive kiln.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}"))
+        .map_err(|e| InitError::call("prctl(PR_SET_PDEATHSIG)", e))
 }
 
 /// A new file system, detached, ready to attach with [`attach`].
@@ -509,7 +569,7 @@ fn attach(mount: &rustix::fd::OwnedFd, at: &rustix::fd::OwnedFd) -> rustix::io::
 
 /// A fresh /dev: a tmpfs with the host's harmless devices bound in, /dev/shm,
 /// a private /dev/pts where the kernel allows one, and the usual links.
-fn populate_dev(devices: Vec<(&str, rustix::fd::OwnedFd)>) -> Result<(), String> {
+fn populate_dev(devices: Vec<(&str, rustix::fd::OwnedFd)>) -> Result<(), InitError> {
     rustix::mount::mount(
         "kiln-dev",
         "/dev",
@@ -517,11 +577,11 @@ fn populate_dev(devices: Vec<(&str, rustix::fd::OwnedFd)>) -> Result<(), String>
         MountFlags::NOSUID | MountFlags::NOEXEC,
         Some(c"mode=755,size=65536k"),
     )
-    .map_err(|e| format!("mounting a tmpfs on /dev: {e}"))?;
+    .map_err(|e| InitError::call("mounting a tmpfs on /dev", e))?;
     for (d, tree) in devices {
         let target = Path::new("/dev").join(d);
         std::fs::File::create(&target)
-            .map_err(|e| format!("creating {}: {e}", target.display()))?;
+            .map_err(|e| InitError::io(format!("creating {}", target.display()), e))?;
         rustix::mount::move_mount(
             &tree,
             "",
@@ -529,11 +589,11 @@ fn populate_dev(devices: Vec<(&str, rustix::fd::OwnedFd)>) -> Result<(), String>
             &target,
             rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
         )
-        .map_err(|e| format!("binding /dev/{d}: {e}"))?;
+        .map_err(|e| InitError::call(format!("binding /dev/{d}"), e))?;
     }
     for d in ["shm", "pts"] {
         std::fs::create_dir(Path::new("/dev").join(d))
-            .map_err(|e| format!("creating /dev/{d}: {e}"))?;
+            .map_err(|e| InitError::io(format!("creating /dev/{d}"), e))?;
     }
     rustix::mount::mount(
         "shm",
@@ -542,7 +602,7 @@ fn populate_dev(devices: Vec<(&str, rustix::fd::OwnedFd)>) -> Result<(), String>
         MountFlags::NOSUID | MountFlags::NODEV,
         Some(c"mode=1777,size=65536k"),
     )
-    .map_err(|e| format!("mounting a tmpfs on /dev/shm: {e}"))?;
+    .map_err(|e| InitError::call("mounting a tmpfs on /dev/shm", e))?;
     // /dev/pts is best effort: not every kernel lets a user namespace mount
     // a new devpts instance.
     if rustix::mount::mount(
@@ -555,7 +615,7 @@ fn populate_dev(devices: Vec<(&str, rustix::fd::OwnedFd)>) -> Result<(), String>
     .is_ok()
     {
         std::os::unix::fs::symlink("pts/ptmx", "/dev/ptmx")
-            .map_err(|e| format!("linking /dev/ptmx: {e}"))?;
+            .map_err(|e| InitError::io("linking /dev/ptmx", e))?;
     }
     for (link, to) in [
         ("fd", "/proc/self/fd"),
@@ -564,14 +624,14 @@ fn populate_dev(devices: Vec<(&str, rustix::fd::OwnedFd)>) -> Result<(), String>
         ("stderr", "/proc/self/fd/2"),
     ] {
         std::os::unix::fs::symlink(to, Path::new("/dev").join(link))
-            .map_err(|e| format!("linking /dev/{link}: {e}"))?;
+            .map_err(|e| InitError::io(format!("linking /dev/{link}"), e))?;
     }
     Ok(())
 }
 
 /// Brings up `lo` in a fresh network namespace (with `ip`, still reachable
 /// before the root is switched); without it the run has no network at all.
-fn loopback_up() -> Result<(), String> {
+fn loopback_up() -> Result<(), InitError> {
     let Some(ip) = find_tool("ip") else {
         return Ok(());
     };
@@ -580,11 +640,11 @@ fn loopback_up() -> Result<(), String> {
         .env_clear()
         .stdin(Stdio::null())
         .status()
-        .map_err(|e| format!("running ip link set lo up: {e}"))?;
+        .map_err(|e| InitError::io("running ip link set lo up", e))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("ip link set lo up failed ({status})"))
+        Err(InitError::Loopback { status })
     }
 }
 
@@ -612,7 +672,7 @@ fn remount_read_only(target: &Path) -> rustix::io::Result<()> {
 
 /// Writes the secrets and locks the process down; the command inherits
 /// all of it.
-fn lock_down(p: &InitPlan) -> Result<(), String> {
+fn lock_down(p: &InitPlan) -> Result<(), InitError> {
     for (i, s) in p.secrets.iter().enumerate() {
         let target = Path::new(&s.target);
         let inside = target.starts_with(SECRETS_DIR);
@@ -622,14 +682,16 @@ fn lock_down(p: &InitPlan) -> Result<(), String> {
             Path::new(SECRETS_DIR).join(format!(".kiln-{i}"))
         };
         if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| InitError::io(format!("creating {}", dir.display()), e))?;
         }
-        std::fs::write(&file, &s.data).map_err(|e| format!("writing secret {}: {e}", s.target))?;
+        std::fs::write(&file, &s.data)
+            .map_err(|e| InitError::io(format!("writing secret {}", s.target), e))?;
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400))
-            .map_err(|e| format!("protecting secret {}: {e}", s.target))?;
+            .map_err(|e| InitError::io(format!("protecting secret {}", s.target), e))?;
         if !inside {
             rustix::mount::mount_bind(&file, target)
-                .map_err(|e| format!("binding secret onto {}: {e}", s.target))?;
+                .map_err(|e| InitError::call(format!("binding secret onto {}", s.target), e))?;
         }
     }
     if !p.secrets.is_empty() {
@@ -640,9 +702,9 @@ fn lock_down(p: &InitPlan) -> Result<(), String> {
             MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             "",
         )
-        .map_err(|e| format!("making {SECRETS_DIR} read-only: {e}"))?;
+        .map_err(|e| InitError::call(format!("making {SECRETS_DIR} read-only"), e))?;
     }
-    rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
+    rustix::thread::set_no_new_privs(true).map_err(|e| InitError::call("no_new_privs", e))?;
     for bit in 0..64u32 {
         let cap = CapabilitySet::from_bits_retain(1u64 << bit);
         if KEPT_CAPABILITIES.contains(cap) {
@@ -651,21 +713,21 @@ fn lock_down(p: &InitPlan) -> Result<(), String> {
         match rustix::thread::remove_capability_from_bounding_set(cap) {
             // EINVAL: a capability this kernel does not know.
             Ok(()) | Err(rustix::io::Errno::INVAL) => {}
-            Err(e) => return Err(format!("dropping capability {bit}: {e}")),
+            Err(e) => return Err(InitError::call(format!("dropping capability {bit}"), e)),
         }
     }
-    let mut sets = rustix::thread::capabilities(None).map_err(|e| format!("capget: {e}"))?;
+    let mut sets = rustix::thread::capabilities(None).map_err(|e| InitError::call("capget", e))?;
     sets.effective &= KEPT_CAPABILITIES;
     sets.permitted &= KEPT_CAPABILITIES;
     sets.inheritable = CapabilitySet::empty();
-    rustix::thread::set_capabilities(None, sets).map_err(|e| format!("capset: {e}"))?;
+    rustix::thread::set_capabilities(None, sets).map_err(|e| InitError::call("capset", e))?;
     if let Some(n) = p.pids_limit {
         let limit = rustix::process::Rlimit {
             current: Some(n),
             maximum: Some(n),
         };
         rustix::process::setrlimit(rustix::process::Resource::Nproc, limit)
-            .map_err(|e| format!("setting the process limit: {e}"))?;
+            .map_err(|e| InitError::call("setting the process limit", e))?;
     }
     Ok(())
 }
