@@ -10,7 +10,19 @@
 
 use serde_json::{Value, json};
 
-use crate::image::strings;
+/// A JSON array of strings, as image configs and pod specs hold them
+/// (`Env`, `Cmd`, `rootfs.diff_ids`); anything else is empty, so a config
+/// that lacks the field reads as one without entries.
+pub fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Reads an image config's fields.
 #[derive(Debug, Clone, Copy)]

@@ -208,19 +208,8 @@ pub fn canonical_bytes(value: &Value) -> Vec<u8> {
 /// Image `created` times (RFC 3339, UTC).
 pub use kiln_pipeline::time::rfc3339;
 
-/// A JSON array of strings, as image configs and pod specs hold them
-/// (`Env`, `Cmd`, `rootfs.diff_ids`); anything else is empty, so a config
-/// that lacks the field reads as one without entries.
-pub fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+/// JSON string arrays, read as image configs and pod specs hold them.
+pub use crate::config::strings;
 
 #[cfg(test)]
 mod tests {

@@ -69,12 +69,13 @@ use serde_json::{Value, json};
 use crate::error::BuildError;
 use crate::finish::{Finished, write_image};
 use crate::image::{self, AddedLayer, Format};
+use crate::keys::cache_key;
 use crate::layer::context::header;
 use crate::layer::{Compression, LayerError, LayerWriter, TarOptions};
 use crate::options::{BuildOptions, Output};
 use crate::progress::Silent;
 use crate::registry::{Platform, Registry, RegistryError, ResolvedImage};
-use crate::store::{Check, Digest, LayerDescriptor, Store, StoreError, cache_key};
+use crate::store::{Check, Digest, LayerDescriptor, Store, StoreError};
 
 /// Where the binary lives in the image.
 pub const BINARY_PATH: &str = "/usr/local/bin/kiln";

@@ -231,10 +231,6 @@ fn cache_dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> O
         .map(|base| base.join("kiln"))
 }
 
-/// Cache keys are made in [`crate::keys`]; re-exported for the layer
-/// store's users.
-pub use crate::keys::cache_key;
-
 #[cfg(test)]
 mod tests {
     use super::*;
