@@ -1000,6 +1000,80 @@ mod tests {
         assert_eq!(group, "root:x:0:\nnobody:x:65534:\n");
     }
 
+    /// The diffID and gzip layer digest of a tar.
+    fn pinned_layer(tar: &[u8]) -> (Digest, Digest) {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::new(store_dir.path()).unwrap();
+        let mut writer = LayerWriter::new(&store, Compression::gzip()).unwrap();
+        writer.write_all(tar).unwrap();
+        let layer = writer.finish().unwrap();
+        (layer.diff_id, layer.digest)
+    }
+
+    /// A root that does not depend on the machine (no libraries, a fixed
+    /// fake binary). Pinned: a change here changes every orchestrator
+    /// image's tag, and caches miss.
+    #[test]
+    fn root_layer_digest_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("kiln");
+        fs::write(&bin, b"\x7fELF pinned binary\n").unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o700)).unwrap();
+        let tar = write_root(&root_entries(&bin, &[]).unwrap(), Vec::new()).unwrap();
+        let (diff_id, digest) = pinned_layer(&tar);
+        assert_eq!(
+            (diff_id.as_str(), digest.as_str()),
+            (
+                "sha256:7fd2c69582ea52acf64fa57e79d4ba075b2d9aaa845e1742cbb78220b4dcf554",
+                "sha256:6ba6e054e48000f2a20127a876296ca66fd20454f508d00fd4ffcd93cb8c892a"
+            )
+        );
+    }
+
+    /// A small tree with every kind of entry and mode the root writer
+    /// takes; pinned likewise.
+    #[test]
+    fn small_tree_layer_digest_is_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let tool = dir.path().join("tool");
+        fs::write(&tool, b"#!/bin/sh\necho tool\n").unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o700)).unwrap();
+        let mut root = BTreeMap::new();
+        for (path, mode) in [
+            ("etc", 0o755),
+            ("opt", 0o755),
+            ("opt/tool", 0o755),
+            ("opt/tool/bin", 0o755),
+            ("tmp", 0o1777),
+            ("var", 0o755),
+            ("var/empty", 0o555),
+        ] {
+            root.insert(path.to_string(), Node::Dir { mode });
+        }
+        root.insert(
+            "opt/tool/bin/tool".to_string(),
+            Node::Copy {
+                source: tool,
+                mode: 0o755,
+            },
+        );
+        root.insert(
+            "etc/tool.conf".to_string(),
+            Node::Text {
+                content: "answer = 42\n",
+            },
+        );
+        let tar = write_root(&root, Vec::new()).unwrap();
+        let (diff_id, digest) = pinned_layer(&tar);
+        assert_eq!(
+            (diff_id.as_str(), digest.as_str()),
+            (
+                "sha256:d5133fca7f9b4d490e3b022e2e58caf0ccdc77cd49024dbdc2b3db8454ce3639",
+                "sha256:a6b26e940f6bb44516187dbb3ca15c19fd246a97f3ebb281bb3861dcfc64e8a2"
+            )
+        );
+    }
+
     #[test]
     fn relative_or_climbing_library_paths_are_refused() {
         assert_eq!(
