@@ -30,7 +30,7 @@ pub mod ready;
 pub mod record;
 pub mod registry;
 pub mod report;
-pub mod selfimage;
+pub mod single_layer;
 pub mod store;
 
 pub use error::BuildError;

@@ -1,10 +1,11 @@
-//! The orchestrator image (`kiln_builder::selfimage`) built from the kiln
-//! binary under test, pushed to the plain bench registry and judged with
-//! skopeo, umoci and runc, never with kiln's own code: entrypoint, command,
-//! platform, one gzip layer holding nothing but kiln, its libraries, its
-//! loader and the few files a pod needs; `kiln --version` really starts in
-//! that root; a second call uploads nothing and names the same digest; and
-//! the same binary gives the same image in a fresh cache and repository.
+//! The orchestrator image (`kiln_runner::k8s::orchestrator_image`) built
+//! from the kiln binary under test, pushed to the plain bench registry and
+//! judged with skopeo, umoci and runc, never with kiln's own code:
+//! entrypoint, command, platform, one gzip layer holding nothing but kiln,
+//! its libraries, its loader and the few files a pod needs; `kiln --version`
+//! really starts in that root; a second call uploads nothing and names the
+//! same digest; and the same binary gives the same image in a fresh cache
+//! and repository.
 
 #![allow(clippy::too_many_lines)] // a test reads best as one list of steps
 #![allow(clippy::unwrap_used)] // test code: a failure is a test failure
@@ -14,10 +15,10 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use kiln_builder::selfimage::{
+use kiln_oci::{Client, ClientOptions};
+use kiln_runner::k8s::orchestrator_image::{
     OrchestratorImage, OrchestratorImageOptions, push_orchestrator_image,
 };
-use kiln_oci::{Client, ClientOptions};
 use kiln_testsupport::fixture::unique_repo;
 use kiln_testsupport::proxy::{Proxy, Request};
 use kiln_testsupport::{

@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::archive::TarWriter;
 use super::dockerignore::DockerIgnore;
 use super::{IoContext as _, LayerError};
 
@@ -230,23 +230,12 @@ impl Context {
     /// read fails the layer rather than producing a corrupt tar.
     pub fn write_tar<W: Write>(&self, out: W, opts: &TarOptions) -> Result<W, LayerError> {
         let dest = dest_prefix(&opts.dest)?;
-        let mut tar = tar::Builder::new(out);
-        let archiving = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LayerError::Io {
-                action: "archiving",
-                path,
-                source,
-            }
-        };
-
+        let mut tar = TarWriter::new(out, opts);
         let mut prefix = String::new();
         for component in &dest {
             prefix.push_str(component);
             prefix.push('/');
-            let mut header = header(opts, tar::EntryType::Directory, 0o755);
-            tar.append_data(&mut header, &prefix, io::empty())
-                .map_err(archiving(&self.root))?;
+            tar.dir(Path::new(&prefix), 0o755, &self.root)?;
         }
 
         for (rel, kind) in &self.entries {
@@ -256,55 +245,17 @@ impl Context {
             match kind {
                 Kind::Dir => {
                     name.push(b'/');
-                    let mut header = header(opts, tar::EntryType::Directory, 0o755);
-                    tar.append_data(&mut header, path_of(name), io::empty())
-                        .map_err(archiving(&source))?;
+                    tar.dir(&path_of(name), 0o755, &source)?;
                 }
                 Kind::Symlink => {
                     let target = fs::read_link(&source).at("reading link", &source)?;
-                    let mut header = header(opts, tar::EntryType::Symlink, 0o777);
-                    tar.append_link(&mut header, path_of(name), target)
-                        .map_err(archiving(&source))?;
+                    tar.symlink(&path_of(name), &target, &source)?;
                 }
-                Kind::File => {
-                    let file = File::open(&source).at("opening", &source)?;
-                    let meta = file.metadata().at("reading metadata of", &source)?;
-                    let executable = meta.permissions().mode() & 0o111 != 0;
-                    let mode = if executable { 0o755 } else { 0o644 };
-                    let expected = meta.len();
-                    let mut header = header(opts, tar::EntryType::Regular, mode);
-                    header.set_size(expected);
-                    let mut reader = Counted {
-                        inner: file.take(expected),
-                        count: 0,
-                    };
-                    tar.append_data(&mut header, path_of(name), &mut reader)
-                        .map_err(archiving(&source))?;
-                    if reader.count != expected {
-                        return Err(LayerError::FileChanged {
-                            path: source,
-                            expected,
-                            found: reader.count,
-                        });
-                    }
-                }
+                Kind::File => tar.file(&path_of(name), &source, None)?,
             }
         }
-        tar.into_inner().map_err(archiving(&self.root))
+        tar.finish(&self.root)
     }
-}
-
-/// A header with everything fixed but type and mode: owner from the
-/// options, no user or group names, the fixed mtime.
-pub(crate) fn header(opts: &TarOptions, kind: tar::EntryType, mode: u32) -> tar::Header {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(kind);
-    header.set_mode(mode);
-    header.set_uid(opts.uid);
-    header.set_gid(opts.gid);
-    header.set_mtime(opts.mtime);
-    header.set_size(0);
-    header
 }
 
 fn path_of(bytes: Vec<u8>) -> PathBuf {
@@ -339,24 +290,12 @@ fn relative(root: &Path, path: &Path) -> Option<String> {
     Some(rel.to_string_lossy().into_owned())
 }
 
-/// Counts the bytes read through it.
-struct Counted<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::fs::File;
+    use std::io::Read as _;
+    use std::os::unix::fs::{PermissionsExt as _, symlink};
 
     fn write(root: &Path, rel: &str, content: &[u8]) {
         let path = root.join(rel);

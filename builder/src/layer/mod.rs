@@ -1,6 +1,7 @@
 //! Layers built without a sandbox: the code layer (a build context as a
-//! deterministic tar, `.dockerignore` applied) and the streaming pass that
-//! turns any layer's tar into a compressed, digested blob in the store.
+//! deterministic tar, `.dockerignore` applied), a [`FileTree`] given entry
+//! by entry, and the streaming pass that turns any layer's tar into a
+//! compressed, digested blob in the store.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), kiln_builder::layer::LayerError> {
@@ -16,10 +17,12 @@
 //! # Ok(()) }
 //! ```
 
+mod archive;
 pub mod context;
 pub mod dockerignore;
 mod pgzip;
 pub mod stream;
+pub mod tree;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use std::path::{Path, PathBuf};
 pub use context::{Context, ContextWarning, TarOptions};
 pub use dockerignore::DockerIgnore;
 pub use stream::{Compression, LayerWriter};
+pub use tree::{FileTree, TreeEntry};
 
 pub use crate::image::media;
 use crate::store::{LayerDescriptor, Store, StoreError};

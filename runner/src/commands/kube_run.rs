@@ -11,13 +11,13 @@ use anyhow::{Context as _, bail};
 use futures_util::{AsyncBufReadExt as _, StreamExt as _};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kiln_builder::selfimage::{OrchestratorImageOptions, push_orchestrator_image};
 use kiln_pipeline::{KubernetesSettings, Pipeline};
 use kiln_runner::k8s::connect::{SERVICE_ACCOUNT, Target, connect, ensure_service_account};
 use kiln_runner::k8s::job::{
     CronSpec, OrchestratorJob, job_name, orchestrator_cronjob, orchestrator_job,
 };
 use kiln_runner::k8s::orchestrator::RUN_DIR;
+use kiln_runner::k8s::orchestrator_image::{OrchestratorImageOptions, push_orchestrator_image};
 use kiln_runner::k8s::plan::RunPlan;
 use kiln_runner::k8s::pull_secret;
 use kiln_runner::k8s::records::refresh;

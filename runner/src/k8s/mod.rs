@@ -8,6 +8,7 @@ pub mod job;
 pub mod names;
 pub mod observe;
 pub mod orchestrator;
+pub mod orchestrator_image;
 pub mod plan;
 pub mod pod;
 pub mod pull_secret;

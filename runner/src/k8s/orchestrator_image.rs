@@ -45,9 +45,12 @@
 //! binary's device, inode, size and mtime, so a repeated call never re-reads
 //! or re-compresses a 30 MB binary.
 //!
+//! The layer is built with [`kiln_builder::single_layer`], the builder's
+//! one-layer images from a file tree, and pushed with it.
+//!
 //! ```no_run
-//! # async fn example() -> Result<(), kiln_builder::selfimage::SelfImageError> {
-//! use kiln_builder::selfimage::{OrchestratorImageOptions, push_orchestrator_image};
+//! # async fn example() -> Result<(), kiln_runner::k8s::orchestrator_image::OrchestratorImageError> {
+//! use kiln_runner::k8s::orchestrator_image::{OrchestratorImageOptions, push_orchestrator_image};
 //!
 //! let client = kiln_oci::Client::new(Default::default())
 //!     .expect("a registry client");
@@ -57,25 +60,20 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs;
+use std::io;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
+use kiln_builder::BuildError;
+use kiln_builder::image;
+use kiln_builder::layer::{Compression, LayerError};
+use kiln_builder::registry::{Platform, Registry, RegistryError};
+use kiln_builder::single_layer::{self, FileTree, SingleLayerImage, TreeEntry};
+use kiln_builder::keys::cache_key;
+use kiln_builder::store::{Check, Digest, LayerDescriptor, Store, StoreError};
 use serde_json::{Value, json};
-
-use crate::error::BuildError;
-use crate::finish::{Finished, write_image};
-use crate::image::{self, AddedLayer, Format};
-use crate::keys::cache_key;
-use crate::layer::context::header;
-use crate::layer::{Compression, LayerError, LayerWriter, TarOptions};
-use crate::options::{BuildOptions, Output};
-use crate::progress::Silent;
-use crate::registry::{Platform, Registry, RegistryError, ResolvedImage};
-use crate::store::{Check, Digest, LayerDescriptor, Store, StoreError};
 
 /// Where the binary lives in the image.
 pub const BINARY_PATH: &str = "/usr/local/bin/kiln";
@@ -116,7 +114,7 @@ pub struct OrchestratorImageOptions {
     /// (`std::env::current_exe`). Tests pass the kiln they built.
     pub binary: Option<PathBuf>,
     /// kiln's content store (`--cache-dir`, by default
-    /// [`crate::store::default_cache_dir`]): where the layer is cached.
+    /// [`kiln_builder::store::default_cache_dir`]): where the layer is cached.
     pub cache_dir: PathBuf,
     /// Blob uploads at once.
     pub concurrency: usize,
@@ -149,7 +147,7 @@ pub struct OrchestratorImage {
 /// Why the orchestrator image could not be built or pushed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum SelfImageError {
+pub enum OrchestratorImageError {
     /// The orchestrator runs in Linux containers, built from this machine's
     /// binary: another OS has no binary to offer.
     #[error("the orchestrator image is built from kiln's own Linux binary; this machine runs {os}")]
@@ -269,16 +267,17 @@ pub async fn push_orchestrator_image<R: Registry>(
     registry: &R,
     repository: &str,
     options: &OrchestratorImageOptions,
-) -> Result<OrchestratorImage, SelfImageError> {
+) -> Result<OrchestratorImage, OrchestratorImageError> {
     check_repository(repository)?;
     let platform = platform_for(std::env::consts::OS, std::env::consts::ARCH)?;
     let binary = match &options.binary {
-        Some(path) => std::path::absolute(path).map_err(|source| SelfImageError::Io {
+        Some(path) => std::path::absolute(path).map_err(|source| OrchestratorImageError::Io {
             action: "resolving",
             path: path.clone(),
             source,
         })?,
-        None => std::env::current_exe().map_err(|source| SelfImageError::CurrentExe { source })?,
+        None => std::env::current_exe()
+            .map_err(|source| OrchestratorImageError::CurrentExe { source })?,
     };
     let store = Store::new(&options.cache_dir)?;
     let key = identity_key(&binary)?;
@@ -295,7 +294,7 @@ pub async fn push_orchestrator_image<R: Registry>(
         }
     };
     let tag = orchestrator_tag(VERSION, &layer.digest);
-    let registry_err = |source| SelfImageError::Registry {
+    let registry_err = |source| OrchestratorImageError::Registry {
         repository: repository.to_string(),
         tag: tag.clone(),
         source,
@@ -318,41 +317,19 @@ pub async fn push_orchestrator_image<R: Registry>(
         None => shared_libraries(&binary)?,
     };
     let config = orchestrator_config(&platform, &layer.diff_id, &libraries);
-    let base = ResolvedImage {
-        repository: String::new(),
-        digest: String::new(),
-        config: json!({}),
-        layers: Vec::new(),
+    let image = SingleLayerImage {
+        name: "kiln orchestrator",
+        layer: &layer,
+        created_by: &history_line(),
+        config: &config,
+        repository,
+        tag: &tag,
     };
-    let added = [AddedLayer {
-        blob: layer.blob(),
-        diff_id: layer.diff_id.to_string(),
-        created_by: history_line(),
-    }];
-    let build_options = BuildOptions {
-        output: Output::Registry,
-        format: Format::Oci,
-        concurrency: options.concurrency,
-        ..BuildOptions::default()
-    };
-    let written = write_image(
-        registry,
-        &store,
-        &Finished {
-            name: "kiln orchestrator",
-            base: &base,
-            added: &added,
-            config: &config,
-            target: Some(repository),
-            tag: &tag,
-        },
-        &build_options,
-        &Silent,
-    )
-    .await
-    .map_err(|e| SelfImageError::Push(Box::new(e)))?;
+    let digest = single_layer::push(registry, &store, &image, options.concurrency)
+        .await
+        .map_err(|e| OrchestratorImageError::Push(Box::new(e)))?;
     Ok(OrchestratorImage {
-        reference: format!("{repository}@{}", written.digest),
+        reference: format!("{repository}@{digest}"),
         tag,
         uploaded: true,
     })
@@ -382,8 +359,8 @@ pub fn orchestrator_tag(version: &str, layer: &Digest) -> String {
 }
 
 /// A repository without tag or digest.
-fn check_repository(repository: &str) -> Result<(), SelfImageError> {
-    let invalid = |reason: String| SelfImageError::InvalidRepository {
+fn check_repository(repository: &str) -> Result<(), OrchestratorImageError> {
+    let invalid = |reason: String| OrchestratorImageError::InvalidRepository {
         repository: repository.to_string(),
         reason,
     };
@@ -398,9 +375,9 @@ fn check_repository(repository: &str) -> Result<(), SelfImageError> {
 }
 
 /// The OCI platform of a Rust `(OS, ARCH)` pair.
-fn platform_for(os: &str, arch: &str) -> Result<Platform, SelfImageError> {
+fn platform_for(os: &str, arch: &str) -> Result<Platform, OrchestratorImageError> {
     if os != "linux" {
-        return Err(SelfImageError::UnsupportedOs { os: os.into() });
+        return Err(OrchestratorImageError::UnsupportedOs { os: os.into() });
     }
     let architecture = match arch {
         "x86_64" => "amd64",
@@ -411,7 +388,7 @@ fn platform_for(os: &str, arch: &str) -> Result<Platform, SelfImageError> {
         "s390x" => "s390x",
         "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
         "loongarch64" => "loong64",
-        _ => return Err(SelfImageError::UnsupportedArch { arch: arch.into() }),
+        _ => return Err(OrchestratorImageError::UnsupportedArch { arch: arch.into() }),
     };
     Ok(Platform {
         os: "linux".into(),
@@ -422,8 +399,8 @@ fn platform_for(os: &str, arch: &str) -> Result<Platform, SelfImageError> {
 
 /// The cache key of a binary: its device, inode, size and mtime (a rebuilt
 /// or replaced binary changes at least one), plus the layer layout.
-fn identity_key(binary: &Path) -> Result<String, SelfImageError> {
-    let meta = fs::metadata(binary).map_err(|source| SelfImageError::Io {
+fn identity_key(binary: &Path) -> Result<String, OrchestratorImageError> {
+    let meta = fs::metadata(binary).map_err(|source| OrchestratorImageError::Io {
         action: "reading metadata of",
         path: binary.to_path_buf(),
         source,
@@ -447,28 +424,52 @@ struct BuiltLayer {
 }
 
 /// Finds the libraries, archives the root and stores it gzip-compressed.
-fn build_layer(store: &Store, binary: &Path) -> Result<BuiltLayer, SelfImageError> {
+fn build_layer(store: &Store, binary: &Path) -> Result<BuiltLayer, OrchestratorImageError> {
     let libraries = shared_libraries(binary)?;
     let root = root_entries(binary, &libraries)?;
-    let mut writer = LayerWriter::new(store, Compression::gzip())?;
-    if let Err(e) = write_root(&root, &mut writer) {
-        // "Compressor stopped" hides the cause: prefer the compressor's.
-        return Err(writer.abort().map_or(e, SelfImageError::Layer));
-    }
+    let descriptor =
+        single_layer::build_layer(store, &root, Compression::gzip()).map_err(layer_error)?;
     Ok(BuiltLayer {
-        descriptor: writer.finish()?,
+        descriptor,
         libraries,
     })
 }
 
+/// A layer error as this module has always reported it: reading a file of
+/// the root is [`OrchestratorImageError::Io`] or [`OrchestratorImageError::FileChanged`],
+/// the rest (compression, the store) [`OrchestratorImageError::Layer`].
+fn layer_error(error: LayerError) -> OrchestratorImageError {
+    match error {
+        LayerError::Io {
+            action,
+            path,
+            source,
+        } => OrchestratorImageError::Io {
+            action,
+            path,
+            source,
+        },
+        LayerError::FileChanged {
+            path,
+            expected,
+            found,
+        } => OrchestratorImageError::FileChanged {
+            path,
+            expected,
+            found,
+        },
+        other => OrchestratorImageError::Layer(other),
+    }
+}
+
 /// The shared libraries and loader `binary` needs, from `ldd`; none for a
 /// static binary.
-fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, SelfImageError> {
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, OrchestratorImageError> {
     let out = Command::new("ldd")
         .arg(binary)
         .env("LC_ALL", "C")
         .output()
-        .map_err(|source| SelfImageError::LddUnavailable {
+        .map_err(|source| OrchestratorImageError::LddUnavailable {
             binary: binary.to_path_buf(),
             source,
         })?;
@@ -481,13 +482,13 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, SelfImageError> {
         {
             return Ok(Vec::new());
         }
-        return Err(SelfImageError::LddFailed {
+        return Err(OrchestratorImageError::LddFailed {
             binary: binary.to_path_buf(),
             status: out.status.to_string(),
             stderr: stderr.trim().to_string(),
         });
     }
-    parse_ldd(&stdout).map_err(|library| SelfImageError::LibraryNotFound {
+    parse_ldd(&stdout).map_err(|library| OrchestratorImageError::LibraryNotFound {
         binary: binary.to_path_buf(),
         library,
     })
@@ -523,70 +524,37 @@ fn parse_ldd(output: &str) -> Result<Vec<PathBuf>, String> {
     Ok(paths)
 }
 
-/// One entry of the image's root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Node {
-    /// A directory.
-    Dir {
-        /// Permission bits.
-        mode: u32,
-    },
-    /// A file copied from this machine (symlinks followed: the image gets
-    /// the bytes, whatever links led to them here).
-    Copy {
-        /// Where it is read from.
-        source: PathBuf,
-        /// Permission bits.
-        mode: u32,
-    },
-    /// A file written by kiln.
-    Text {
-        /// Its content.
-        content: &'static str,
-    },
-}
-
-/// The image's root: path relative to `/` (no trailing `/`) -> entry, in
-/// byte order, which puts every directory before what it holds.
-fn root_entries(
-    binary: &Path,
-    libraries: &[PathBuf],
-) -> Result<BTreeMap<String, Node>, SelfImageError> {
-    let mut root = BTreeMap::new();
-    let mut add = |path: &str, node: Node| {
-        let mut parent = String::new();
-        let parts: Vec<&str> = path.split('/').collect();
-        if let Some((_, dirs)) = parts.split_last() {
-            for dir in dirs {
-                if !parent.is_empty() {
-                    parent.push('/');
-                }
-                parent.push_str(dir);
-                root.entry(parent.clone())
-                    .or_insert(Node::Dir { mode: 0o755 });
-            }
-        }
-        // The first entry for a path wins: the binary and kiln's files
-        // over a library that happens to share their path.
-        root.entry(path.to_string()).or_insert(node);
-    };
+/// The image's root. Every directory comes before what it holds; the
+/// first entry for a path wins: the binary and kiln's files over a library
+/// that happens to share their path.
+fn root_entries(binary: &Path, libraries: &[PathBuf]) -> Result<FileTree, OrchestratorImageError> {
+    let mut root = FileTree::new();
     for (dir, mode) in EMPTY_DIRS {
-        add(dir, Node::Dir { mode });
+        root.add(dir, TreeEntry::Dir { mode });
     }
-    add(
+    root.add(
         BINARY_PATH.trim_start_matches('/'),
-        Node::Copy {
+        TreeEntry::Copy {
             source: binary.to_path_buf(),
             mode: 0o755,
         },
     );
-    add("etc/passwd", Node::Text { content: PASSWD });
-    add("etc/group", Node::Text { content: GROUP });
+    for (path, content) in [("etc/passwd", PASSWD), ("etc/group", GROUP)] {
+        let content = content.as_bytes().to_vec();
+        root.add(
+            path,
+            TreeEntry::Bytes {
+                content,
+                mode: 0o644,
+            },
+        );
+    }
     for library in libraries {
-        let relative = image_path(library).ok_or_else(|| SelfImageError::LibraryPath {
+        let path_err = || OrchestratorImageError::LibraryPath {
             path: library.clone(),
-        })?;
-        let meta = fs::metadata(library).map_err(|source| SelfImageError::Io {
+        };
+        let relative = image_path(library).ok_or_else(path_err)?;
+        let meta = fs::metadata(library).map_err(|source| OrchestratorImageError::Io {
             action: "reading metadata of",
             path: library.clone(),
             source,
@@ -596,13 +564,13 @@ fn root_entries(
         } else {
             0o644
         };
-        add(
-            &relative,
-            Node::Copy {
-                source: library.clone(),
-                mode,
-            },
-        );
+        let copy = TreeEntry::Copy {
+            source: library.clone(),
+            mode,
+        };
+        if !root.add(&relative, copy) {
+            return Err(path_err());
+        }
     }
     Ok(root)
 }
@@ -619,82 +587,6 @@ fn image_path(path: &Path) -> Option<String> {
         }
     }
     (path.is_absolute() && !parts.is_empty()).then(|| parts.join("/"))
-}
-
-/// Writes the root as a deterministic tar: GNU headers, mtime 0, owner 0:0,
-/// no user or group names, the entries' own modes.
-fn write_root<W: Write>(root: &BTreeMap<String, Node>, out: W) -> Result<W, SelfImageError> {
-    let mut tar = tar::Builder::new(out);
-    let fixed = TarOptions::default();
-    let archiving = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SelfImageError::Io {
-            action: "archiving",
-            path,
-            source,
-        }
-    };
-    for (path, node) in root {
-        match node {
-            Node::Dir { mode } => {
-                let mut h = header(&fixed, tar::EntryType::Directory, *mode);
-                tar.append_data(&mut h, format!("{path}/"), io::empty())
-                    .map_err(archiving(Path::new(path)))?;
-            }
-            Node::Text { content } => {
-                let mut h = header(&fixed, tar::EntryType::Regular, 0o644);
-                h.set_size(content.len() as u64);
-                tar.append_data(&mut h, path, content.as_bytes())
-                    .map_err(archiving(Path::new(path)))?;
-            }
-            Node::Copy { source, mode } => {
-                let file = File::open(source).map_err(|source_err| SelfImageError::Io {
-                    action: "opening",
-                    path: source.clone(),
-                    source: source_err,
-                })?;
-                let expected = file
-                    .metadata()
-                    .map_err(|source_err| SelfImageError::Io {
-                        action: "reading metadata of",
-                        path: source.clone(),
-                        source: source_err,
-                    })?
-                    .len();
-                let mut h = header(&fixed, tar::EntryType::Regular, *mode);
-                h.set_size(expected);
-                let mut reader = Counted {
-                    inner: file.take(expected),
-                    count: 0,
-                };
-                tar.append_data(&mut h, path, &mut reader)
-                    .map_err(archiving(source))?;
-                if reader.count != expected {
-                    return Err(SelfImageError::FileChanged {
-                        path: source.clone(),
-                        expected,
-                        found: reader.count,
-                    });
-                }
-            }
-        }
-    }
-    tar.into_inner().map_err(archiving(Path::new("/")))
-}
-
-/// Counts the bytes read through it: a file that shrank while it was read
-/// would otherwise be padded silently by the tar writer.
-struct Counted<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
 }
 
 /// The image config: entrypoint, command, environment, platform, the one
@@ -764,6 +656,11 @@ fn library_path(libraries: &[PathBuf]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+    use std::io::Read as _;
+
+    use kiln_builder::layer::TarOptions;
+
     use super::*;
 
     const DEBIAN_LDD: &str = "\tlinux-vdso.so.1 (0x00007ff967332000)
@@ -852,7 +749,7 @@ mod tests {
         assert_eq!(arch("sparc"), None);
         assert!(matches!(
             platform_for("macos", "aarch64"),
-            Err(SelfImageError::UnsupportedOs { .. })
+            Err(OrchestratorImageError::UnsupportedOs { .. })
         ));
     }
 
@@ -938,13 +835,16 @@ mod tests {
     fn root_tar_is_deterministic_and_complete() {
         let (dir, bin, libs) = sample();
         let root = root_entries(&bin, &libs).unwrap();
-        let first = write_root(&root, Vec::new()).unwrap();
+        let first = root.write_tar(Vec::new(), &TarOptions::default()).unwrap();
         // Same content, other mtimes and permissions on disk: same bytes.
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
         let file = File::options().append(true).open(&bin).unwrap();
         file.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(7))
             .unwrap();
-        let again = write_root(&root_entries(&bin, &libs).unwrap(), Vec::new()).unwrap();
+        let again = root_entries(&bin, &libs)
+            .unwrap()
+            .write_tar(Vec::new(), &TarOptions::default())
+            .unwrap();
         assert!(first == again, "the tar differs between two writes");
 
         let entries = read_tar(&first);
@@ -1000,76 +900,25 @@ mod tests {
         assert_eq!(group, "root:x:0:\nnobody:x:65534:\n");
     }
 
-    /// The diffID and gzip layer digest of a tar.
-    fn pinned_layer(tar: &[u8]) -> (Digest, Digest) {
-        let store_dir = tempfile::tempdir().unwrap();
-        let store = Store::new(store_dir.path()).unwrap();
-        let mut writer = LayerWriter::new(&store, Compression::gzip()).unwrap();
-        writer.write_all(tar).unwrap();
-        let layer = writer.finish().unwrap();
-        (layer.diff_id, layer.digest)
-    }
-
-    /// A root that does not depend on the machine (no libraries, a fixed
-    /// fake binary). Pinned: a change here changes every orchestrator
-    /// image's tag, and caches miss.
+    /// The layer of a root that does not depend on the machine (no
+    /// libraries, a fixed fake binary). Pinned: these are the bytes the
+    /// image had when it was written by a tar writer of its own, and a
+    /// change here changes every orchestrator image's tag, so caches miss.
     #[test]
     fn root_layer_digest_is_pinned() {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("kiln");
         fs::write(&bin, b"\x7fELF pinned binary\n").unwrap();
         fs::set_permissions(&bin, fs::Permissions::from_mode(0o700)).unwrap();
-        let tar = write_root(&root_entries(&bin, &[]).unwrap(), Vec::new()).unwrap();
-        let (diff_id, digest) = pinned_layer(&tar);
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::new(store_dir.path()).unwrap();
+        let root = root_entries(&bin, &[]).unwrap();
+        let layer = single_layer::build_layer(&store, &root, Compression::gzip()).unwrap();
         assert_eq!(
-            (diff_id.as_str(), digest.as_str()),
+            (layer.diff_id.as_str(), layer.digest.as_str()),
             (
                 "sha256:7fd2c69582ea52acf64fa57e79d4ba075b2d9aaa845e1742cbb78220b4dcf554",
                 "sha256:6ba6e054e48000f2a20127a876296ca66fd20454f508d00fd4ffcd93cb8c892a"
-            )
-        );
-    }
-
-    /// A small tree with every kind of entry and mode the root writer
-    /// takes; pinned likewise.
-    #[test]
-    fn small_tree_layer_digest_is_pinned() {
-        let dir = tempfile::tempdir().unwrap();
-        let tool = dir.path().join("tool");
-        fs::write(&tool, b"#!/bin/sh\necho tool\n").unwrap();
-        fs::set_permissions(&tool, fs::Permissions::from_mode(0o700)).unwrap();
-        let mut root = BTreeMap::new();
-        for (path, mode) in [
-            ("etc", 0o755),
-            ("opt", 0o755),
-            ("opt/tool", 0o755),
-            ("opt/tool/bin", 0o755),
-            ("tmp", 0o1777),
-            ("var", 0o755),
-            ("var/empty", 0o555),
-        ] {
-            root.insert(path.to_string(), Node::Dir { mode });
-        }
-        root.insert(
-            "opt/tool/bin/tool".to_string(),
-            Node::Copy {
-                source: tool,
-                mode: 0o755,
-            },
-        );
-        root.insert(
-            "etc/tool.conf".to_string(),
-            Node::Text {
-                content: "answer = 42\n",
-            },
-        );
-        let tar = write_root(&root, Vec::new()).unwrap();
-        let (diff_id, digest) = pinned_layer(&tar);
-        assert_eq!(
-            (diff_id.as_str(), digest.as_str()),
-            (
-                "sha256:d5133fca7f9b4d490e3b022e2e58caf0ccdc77cd49024dbdc2b3db8454ce3639",
-                "sha256:a6b26e940f6bb44516187dbb3ca15c19fd246a97f3ebb281bb3861dcfc64e8a2"
             )
         );
     }
@@ -1119,7 +968,10 @@ mod tests {
         let a = build_layer(&store, &bin).unwrap();
         let b = build_layer(&store, &bin).unwrap();
         assert_eq!(a.descriptor, b.descriptor, "same binary, same layer");
-        assert_eq!(a.descriptor.media_type, crate::image::media::OCI_LAYER_GZIP);
+        assert_eq!(
+            a.descriptor.media_type,
+            kiln_builder::image::media::OCI_LAYER_GZIP
+        );
         let key = identity_key(&bin).unwrap();
         assert_eq!(key, identity_key(&bin).unwrap());
         // Touching the binary changes its identity.
