@@ -1,22 +1,23 @@
-//! The code layer: the build context as a deterministic tar, hashed first
-//! (cheap) and compressed only on a cache miss.
+//! The code layer of a pipeline image: [`build_code_layer`] (hashed first,
+//! compressed only on a cache miss) with what `kiln build` records about
+//! it: the history line, the cache key and per-file inputs for `--explain`.
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
 use crate::image::{self, AddedLayer};
-use crate::layer::{CodeLayerOptions, Context, LayerError, LayerWriter, TarOptions};
+use crate::layer::{CodeLayerOptions, LayerError, TarOptions, build_code_layer};
 use crate::options::BuildOptions;
 use crate::progress::LayerStatus;
 use crate::record::LayerRecord;
 use crate::report::BuiltLayer;
-use crate::store::{Check, HashingWriter, Store};
+use crate::store::Store;
 
-/// Builds (or finds in the cache) the code layer. The tar is hashed first,
-/// which is cheap; compression only runs on a cache miss.
+/// Builds (or finds in the cache) the code layer of `root` at `workdir`,
+/// owned by `owner`.
 pub(crate) fn code_layer(
     store: &Store,
     root: &Path,
@@ -26,55 +27,43 @@ pub(crate) fn code_layer(
     opts: &BuildOptions,
     previous: Option<&LayerRecord>,
 ) -> Result<(BuiltLayer, LayerStatus), LayerError> {
-    let context = Context::scan(root, ignore)?;
-    let tar = TarOptions {
-        dest: workdir.to_string(),
-        mtime: opts.source_date_epoch,
-        uid: owner.0,
-        gid: owner.1,
+    let code_opts = CodeLayerOptions {
+        tar: TarOptions {
+            dest: workdir.to_string(),
+            mtime: opts.source_date_epoch,
+            uid: owner.0,
+            gid: owner.1,
+        },
+        ignore_file: ignore.map(Path::to_path_buf),
+        compression: opts.compression,
     };
-    let hashed = context.write_tar(HashingWriter::new(io::sink()), &tar)?;
-    let (_, diff_id, _) = hashed.finish();
-    let key = crate::keys::code_layer(diff_id.as_str(), opts.compression);
+    let layer = build_code_layer(store, root, &code_opts)?;
+    let status = if layer.reused {
+        LayerStatus::Reused
+    } else {
+        LayerStatus::Built
+    };
     let created_by = format!(
         "COPY {} {workdir} # kiln code layer",
         root.file_name()
             .map_or(".".into(), |n| n.to_string_lossy().into_owned())
     );
-    let cached = store.lookup(&key, Check::Full)?;
-    let (descriptor, status) = match cached {
-        Some(d) => (d, LayerStatus::Reused),
-        None => {
-            let code_opts = CodeLayerOptions {
-                tar: tar.clone(),
-                ignore_file: ignore.map(Path::to_path_buf),
-                compression: opts.compression,
-            };
-            let mut writer = LayerWriter::new(store, code_opts.compression)?;
-            if let Err(e) = context.write_tar(&mut writer, &tar) {
-                return Err(writer.abort().unwrap_or(e));
-            }
-            let d = writer.finish()?;
-            store.insert(&key, &d)?;
-            (d, LayerStatus::Built)
-        }
-    };
     // Inputs for --explain: carried over when the layer is unchanged, else
     // one hash per file.
     let inputs = match previous {
-        Some(p) if p.key == key => p.inputs.clone(),
-        _ => file_inputs(root, &context),
+        Some(p) if p.key == layer.key => p.inputs.clone(),
+        _ => file_inputs(root, &layer.paths),
     };
     Ok((
         BuiltLayer {
             added: AddedLayer {
-                blob: descriptor.blob(),
-                diff_id: descriptor.diff_id.to_string(),
+                blob: layer.descriptor.blob(),
+                diff_id: layer.descriptor.diff_id.to_string(),
                 created_by,
             },
             record: LayerRecord {
                 label: "code".into(),
-                key,
+                key: layer.key,
                 inputs,
             },
         },
@@ -82,9 +71,10 @@ pub(crate) fn code_layer(
     ))
 }
 
-fn file_inputs(root: &Path, context: &Context) -> BTreeMap<String, String> {
+/// A short hash of each regular file among `paths` (relative to `root`).
+fn file_inputs(root: &Path, paths: &[PathBuf]) -> BTreeMap<String, String> {
     let mut inputs = BTreeMap::new();
-    for rel in context.paths() {
+    for rel in paths {
         let path = root.join(rel);
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;

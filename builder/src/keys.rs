@@ -10,8 +10,9 @@
 
 use sha2::{Digest as _, Sha256};
 
+use std::fmt::Debug;
+
 use crate::image;
-use crate::layer::Compression;
 
 /// sha256 over the parts, each terminated by a NUL so that no two
 /// different part lists collide (`["ab", "c"]` is not `["a", "bc"]`).
@@ -26,7 +27,11 @@ pub fn cache_key(parts: &[&str]) -> String {
 
 /// A kiln.yaml code layer: the code's uncompressed tar and how it is
 /// compressed (the same code, gzip or zstd, is two blobs).
-pub fn code_layer(diff_id: &str, compression: Compression) -> String {
+///
+/// Compression enters every key as its `Debug` text (`Gzip { level: 6 }`),
+/// as existing caches were stored; taking any `Debug` keeps this module
+/// free of the layer writer's types.
+pub fn code_layer(diff_id: &str, compression: impl Debug) -> String {
     cache_key(&["code-v1", diff_id, &format!("{compression:?}")])
 }
 
@@ -36,7 +41,7 @@ pub fn code_layer(diff_id: &str, compression: Compression) -> String {
 pub fn exec_layer(
     previous: &str,
     platform: &str,
-    compression: Compression,
+    compression: impl Debug,
     label: &str,
     script: &str,
     files: &[(String, Vec<u8>)],
@@ -93,6 +98,7 @@ pub fn dockerfile_mkdir(chain: &str, dirs: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::Compression;
 
     const GZIP: Compression = Compression::Gzip { level: 6 };
     const ZSTD: Compression = Compression::Zstd { level: 3 };

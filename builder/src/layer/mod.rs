@@ -10,7 +10,8 @@
 //!
 //! let store = Store::new("/tmp/kiln-cache")?;
 //! let layer = build_code_layer(&store, "project".as_ref(), &CodeLayerOptions::default())?;
-//! println!("{} ({} bytes)", layer.descriptor.digest, layer.descriptor.size);
+//! let how = if layer.reused { "cached" } else { "built" };
+//! println!("{} ({} bytes, {how})", layer.descriptor.digest, layer.descriptor.size);
 //! for warning in &layer.warnings {
 //!     eprintln!("warning: {warning}");
 //! }
@@ -33,7 +34,7 @@ pub use stream::{Compression, LayerWriter};
 pub use tree::{FileTree, TreeEntry};
 
 pub use crate::image::media;
-use crate::store::{LayerDescriptor, Store, StoreError};
+use crate::store::{Check, HashingWriter, LayerDescriptor, Store, StoreError};
 
 /// Why a layer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -138,32 +139,57 @@ pub struct CodeLayerOptions {
 pub struct CodeLayer {
     /// The blob in the store.
     pub descriptor: LayerDescriptor,
+    /// The store's key for it: the tar's diffID and the compression, so an
+    /// unchanged context is found whatever else changed.
+    pub key: String,
+    /// Whether the layer came from the cache (nothing was compressed).
+    pub reused: bool,
     /// Skipped special files, a large context without `.dockerignore`.
     pub warnings: Vec<ContextWarning>,
     /// Entries (files, directories, symlinks) from the context.
     pub entries: usize,
     /// Bytes of regular files archived.
     pub file_bytes: u64,
+    /// The entries' paths relative to the context root, in tar order (for
+    /// `kiln build --explain`'s per-file hashes).
+    pub paths: Vec<PathBuf>,
 }
 
-/// Builds the code layer from `context_dir` into `store`: one walk, one
-/// streaming pass, nothing held in memory but the list of paths.
+/// Builds the code layer from `context_dir` into `store`, or finds it in
+/// the store's cache: one walk, then the tar is hashed (cheap, nothing
+/// stored) and compressed only when no layer with that diffID and
+/// compression is cached. Nothing is held in memory but the list of
+/// paths. What `kiln build` runs for every code layer.
 pub fn build_code_layer(
     store: &Store,
     context_dir: &Path,
     opts: &CodeLayerOptions,
 ) -> Result<CodeLayer, LayerError> {
     let context = Context::scan(context_dir, opts.ignore_file.as_deref())?;
-    let mut writer = LayerWriter::new(store, opts.compression)?;
-    if let Err(e) = context.write_tar(&mut writer, &opts.tar) {
-        // "Compressor stopped" hides the cause: prefer the compressor's.
-        return Err(writer.abort().unwrap_or(e));
-    }
+    let hashed = context.write_tar(HashingWriter::new(io::sink()), &opts.tar)?;
+    let (_, diff_id, _) = hashed.finish();
+    let key = crate::keys::code_layer(diff_id.as_str(), opts.compression);
+    let (descriptor, reused) = match store.lookup(&key, Check::Full)? {
+        Some(descriptor) => (descriptor, true),
+        None => {
+            let mut writer = LayerWriter::new(store, opts.compression)?;
+            if let Err(e) = context.write_tar(&mut writer, &opts.tar) {
+                // "Compressor stopped" hides the cause: prefer the compressor's.
+                return Err(writer.abort().unwrap_or(e));
+            }
+            let descriptor = writer.finish()?;
+            store.insert(&key, &descriptor)?;
+            (descriptor, false)
+        }
+    };
     Ok(CodeLayer {
-        descriptor: writer.finish()?,
+        descriptor,
+        key,
+        reused,
         warnings: context.warnings().to_vec(),
         entries: context.paths().count(),
         file_bytes: context.file_bytes(),
+        paths: context.paths().map(Path::to_path_buf).collect(),
     })
 }
 
@@ -173,10 +199,11 @@ mod tests {
 
     #[test]
     fn same_context_at_two_paths_gives_the_same_digest() {
-        let store_dir = tempfile::tempdir().unwrap();
-        let store = Store::new(store_dir.path()).unwrap();
         let mut digests = Vec::new();
         for _ in 0..2 {
+            // A store each: the second context must build, not hit the cache.
+            let store_dir = tempfile::tempdir().unwrap();
+            let store = Store::new(store_dir.path()).unwrap();
             let ctx = tempfile::tempdir().unwrap();
             std::fs::create_dir_all(ctx.path().join("src")).unwrap();
             std::fs::write(ctx.path().join("src/main.py"), b"print(1)\n").unwrap();
@@ -203,5 +230,30 @@ mod tests {
             "same tar either way"
         );
         assert_ne!(digests[0].digest, digests[1].digest);
+    }
+
+    #[test]
+    fn an_unchanged_context_is_found_in_the_cache() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::new(store_dir.path()).unwrap();
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("main.py"), b"print(1)\n").unwrap();
+        let opts = CodeLayerOptions::default();
+        let first = build_code_layer(&store, ctx.path(), &opts).unwrap();
+        assert!(!first.reused);
+        assert_eq!(first.paths, [PathBuf::from("main.py")]);
+        let again = build_code_layer(&store, ctx.path(), &opts).unwrap();
+        assert!(again.reused);
+        assert_eq!(
+            again,
+            CodeLayer {
+                reused: true,
+                ..first.clone()
+            }
+        );
+        std::fs::write(ctx.path().join("main.py"), b"print(2)\n").unwrap();
+        let changed = build_code_layer(&store, ctx.path(), &opts).unwrap();
+        assert!(!changed.reused);
+        assert_ne!(changed.key, first.key);
     }
 }
