@@ -95,6 +95,39 @@ pub fn dockerfile_mkdir(chain: &str, dirs: &[String]) -> String {
     cache_key(&[chain, "mkdir-v1", &dirs.join("\n")])
 }
 
+/// The file identity a binary's layer is cached by: device, inode, size
+/// and mtime (seconds and nanoseconds). A rebuilt or replaced binary
+/// changes at least one of them, so it is never read or compressed again
+/// while it stays the same file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_size`.
+    pub size: u64,
+    /// `st_mtime`.
+    pub mtime: i64,
+    /// `st_mtime_nsec`.
+    pub mtime_nsec: i64,
+}
+
+/// The orchestrator image's one layer: the layout it is written in (its
+/// versioned tag) and the kiln binary it carries, by file identity.
+pub fn orchestrator_layer(layout: &str, binary: FileIdentity) -> String {
+    let parts = [
+        binary.dev.to_string(),
+        binary.ino.to_string(),
+        binary.size.to_string(),
+        binary.mtime.to_string(),
+        binary.mtime_nsec.to_string(),
+    ];
+    let mut all: Vec<&str> = vec![layout, "gzip"];
+    all.extend(parts.iter().map(String::as_str));
+    cache_key(&all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +175,10 @@ mod tests {
         "5eb69e527229c40677990442be1157934f0c8a8922e51213195761e328e02a87"
     )]
     #[case::mkdir(dockerfile_mkdir("chain", &["/app".into(), "/data".into()]), "34ff25c4bc5c9a6bd83022c0123e088f8440bdb327a3a8861d230d089b49c41a")]
+    #[case::orchestrator(
+        orchestrator_layer("kiln-orchestrator-layer-v1", FileIdentity { dev: 2049, ino: 131, size: 65_000_000, mtime: 1_700_000_000, mtime_nsec: 5 }),
+        "cd1a92455a7b6d813b0144b7ca0e6c6044ac0c7d95dd3245ea73aa356dd49b45"
+    )]
     fn recipes_keep_their_keys(#[case] key: String, #[case] pinned: &str) {
         assert_eq!(key, pinned);
     }

@@ -68,10 +68,10 @@ use std::process::Command;
 
 use kiln_builder::BuildError;
 use kiln_builder::image;
+use kiln_builder::keys::{self, FileIdentity};
 use kiln_builder::layer::{Compression, LayerError};
 use kiln_builder::registry::{Platform, Registry, RegistryError};
 use kiln_builder::single_layer::{self, FileTree, SingleLayerImage, TreeEntry};
-use kiln_builder::keys::cache_key;
 use kiln_builder::store::{Check, Digest, LayerDescriptor, Store, StoreError};
 use serde_json::{Value, json};
 
@@ -405,16 +405,16 @@ fn identity_key(binary: &Path) -> Result<String, OrchestratorImageError> {
         path: binary.to_path_buf(),
         source,
     })?;
-    let parts = [
-        meta.dev().to_string(),
-        meta.ino().to_string(),
-        meta.size().to_string(),
-        meta.mtime().to_string(),
-        meta.mtime_nsec().to_string(),
-    ];
-    let mut all: Vec<&str> = vec![LAYOUT, "gzip"];
-    all.extend(parts.iter().map(String::as_str));
-    Ok(cache_key(&all))
+    Ok(keys::orchestrator_layer(
+        LAYOUT,
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        },
+    ))
 }
 
 /// A layer just built, with the libraries that went into it.
