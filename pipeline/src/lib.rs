@@ -3,11 +3,12 @@
 //! kiln's defaults); the step DAG; and the naming rules of the systems kiln
 //! talks to (OCI references, Kubernetes labels and quantities, cron).
 //!
-//! Pure by design: it parses from text and needs no async runtime, no
-//! network and no filesystem walking, so the model can be tested with plain
-//! strings and used by every other kiln crate without pulling I/O in. The
-//! one file it reads is kiln.yaml itself ([`Pipeline::load`]), with the
-//! symlink check of the paths it names.
+//! Pure by design: it parses from text and does no I/O at all (no async
+//! runtime, no network, no file reads), so the model can be tested with
+//! plain strings and used by every other kiln crate without pulling I/O in.
+//! Reading kiln.yaml and resolving the paths it names on disk is the
+//! runner's (`kiln_runner::pipeline_file`), through
+//! [`Pipeline::parse_bytes`] and [`Pipeline::check_paths`].
 
 // A test reads best as one list of steps; the 120-line limit is for the
 // product's code.
@@ -161,30 +162,27 @@ impl Pipeline {
         Ok(Self { file, model, order })
     }
 
-    /// Reads and parses a pipeline file.
-    pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| PipelineError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        let source = String::from_utf8(bytes).map_err(|e| PipelineError::Invalid {
-            file: path.to_path_buf(),
-            diagnostics: vec![invalid_utf8(e.as_bytes(), e.utf8_error().valid_up_to())],
-        })?;
-        let pipeline = Self::parse(&source, path)?;
-        let diagnostics = pipeline.paths_on_disk();
-        if !diagnostics.is_empty() {
-            return Err(PipelineError::Invalid {
-                file: path.to_path_buf(),
-                diagnostics,
-            });
+    /// Parses and validates the bytes of a pipeline file: as [`parse`](Self::parse),
+    /// with a located error for bytes that are not UTF-8.
+    pub fn parse_bytes(bytes: &[u8], file: impl Into<PathBuf>) -> Result<Self> {
+        let file = file.into();
+        match std::str::from_utf8(bytes) {
+            Ok(source) => Self::parse(source, file),
+            Err(e) => Err(PipelineError::Invalid {
+                file,
+                diagnostics: vec![invalid_utf8(bytes, e.valid_up_to())],
+            }),
         }
-        Ok(pipeline)
     }
 
-    /// The paths of every settings level resolved on disk, symlinks
-    /// followed: one diagnostic per path that lands outside the project.
-    fn paths_on_disk(&self) -> Vec<Diagnostic> {
+    /// Judges every path the file names (at every settings level) with
+    /// `check`; one located diagnostic per path it refuses, in file order.
+    /// The loader passes a check that resolves each path on disk, symlinks
+    /// followed, so this crate does no I/O.
+    pub fn check_paths<E: std::fmt::Display>(
+        &self,
+        check: impl Fn(&str) -> std::result::Result<(), E>,
+    ) -> Result<()> {
         let m = &self.model;
         let mut paths = Vec::new();
         for s in std::iter::once(&m.settings).chain(m.steps.value.iter().map(|s| &s.settings)) {
@@ -198,19 +196,21 @@ impl Pipeline {
         if let Some(l) = &m.orchestrator.local {
             paths.extend(l.project_paths());
         }
-        // An unreadable project directory: the paths' users will say so.
-        let Ok(root) = self.base_dir().canonicalize() else {
-            return Vec::new();
-        };
-        let mut out: Vec<Diagnostic> = paths
+        let mut diagnostics: Vec<Diagnostic> = paths
             .into_iter()
             .filter_map(|(key, at, value)| {
-                let e = paths::check_on_disk(&root, value).err()?;
+                let e = check(value).err()?;
                 Some(Diagnostic::at(at, format!("{key}: {e}")))
             })
             .collect();
-        out.sort_by_key(|d| (d.line, d.column));
-        out
+        if diagnostics.is_empty() {
+            return Ok(());
+        }
+        diagnostics.sort_by_key(|d| (d.line, d.column));
+        Err(PipelineError::Invalid {
+            file: self.file.clone(),
+            diagnostics,
+        })
     }
 
     /// The file this pipeline came from.

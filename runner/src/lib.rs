@@ -10,5 +10,6 @@
 pub mod driver;
 pub mod k8s;
 pub mod local;
+pub mod pipeline_file;
 pub mod records;
 pub mod scheduler;

@@ -51,7 +51,7 @@ pub fn cache_dir(given: &Option<std::path::PathBuf>) -> anyhow::Result<std::path
 /// Loads a pipeline; an invalid one prints its diagnostics (file, line,
 /// column) and yields `None` so the caller exits 1.
 pub fn load_pipeline(path: &std::path::Path) -> anyhow::Result<Option<kiln_pipeline::Pipeline>> {
-    match kiln_pipeline::Pipeline::load(path) {
+    match kiln_runner::pipeline_file::load(path) {
         Ok(p) => Ok(Some(p)),
         Err(err @ kiln_pipeline::PipelineError::Invalid { .. }) => {
             eprintln!("{err}");

@@ -4,13 +4,13 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kiln_pipeline::{Pipeline, PipelineError};
+use kiln_pipeline::PipelineError;
 
 use crate::cli::ValidateArgs;
 
 /// Prints the DAG (or `--step`'s effective settings); exit 1 when invalid.
 pub fn run(args: &ValidateArgs, json: bool) -> anyhow::Result<ExitCode> {
-    let pipeline = match Pipeline::load(&args.file) {
+    let pipeline = match kiln_runner::pipeline_file::load(&args.file) {
         Ok(p) => p,
         Err(err @ PipelineError::Invalid { .. }) => {
             // The diagnostics already name file, line and column.

@@ -11,7 +11,7 @@ fn testdata(name: &str) -> PathBuf {
 }
 
 fn pipeline() -> Pipeline {
-    Pipeline::load(&testdata("orchestrator.yaml")).unwrap_or_else(|e| panic!("{e}"))
+    crate::pipeline_file::load(&testdata("orchestrator.yaml")).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn plan(run: Option<&str>) -> RunPlan {

@@ -12,7 +12,7 @@ fn testdata(name: &str) -> PathBuf {
 
 fn settings(step: &str) -> KubernetesSettings {
     let path = testdata("pod-settings.yaml");
-    let pipeline = Pipeline::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let pipeline = crate::pipeline_file::load(&path).unwrap_or_else(|e| panic!("{e}"));
     pipeline.effective(step).unwrap().kubernetes
 }
 

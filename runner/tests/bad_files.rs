@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use kiln_pipeline::{Pipeline, PipelineError};
+use kiln_pipeline::PipelineError;
+use kiln_runner::pipeline_file::load;
 
 #[test]
 fn every_bad_file_fails_with_its_expected_error() {
@@ -26,8 +27,7 @@ fn every_bad_file_fails_with_its_expected_error() {
         let (line, column): (u64, u64) = (line.parse().unwrap(), column.parse().unwrap());
         let needle = needle.trim();
 
-        let err =
-            Pipeline::load(&path).expect_err(&format!("{} should be rejected", path.display()));
+        let err = load(&path).expect_err(&format!("{} should be rejected", path.display()));
         let PipelineError::Invalid { diagnostics, file } = &err else {
             panic!("{}: unexpected error {err}", path.display());
         };
@@ -58,7 +58,7 @@ fn every_bad_file_fails_with_its_expected_error() {
 #[test]
 fn quickstart_is_valid_and_needs_two_images() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/quickstart/kiln.yaml");
-    let p = Pipeline::load(&path).unwrap();
+    let p = load(&path).unwrap();
     assert_eq!(p.steps().len(), 4);
     let load = p.effective("load").unwrap().docker;
     let train = p.effective("train").unwrap().docker;
