@@ -13,3 +13,4 @@ pub mod local;
 pub mod pipeline_file;
 pub mod records;
 pub mod scheduler;
+pub mod specs;

@@ -22,9 +22,8 @@ use kiln_runner::local::{LocalBackend, LocalStep, RunPaths, image};
 use kiln_runner::records::{
     AttemptStatus, NewRun, NewStep, Records, RunDetail, RunLock, RunStatus, StepStatus,
 };
-use kiln_runner::scheduler::{
-    Observed, ObservedState, RetryPolicy, RunConfig, RunOutcome, Scheduler, StepSpec, Terminal,
-};
+use kiln_runner::scheduler::{Observed, ObservedState, RunConfig, RunOutcome, Scheduler, Terminal};
+use kiln_runner::specs::{Retries, step_names, step_specs};
 
 use super::build::{build_pinned, data_dir, push_registries, registry_client};
 use super::load_pipeline;
@@ -47,11 +46,7 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     let Some(pipeline) = load_pipeline(&file)? else {
         return Ok(ExitCode::from(1));
     };
-    let names: Vec<String> = pipeline
-        .steps()
-        .iter()
-        .map(|s| s.name.value.clone())
-        .collect();
+    let names = step_names(&pipeline);
     let reused = reused_steps(&names, previous.as_ref())?;
 
     let sandbox = Sandbox::new(SandboxConfig::default()).context("the sandbox cannot start")?;
@@ -64,7 +59,7 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     let new = new_run(&pipeline, &names, &paths, previous.as_ref(), started);
     let (run_id, _lock) = record_run(&records, &data, &new, &reused)?;
 
-    let mut scheduler = resumed_scheduler(&pipeline, &names, &reused)?;
+    let mut scheduler = resumed_scheduler(&pipeline, &reused)?;
     let colour = std::io::stdout().is_terminal();
     let mut console = Console::new(names.clone(), colour);
     for (i, r) in reused.iter().enumerate() {
@@ -214,31 +209,18 @@ fn upstream_names(pipeline: &Pipeline, i: usize) -> Vec<String> {
 }
 
 /// The scheduler, resumed past the reused steps.
-fn resumed_scheduler(
-    pipeline: &Pipeline,
-    names: &[String],
-    reused: &[bool],
-) -> anyhow::Result<Scheduler> {
-    let specs: Vec<StepSpec> = (0..names.len())
-        .map(|i| StepSpec {
-            name: names[i].clone(),
-            upstream: upstream_names(pipeline, i)
-                .iter()
-                .filter_map(|u| names.iter().position(|n| n == u))
-                .collect(),
-            retry: retry_policy(pipeline, &names[i]),
-        })
-        .collect();
-    let config = run_config(pipeline);
-    let observed: Vec<Observed> = (0..names.len())
-        .filter(|&i| reused[i])
+fn resumed_scheduler(pipeline: &Pipeline, reused: &[bool]) -> anyhow::Result<Scheduler> {
+    // A local run has no pods: only a step's own `retry` block retries it.
+    let specs = step_specs(pipeline, Retries::OwnBlockOnly);
+    let observed: Vec<Observed> = (0..specs.len())
+        .filter(|&i| reused.get(i).copied().unwrap_or(false))
         .map(|i| Observed {
             step: i,
             attempt: 1,
             state: ObservedState::Succeeded,
         })
         .collect();
-    Ok(Scheduler::resume(specs, config, &observed)?)
+    Ok(Scheduler::resume(specs, run_config(pipeline), &observed)?)
 }
 
 /// Each step with what it runs, or why it cannot: a step with no prepared
@@ -421,21 +403,6 @@ fn run_config(pipeline: &Pipeline) -> RunConfig {
         startup_period: Duration::ZERO,
         fail_fast: m.fail_fast,
         timeout: None,
-    }
-}
-
-/// A step's retries on this machine: its own `retry` block. The
-/// orchestrator's `pod_failure_*` settings are about pods, which a local
-/// run has none of, so without a `retry` block a failure is final.
-fn retry_policy(pipeline: &Pipeline, step: &str) -> RetryPolicy {
-    let has_own = pipeline.step(step).is_ok_and(|s| s.retry.is_some());
-    match pipeline.effective(step) {
-        Ok(e) if has_own => RetryPolicy {
-            max_retries: e.retry.max_retries,
-            delay: kiln_pipeline::time::duration_from_secs(e.retry.delay_seconds),
-            backoff: e.retry.backoff,
-        },
-        _ => RetryPolicy::default(),
     }
 }
 

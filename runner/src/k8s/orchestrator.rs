@@ -28,9 +28,9 @@ use super::status::{
 };
 use crate::driver::{self, AttemptOutcome, Input, Observer, Report};
 use crate::scheduler::{
-    Observed, ObservedState, RetryPolicy, RunConfig, RunOutcome, Scheduler, SchedulerError,
-    StepSpec, Terminal,
+    Observed, ObservedState, RunConfig, RunOutcome, Scheduler, SchedulerError, Terminal,
 };
+use crate::specs::Retries;
 
 /// Where a run directory would be: a volume the user mounts there is shared
 /// by the steps (the same path as in a local run).
@@ -99,13 +99,10 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
     }
 
     let pipeline = Pipeline::parse(&c.plan.pipeline, &c.plan.file)?;
-    let names: Vec<String> = pipeline
-        .steps()
-        .iter()
-        .map(|s| s.name.value.clone())
-        .collect();
+    let names = crate::specs::step_names(&pipeline);
     let steps = kube_steps(&pipeline, &c.plan, &c.run, &names)?;
-    let specs = step_specs(&pipeline, &names, &steps);
+    // A step fails as a pod here, so the `pod_failure_*` settings count.
+    let specs = crate::specs::step_specs(&pipeline, Retries::Effective);
     // What the cluster holds of this run already.
     let adopted = c.adopted(&names)?;
     let mut scheduler = Scheduler::resume(specs, run_config(&pipeline), &observed(&adopted))?;
@@ -280,28 +277,6 @@ fn running_patch(run: &str, annotations: &BTreeMap<String, String>) -> serde_jso
     json!({"metadata": {"labels": labels, "annotations": a}})
 }
 
-/// The scheduler's view of each step: its upstream steps and its retries
-/// (the effective retry settings, where the `pod_failure_*` settings stand
-/// in for a missing `retry` block).
-fn step_specs(pipeline: &Pipeline, names: &[String], steps: &[KubeStep]) -> Vec<StepSpec> {
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let retry = pipeline.effective(n).map(|e| e.retry).ok();
-            StepSpec {
-                name: n.clone(),
-                upstream: steps[i].upstream.clone(),
-                retry: retry.map_or_else(RetryPolicy::default, |r| RetryPolicy {
-                    max_retries: r.max_retries,
-                    delay: kiln_pipeline::time::duration_from_secs(r.delay_seconds),
-                    backoff: r.backoff,
-                }),
-            }
-        })
-        .collect()
-}
-
 /// The `pods` that are attempts of a step of `run`, with their state.
 fn adopt(pods: &[Pod], run: &str, names: &[String]) -> Vec<Adopted> {
     pods.iter()
@@ -398,7 +373,8 @@ fn kube_steps(
     pipeline
         .steps()
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             let name = s.name.value.clone();
             let image = plan
                 .images
@@ -418,11 +394,7 @@ fn kube_steps(
             super::pull_secret::attach(&mut settings, &plan.pull_secrets);
             Ok(KubeStep {
                 settings,
-                upstream: s
-                    .upstream
-                    .iter()
-                    .filter_map(|u| names.iter().position(|n| *n == u.value))
-                    .collect(),
+                upstream: crate::specs::upstream(pipeline, names, i),
                 name,
                 image,
                 command,
