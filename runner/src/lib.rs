@@ -7,6 +7,7 @@
 // product's code.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
+pub mod console;
 pub mod driver;
 pub mod k8s;
 pub mod local;

@@ -15,8 +15,8 @@ use kiln_builder::store::Store;
 use kiln_pipeline::Pipeline;
 use kiln_rootfs::sandbox::{Sandbox, SandboxConfig};
 use kiln_rootfs::unpack::{RootCache, UnpackOptions};
+use kiln_runner::console::{Console, Lines};
 use kiln_runner::driver::{self, AttemptOutcome, Observer, Report};
-use kiln_runner::local::console::{Console, Lines};
 use kiln_runner::local::leftovers::RunDirLock;
 use kiln_runner::local::{LocalBackend, LocalStep, RunPaths, image};
 use kiln_runner::records::{

@@ -31,6 +31,14 @@ pub trait StepLines: Send + Sync {
     fn line(&self, step: usize, text: &str);
 }
 
+/// The orchestrator's copy of step pod logs: the same prefixes as a local
+/// run's.
+impl StepLines for crate::console::Lines {
+    fn line(&self, step: usize, text: &str) {
+        self.print(step, text);
+    }
+}
+
 /// What one step's pods are made from.
 #[derive(Debug, Clone)]
 pub struct KubeStep {

@@ -113,7 +113,7 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
     let stop_watch = c.owner.as_ref().map(|o| {
         c.rt.spawn(watch_stop(c.jobs.clone(), o.name.clone(), sender.clone()))
     });
-    let mut console = crate::local::console::Console::new(names.clone(), false);
+    let mut console = crate::console::Console::new(names.clone(), false);
     let mut record = JobRecord::new(names.clone(), writer.clone(), &c.rt);
     // Steps that ended before a restart keep their record.
     record.restore(&annotations);
@@ -240,8 +240,7 @@ impl Conductor {
         sender: std::sync::mpsc::Sender<Input>,
     ) -> KubeBackend {
         let settings = pipeline.kubernetes();
-        let lines: Arc<dyn StepLines> =
-            Arc::new(crate::local::console::Lines::new(names.to_vec(), false));
+        let lines: Arc<dyn StepLines> = Arc::new(crate::console::Lines::new(names.to_vec(), false));
         KubeBackend::new(
             self.rt.handle().clone(),
             self.client.clone(),
@@ -638,7 +637,7 @@ impl Observer for JobRecord {
     }
 }
 
-struct Pair<'a>(&'a mut crate::local::console::Console, &'a mut JobRecord);
+struct Pair<'a>(&'a mut crate::console::Console, &'a mut JobRecord);
 
 impl Observer for Pair<'_> {
     fn report(&mut self, report: &Report) {

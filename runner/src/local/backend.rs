@@ -61,6 +61,13 @@ pub trait LineSink: Send + Sync {
     fn line(&self, step: &str, stream: Stream, text: &str);
 }
 
+/// The console prints every line of a local run on the terminal.
+impl LineSink for crate::console::Lines {
+    fn line(&self, step: &str, _stream: Stream, text: &str) {
+        self.print_named(step, text);
+    }
+}
+
 /// The local backend.
 pub struct LocalBackend {
     sandbox: Sandbox,

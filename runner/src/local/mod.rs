@@ -3,7 +3,6 @@
 //! the image's shared root, with the run directory bound into every step.
 
 pub mod backend;
-pub mod console;
 pub mod image;
 pub mod leftovers;
 

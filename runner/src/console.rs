@@ -1,13 +1,12 @@
 //! The terminal side of a run: step output prefixed with the step's name
 //! (coloured on a TTY), a line per attempt start and end, and the final
-//! summary table.
+//! summary table. Backend-neutral: a local run prints it on the user's
+//! terminal, the Kubernetes orchestrator into its own log, which `kiln run`
+//! follows.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use kiln_rootfs::sandbox::Stream;
-
-use super::backend::LineSink;
 use crate::driver::{AttemptOutcome, Observer, Report};
 use crate::scheduler::Terminal;
 
@@ -178,23 +177,18 @@ impl Lines {
             colour,
         }
     }
-}
 
-impl LineSink for Lines {
-    fn line(&self, step: &str, _stream: Stream, text: &str) {
-        let index = self.names.iter().position(|n| n == step).unwrap_or(0);
-        let p = prefix(&self.names, self.width, self.colour, index);
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{p} {text}");
-    }
-}
-
-/// The orchestrator's copy of step pod logs: the same prefixes.
-impl crate::k8s::backend::StepLines for Lines {
-    fn line(&self, step: usize, text: &str) {
+    /// Prints one line of step `step`'s output (an index into `names`).
+    pub fn print(&self, step: usize, text: &str) {
         let p = prefix(&self.names, self.width, self.colour, step);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{p} {text}");
+    }
+
+    /// Prints one line of the output of the step named `step`.
+    pub fn print_named(&self, step: &str, text: &str) {
+        let index = self.names.iter().position(|n| n == step).unwrap_or(0);
+        self.print(index, text);
     }
 }
 
