@@ -202,7 +202,7 @@ mod tests {
         c.report(&Report::AttemptStarted {
             step: 0,
             attempt: 1,
-            log: "l".into(),
+            launched: crate::driver::Launched::Process { log: "l".into() },
         });
         c.report(&Report::StepEnded {
             step: 0,

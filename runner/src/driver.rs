@@ -32,12 +32,49 @@ pub enum Input {
 /// Starts and stops attempts. Implementations report every attempt's
 /// progress as [`Input::Step`] events on the sender they are given.
 pub trait Backend {
-    /// Starts attempt `attempt` of `step`; returns where its log goes.
-    fn launch(&mut self, step: usize, attempt: u32, inputs: Sender<Input>) -> PathBuf;
+    /// Starts attempt `attempt` of `step`; returns what it started.
+    fn launch(&mut self, step: usize, attempt: u32, inputs: Sender<Input>) -> Launched;
     /// Stops a live attempt; its end is still reported (as a failure).
     fn cancel(&mut self, step: usize, attempt: u32);
     /// Waits until every attempt started has ended and been reported.
     fn wait_all(&mut self);
+}
+
+/// What a backend started for one attempt: the run records keep where its
+/// output is, and that differs by backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launched {
+    /// A process on this machine; its output is saved in the file `log`.
+    Process {
+        /// The attempt's log file.
+        log: PathBuf,
+    },
+    /// A Kubernetes pod; its output is read through the API.
+    Pod {
+        /// The pod's name.
+        name: String,
+    },
+    /// Nothing could be started; the attempt's failure is reported as an
+    /// event.
+    Nothing,
+}
+
+impl Launched {
+    /// Where the run records say the attempt's output is: the log file,
+    /// `pod/<name>` for a pod (which `kiln logs` reads through the API),
+    /// or an empty path when nothing started.
+    pub fn log_path(&self) -> PathBuf {
+        match self {
+            Launched::Process { log } => log.clone(),
+            Launched::Pod { name } => pod_log_path(name),
+            Launched::Nothing => PathBuf::new(),
+        }
+    }
+}
+
+/// The records' log path of a pod's output: `pod/<name>`.
+pub fn pod_log_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("pod/{name}"))
 }
 
 /// How one attempt ended.
@@ -54,14 +91,14 @@ pub enum AttemptOutcome {
 /// Something the run records and the terminal want to know.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
-    /// An attempt started; its log is at `log`.
+    /// An attempt started, as `launched`.
     AttemptStarted {
         /// The step.
         step: usize,
         /// The attempt, from 1.
         attempt: u32,
-        /// Its log file.
-        log: PathBuf,
+        /// What the backend started.
+        launched: Launched,
     },
     /// An attempt ended.
     AttemptEnded {
@@ -188,8 +225,12 @@ impl Driver {
     ) -> Option<RunOutcome> {
         match action {
             Action::Launch { step, attempt } => {
-                let log = backend.launch(step, attempt, sender.clone());
-                observer.report(&Report::AttemptStarted { step, attempt, log });
+                let launched = backend.launch(step, attempt, sender.clone());
+                observer.report(&Report::AttemptStarted {
+                    step,
+                    attempt,
+                    launched,
+                });
             }
             Action::RetryAfter { step, attempt, at } => {
                 observer.report(&Report::RetryScheduled {
@@ -308,7 +349,7 @@ mod tests {
     }
 
     impl Backend for Fake {
-        fn launch(&mut self, step: usize, attempt: u32, inputs: Sender<Input>) -> PathBuf {
+        fn launch(&mut self, step: usize, attempt: u32, inputs: Sender<Input>) -> Launched {
             self.launched.push((step, attempt));
             let send = |e| inputs.send(Input::Step(e)).unwrap();
             send(Event::Launched { step, attempt });
@@ -325,7 +366,9 @@ mod tests {
             } else {
                 send(Event::Succeeded { step, attempt });
             }
-            PathBuf::from(format!("{step}.{attempt}.log"))
+            Launched::Process {
+                log: PathBuf::from(format!("{step}.{attempt}.log")),
+            }
         }
 
         fn cancel(&mut self, step: usize, attempt: u32) {
@@ -377,6 +420,19 @@ mod tests {
         }
         let outcome = drive(&mut scheduler, backend, &mut seen, &tx, &rx).unwrap();
         (outcome, seen)
+    }
+
+    #[test]
+    fn a_launch_says_where_its_output_is() {
+        let process = Launched::Process {
+            log: PathBuf::from("/runs/x/logs/a.1.log"),
+        };
+        assert_eq!(process.log_path(), PathBuf::from("/runs/x/logs/a.1.log"));
+        let pod = Launched::Pod {
+            name: "p-a-a1".into(),
+        };
+        assert_eq!(pod.log_path(), PathBuf::from("pod/p-a-a1"));
+        assert_eq!(Launched::Nothing.log_path(), PathBuf::new());
     }
 
     #[test]

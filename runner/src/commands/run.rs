@@ -466,10 +466,17 @@ impl Observer for RecordWriter<'_> {
         let now = SystemTime::now();
         let name = |i: &usize| self.names[*i].as_str();
         let result = match report {
-            Report::AttemptStarted { step, attempt, log } => {
-                self.records
-                    .attempt_started(self.run, name(step), *attempt, log, now)
-            }
+            Report::AttemptStarted {
+                step,
+                attempt,
+                launched,
+            } => self.records.attempt_started(
+                self.run,
+                name(step),
+                *attempt,
+                &launched.log_path(),
+                now,
+            ),
             Report::AttemptEnded {
                 step,
                 attempt,

@@ -22,7 +22,7 @@ use kube::runtime::watcher;
 use super::names::label_value;
 use super::observe::{PodState, attempt_of, pending_reason, state_of};
 use super::pod::{CONTAINER, LABEL_RUN, Owner, StepPod, step_pod};
-use crate::driver::{Backend, Input};
+use crate::driver::{Backend, Input, Launched};
 use crate::scheduler::Event;
 
 /// Where step output lines go (the orchestrator's log, with prefixes).
@@ -292,7 +292,7 @@ impl Shared {
 }
 
 impl Backend for KubeBackend {
-    fn launch(&mut self, step: usize, attempt: u32, _inputs: Sender<Input>) -> std::path::PathBuf {
+    fn launch(&mut self, step: usize, attempt: u32, _inputs: Sender<Input>) -> Launched {
         let shared = self.shared.clone();
         let pod = match shared.manifest(step, attempt) {
             Ok(pod) => pod,
@@ -303,7 +303,7 @@ impl Backend for KubeBackend {
                     attempt,
                     reason,
                 });
-                return std::path::PathBuf::new();
+                return Launched::Nothing;
             }
         };
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -313,7 +313,7 @@ impl Backend for KubeBackend {
             self.rt
                 .spawn(startup_deadline(shared, step, attempt, after));
         }
-        std::path::PathBuf::from(format!("pod/{name}"))
+        Launched::Pod { name }
     }
 
     fn cancel(&mut self, step: usize, attempt: u32) {

@@ -290,7 +290,7 @@ fn attempt_from(pod: &Pod, number: u32) -> Option<ObservedAttempt> {
         ended,
         exit_code: exit_code.or((status == AttemptStatus::Succeeded).then_some(0)),
         reason,
-        log_path: format!("pod/{name}").into(),
+        log_path: crate::driver::pod_log_path(name),
     })
 }
 

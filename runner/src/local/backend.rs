@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use kiln_rootfs::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, Sandbox, Stream, User};
 
-use crate::driver::{Backend, Input};
+use crate::driver::{Backend, Input, Launched};
 use crate::scheduler::Event;
 
 /// Where the run directory appears inside every step.
@@ -210,7 +210,7 @@ fn hostname(step: &str) -> String {
 }
 
 impl Backend for LocalBackend {
-    fn launch(&mut self, step: usize, attempt: u32, inputs: Sender<Input>) -> PathBuf {
+    fn launch(&mut self, step: usize, attempt: u32, inputs: Sender<Input>) -> Launched {
         let name = &self.steps[step].name;
         let log = self.paths.logs.join(format!("{name}.{attempt}.log"));
         if let Err(reason) = self.start(step, attempt, &log, inputs.clone()) {
@@ -227,7 +227,7 @@ impl Backend for LocalBackend {
                 reason,
             }));
         }
-        log
+        Launched::Process { log }
     }
 
     fn cancel(&mut self, step: usize, attempt: u32) {
