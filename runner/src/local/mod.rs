@@ -5,5 +5,6 @@
 pub mod backend;
 pub mod image;
 pub mod leftovers;
+pub mod orchestrate;
 
 pub use backend::{LineSink, LocalBackend, LocalStep, RUN_DIR, RunPaths, StepLaunch};
