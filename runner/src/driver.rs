@@ -144,6 +144,23 @@ pub trait Observer {
     fn report(&mut self, report: &Report);
 }
 
+/// An observer lent for one run: the caller keeps it (the console, for
+/// its summary at the end).
+impl<T: Observer + ?Sized> Observer for &mut T {
+    fn report(&mut self, report: &Report) {
+        (**self).report(report);
+    }
+}
+
+/// Two observers, each told everything in order: a run's console and its
+/// record.
+impl<A: Observer, B: Observer> Observer for (A, B) {
+    fn report(&mut self, report: &Report) {
+        self.0.report(report);
+        self.1.report(report);
+    }
+}
+
 /// The driver's inputs: a sender for signal handlers and the like, and the
 /// receiving end the loop reads.
 pub fn channel() -> (Sender<Input>, Receiver<Input>) {

@@ -117,7 +117,7 @@ pub fn orchestrate() -> Result<(RunOutcome, Figures), OrchestrateError> {
     let mut record = JobRecord::new(names.clone(), writer.clone(), &c.rt);
     // Steps that ended before a restart keep their record.
     record.restore(&annotations);
-    let mut observers = Pair(&mut console, &mut record);
+    let mut observers = (&mut console, &mut record);
     let outcome = driver::drive(
         &mut scheduler,
         &mut backend,
@@ -634,15 +634,6 @@ impl Observer for JobRecord {
         if changed && let Some((updates, _)) = &self.updates {
             updates.send_replace(Some(serde_json::to_string(&self.steps).unwrap_or_default()));
         }
-    }
-}
-
-struct Pair<'a>(&'a mut crate::console::Console, &'a mut JobRecord);
-
-impl Observer for Pair<'_> {
-    fn report(&mut self, report: &Report) {
-        self.0.report(report);
-        self.1.report(report);
     }
 }
 

@@ -145,14 +145,14 @@ pub fn run(r: LocalRun<'_>) -> Result<LocalRunEnd, LocalRunError> {
         names.len(),
         paths.logs.display()
     );
-    let mut observers = Both {
-        console: &mut console,
-        records: RecordWriter {
+    let mut observers = (
+        &mut console,
+        RecordWriter {
             records,
             run: &run_id,
             names: &names,
         },
-    };
+    );
     let outcome = driver::drive(
         &mut scheduler,
         &mut backend,
@@ -402,19 +402,6 @@ fn stop_on_signals(sender: std::sync::mpsc::Sender<driver::Input>) -> Result<(),
         }
     });
     Ok(())
-}
-
-/// The console and the records, each told everything.
-struct Both<'a> {
-    console: &'a mut Console,
-    records: RecordWriter<'a>,
-}
-
-impl Observer for Both<'_> {
-    fn report(&mut self, report: &Report) {
-        self.console.report(report);
-        self.records.report(report);
-    }
 }
 
 /// Writes reports into the run records. A failed write is said, not fatal:
