@@ -1,30 +1,22 @@
 //! `kiln run --on kubernetes`: build and push what is stale, push the
 //! orchestrator image, submit the orchestrator Job (or the schedule's
 //! CronJob), then follow the orchestrator's log until the run ends, or
-//! return at once with `--detach`.
+//! return at once with `--detach`. Connecting, submitting and following
+//! are the library's ([`kiln_runner::k8s::submit`]); this module builds,
+//! pushes and prints.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use futures_util::{AsyncBufReadExt as _, StreamExt as _};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kiln_pipeline::{KubernetesSettings, Pipeline};
-use kiln_runner::k8s::connect::{SERVICE_ACCOUNT, Target, connect, ensure_service_account};
-use kiln_runner::k8s::job::{
-    CronSpec, OrchestratorJob, job_name, orchestrator_cronjob, orchestrator_job,
-};
-use kiln_runner::k8s::orchestrator::RUN_DIR;
+use kiln_runner::k8s::job::{CronSpec, OrchestratorJob, orchestrator_cronjob};
 use kiln_runner::k8s::orchestrator_image::{OrchestratorImageOptions, push_orchestrator_image};
 use kiln_runner::k8s::plan::RunPlan;
-use kiln_runner::k8s::pull_secret;
-use kiln_runner::k8s::records::refresh;
-use kiln_runner::k8s::status::{ANNOTATION_STATUS, ANNOTATION_STEPS, Steps, is_final};
-use kiln_runner::records::{ClusterRun, NewRun, NewStep, Records, RunStatus};
-use kube::api::{Api, LogParams, PostParams};
-use kube::runtime::watcher;
+use kiln_runner::k8s::status::Steps;
+use kiln_runner::k8s::submit::{Cluster, apply_pull_secrets, record_run};
+use kiln_runner::records::{ClusterRun, Records};
 
 use super::build::build_pinned;
 use super::build::{data_dir, push_registries, registry_client};
@@ -43,7 +35,7 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let settings = pipeline.kubernetes();
-    let cluster = Cluster::connect(&pipeline, args)?;
+    let cluster = Cluster::connect(target(Some(&pipeline), &args.kube), runtime()?)?;
     let account = cluster.service_account(&settings)?;
 
     // One registry client for every push: --password-stdin is read once,
@@ -55,7 +47,7 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     local_checks(&pipeline, &images);
     let orchestrator = push_orchestrator(&cluster.rt, &pipeline, &images, &registry, &cache_dir)?;
 
-    let mut plan = cluster.run_plan(args, &registry, images, &orchestrator)?;
+    let mut plan = run_plan(&cluster, args, &registry, images, &orchestrator)?;
     let schedule = args.schedule.clone().or_else(|| {
         pipeline
             .model()
@@ -105,135 +97,77 @@ pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let limit = follow_limit(&settings);
-    cluster.follow_to_end(&records, &run_id, &at, &job_name, limit, json)
+    follow_to_end(&cluster, &records, &run_id, &at, &job_name, limit, json)
 }
 
-/// The cluster a run is submitted to: kiln's async runtime, a client of
-/// the API server, and the context and namespace of the run.
-struct Cluster {
-    rt: tokio::runtime::Runtime,
-    client: kube::Client,
-    target: Target,
+/// The plan the orchestrator reads: the pipeline file as written, the
+/// steps' pinned `images` and, with `--image-pull-secret`, the pull
+/// secrets for them and the `orchestrator` image, applied in the run's
+/// namespace once the file has been read.
+fn run_plan(
+    cluster: &Cluster,
+    args: &RunArgs,
+    registry: &kiln_oci::Client,
+    images: BTreeMap<String, String>,
+    orchestrator: &str,
+) -> anyhow::Result<RunPlan> {
+    let file = args
+        .pipeline
+        .file_name()
+        .map_or_else(|| "kiln.yaml".into(), |f| f.to_string_lossy().into_owned());
+    let text = std::fs::read_to_string(&args.pipeline)
+        .with_context(|| format!("reading {}", args.pipeline.display()))?;
+    let pull_secrets = if args.image_pull_secret {
+        let references = images.values().map(String::as_str).chain([orchestrator]);
+        cluster.rt.block_on(apply_pull_secrets(
+            &cluster.client,
+            &cluster.target.namespace,
+            registry,
+            references,
+        ))?
+    } else {
+        Vec::new()
+    };
+    Ok(RunPlan {
+        run_id: None,
+        file,
+        pipeline: text,
+        images,
+        namespace: cluster.target.namespace.clone(),
+        pull_secrets,
+    })
 }
 
-impl Cluster {
-    /// Connects to the cluster the pipeline and the command line name.
-    fn connect(pipeline: &Pipeline, args: &RunArgs) -> anyhow::Result<Cluster> {
-        let target = target(Some(pipeline), &args.kube);
-        let rt = runtime()?;
-        let client = rt
-            .block_on(connect(&target))
-            .context("connecting to the Kubernetes cluster")?;
-        Ok(Cluster { rt, client, target })
-    }
-
-    /// The orchestrator's service account: the pipeline's, or kiln's own,
-    /// created in the namespace when it is missing.
-    fn service_account(&self, settings: &KubernetesSettings) -> anyhow::Result<String> {
-        Ok(match &settings.service_account_name {
-            Some(a) => a.value.clone(),
-            None => {
-                self.rt
-                    .block_on(ensure_service_account(&self.client, &self.target.namespace))?;
-                SERVICE_ACCOUNT.to_string()
-            }
-        })
-    }
-
-    /// The plan the orchestrator reads: the pipeline file as written, the
-    /// steps' pinned `images` and, with `--image-pull-secret`, the pull
-    /// secrets for them and the `orchestrator` image, applied in the run's
-    /// namespace once the file has been read.
-    fn run_plan(
-        &self,
-        args: &RunArgs,
-        registry: &kiln_oci::Client,
-        images: BTreeMap<String, String>,
-        orchestrator: &str,
-    ) -> anyhow::Result<RunPlan> {
-        let file = args
-            .pipeline
-            .file_name()
-            .map_or_else(|| "kiln.yaml".into(), |f| f.to_string_lossy().into_owned());
-        let text = std::fs::read_to_string(&args.pipeline)
-            .with_context(|| format!("reading {}", args.pipeline.display()))?;
-        let pull_secrets = if args.image_pull_secret {
-            let references = images.values().map(String::as_str).chain([orchestrator]);
-            self.rt.block_on(apply_pull_secrets(
-                &self.client,
-                &self.target.namespace,
-                registry,
-                references,
-            ))?
-        } else {
-            Vec::new()
-        };
-        Ok(RunPlan {
-            run_id: None,
-            file,
-            pipeline: text,
-            images,
-            namespace: self.target.namespace.clone(),
-            pull_secrets,
-        })
-    }
-
-    /// Creates the orchestrator Job of run `run_id`; its name. A Job the
-    /// cluster refuses ends the run's record as failed: no orchestrator
-    /// will ever write its end.
-    fn submit(
-        &self,
-        records: &Records,
-        run_id: &str,
-        job: &OrchestratorJob<'_>,
-    ) -> anyhow::Result<String> {
-        let job = orchestrator_job(job)?;
-        let name = job.metadata.name.clone().unwrap_or_default();
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.target.namespace);
-        if let Err(e) = self.rt.block_on(jobs.create(&PostParams::default(), &job)) {
-            let _ = records.finish_run(run_id, RunStatus::Failed, SystemTime::now());
-            return Err(
-                anyhow::Error::new(e).context(format!("creating the orchestrator Job {name}"))
-            );
-        }
-        Ok(name)
-    }
-
-    /// Follows the orchestrator Job `job` until the run ends (or `limit`
-    /// passes), brings its end into the records and says it.
-    fn follow_to_end(
-        &self,
-        records: &Records,
-        run_id: &str,
-        at: &ClusterRun,
-        job: &str,
-        limit: Option<Duration>,
-        json: bool,
-    ) -> anyhow::Result<ExitCode> {
-        let namespace = &self.target.namespace;
-        let status = self
-            .rt
-            .block_on(follow_run(&self.client, namespace, job, limit))?;
-        // What the cluster says, into the records (`kiln runs show`).
-        if let Err(e) = self.rt.block_on(refresh(&self.client, records, run_id, at)) {
-            eprintln!(
-                "kiln: warning: could not record the run's end: {}",
-                kiln_pipeline::error_chain(&e)
-            );
-        }
-        let Some((status, steps)) = status else {
-            eprintln!(
-                "kiln: run {run_id} is still going after the timeout; follow it with: kiln logs {run_id} -f"
-            );
-            return Ok(ExitCode::from(1));
-        };
-        say_end(run_id, job, namespace, &status, &steps, json);
-        Ok(if status == "succeeded" {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        })
-    }
+/// Follows the orchestrator Job `job` until the run ends (or `limit`
+/// passes), brings its end into the records and says it.
+fn follow_to_end(
+    cluster: &Cluster,
+    records: &Records,
+    run_id: &str,
+    at: &ClusterRun,
+    job: &str,
+    limit: Option<Duration>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let Some((status, steps)) = cluster.follow_to_end(records, run_id, at, job, limit)? else {
+        eprintln!(
+            "kiln: run {run_id} is still going after the timeout; follow it with: kiln logs {run_id} -f"
+        );
+        return Ok(ExitCode::from(1));
+    };
+    say_end(
+        run_id,
+        job,
+        &cluster.target.namespace,
+        &status,
+        &steps,
+        json,
+    );
+    Ok(if status == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// How long a synchronous run is followed: the settings' `timeout`, when
@@ -271,43 +205,6 @@ fn push_orchestrator(
         ))
         .context("pushing the orchestrator image")?;
     Ok(orchestrator.reference)
-}
-
-/// Records the run before it is submitted, with where in the cluster it
-/// will live, so that `kiln runs` finds it from the start; its id and
-/// that place.
-fn record_run(
-    records: &Records,
-    pipeline: &Pipeline,
-    plan: &RunPlan,
-    target: &Target,
-) -> anyhow::Result<(String, ClusterRun)> {
-    let new = NewRun {
-        pipeline: pipeline.name().to_string(),
-        file: std::path::absolute(pipeline.file()).unwrap_or_else(|_| pipeline.file().into()),
-        run_dir: std::path::PathBuf::from(RUN_DIR),
-        log_dir: std::path::PathBuf::new(),
-        steps: pipeline
-            .steps()
-            .iter()
-            .map(|s| NewStep {
-                name: s.name.value.clone(),
-                image: plan.images.get(&s.name.value).cloned(),
-                upstream: s.upstream.iter().map(|u| u.value.clone()).collect(),
-            })
-            .collect(),
-        retry_of: None,
-        started: SystemTime::now(),
-        pid: std::process::id(),
-    };
-    let run_id = records.create_run(&new)?;
-    let at = ClusterRun {
-        context: target.context.clone(),
-        namespace: target.namespace.clone(),
-        job: job_name(pipeline.name(), &run_id),
-    };
-    records.set_cluster_run(&run_id, &at)?;
-    Ok((run_id, at))
 }
 
 /// Says how the run ended: each failed step's reason, the run's status,
@@ -358,50 +255,6 @@ fn push_images(
         }
     }
     Ok(images)
-}
-
-/// `--image-pull-secret`: for each registry among `references` (pinned
-/// image references) that kiln has credentials for, through the same
-/// client (and so the same lookup) that pushed the images, the pull
-/// secret is applied in `namespace`; returns the Secrets' names. Only
-/// names and registries are printed, never a credential.
-async fn apply_pull_secrets<'a>(
-    client: &kube::Client,
-    namespace: &str,
-    registry: &kiln_oci::Client,
-    references: impl Iterator<Item = &'a str>,
-) -> anyhow::Result<Vec<String>> {
-    let hosts: std::collections::BTreeSet<String> = references
-        .map(|r| kiln_oci::Repository::parse(r).registry)
-        .collect();
-    let mut found = Vec::new();
-    for host in hosts {
-        match registry
-            .credentials(&host)
-            .with_context(|| format!("--image-pull-secret: credentials for registry {host}"))?
-        {
-            Some(c) => found.push((host, c)),
-            None => eprintln!(
-                "kiln: no credentials for registry {host}: its images are pulled without an image pull secret"
-            ),
-        }
-    }
-    let mut names = Vec::new();
-    for secret in pull_secret::pull_secrets(namespace, &found) {
-        let name = secret.metadata.name.clone().unwrap_or_default();
-        pull_secret::apply_pull_secret(client, namespace, &secret).await?;
-        let registries: Vec<&str> = found
-            .iter()
-            .filter(|(host, _)| pull_secret::secret_name(host) == name)
-            .map(|(host, _)| host.as_str())
-            .collect();
-        eprintln!(
-            "kiln: image pull secret {name} for {} applied",
-            registries.join(", ")
-        );
-        names.push(name);
-    }
-    Ok(names)
 }
 
 /// `local: true` (a cluster on this machine): its nodes pull from the
@@ -480,139 +333,4 @@ fn schedule_run(
         plan.namespace
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Follows the orchestrator's log (across restarts of its pod) until the
-/// run's status on the Job is final; `None` when `limit` passed first.
-async fn follow_run(
-    client: &kube::Client,
-    namespace: &str,
-    job: &str,
-    limit: Option<Duration>,
-) -> anyhow::Result<Option<(String, Steps)>> {
-    let started = Instant::now();
-    let follow = async {
-        let mut followed = std::collections::HashSet::new();
-        let mut unreachable_since: Option<Instant> = None;
-        loop {
-            // The API server may restart under a long run: keep trying
-            // for a while before giving up on it.
-            match final_status(client, namespace, job).await {
-                Ok(Some(done)) => return Ok::<_, anyhow::Error>(done),
-                Ok(None) => unreachable_since = None,
-                Err(e) => {
-                    let since = *unreachable_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_secs(120) {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
-            let pod = next_orchestrator_pod(client, namespace, job, &followed).await?;
-            if let Some(pod) = pod {
-                print_log(client, namespace, &pod).await;
-                followed.insert(pod);
-            }
-        }
-    };
-    match limit {
-        Some(l) => match tokio::time::timeout(l.saturating_sub(started.elapsed()), follow).await {
-            Ok(done) => done.map(Some),
-            Err(_) => Ok(None),
-        },
-        None => follow.await.map(Some),
-    }
-}
-
-/// The run's final status and steps, once the Job says it is over (or the
-/// Job failed for good: every orchestrator attempt crashed).
-async fn final_status(
-    client: &kube::Client,
-    namespace: &str,
-    job: &str,
-) -> anyhow::Result<Option<(String, Steps)>> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let j = jobs
-        .get(job)
-        .await
-        .with_context(|| format!("reading Job {job}"))?;
-    let a = j.metadata.annotations.clone().unwrap_or_default();
-    let steps: Steps = a
-        .get(ANNOTATION_STEPS)
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
-    if let Some(status) = a.get(ANNOTATION_STATUS)
-        && is_final(status)
-    {
-        return Ok(Some((status.clone(), steps)));
-    }
-    let failed = j
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Failed" && c.status == "True"));
-    Ok(failed.then(|| {
-        (
-            "failed (the orchestrator could not run; kubectl describe job)".to_string(),
-            steps,
-        )
-    }))
-}
-
-/// Waits (by watch) for an orchestrator pod of `job` not followed yet that
-/// has started (or ended), so its log can be read.
-async fn next_orchestrator_pod(
-    client: &kube::Client,
-    namespace: &str,
-    job: &str,
-    followed: &std::collections::HashSet<String>,
-) -> anyhow::Result<Option<String>> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let config = watcher::Config::default().labels(&format!("job-name={job}"));
-    let mut stream = watcher(pods, config).boxed();
-    let deadline = tokio::time::sleep(Duration::from_secs(5));
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            event = stream.next() => {
-                let pod = match event {
-                    Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => p,
-                    Some(Ok(_)) => continue,
-                    Some(Err(_)) => {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                    None => return Ok(None),
-                };
-                let name = pod.metadata.name.clone().unwrap_or_default();
-                let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-                if !followed.contains(&name) && matches!(phase.as_str(), "Running" | "Succeeded" | "Failed") {
-                    return Ok(Some(name));
-                }
-            }
-            // Re-read the Job now and then: the run may have ended with no
-            // new pod to follow.
-            () = &mut deadline => return Ok(None),
-        }
-    }
-}
-
-/// Prints the orchestrator pod's log as it is written.
-async fn print_log(client: &kube::Client, namespace: &str, pod: &str) {
-    use std::io::Write as _;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let params = LogParams {
-        follow: true,
-        ..LogParams::default()
-    };
-    match pods.log_stream(pod, &params).await {
-        Ok(stream) => {
-            let mut lines = stream.lines();
-            while let Some(Ok(line)) = lines.next().await {
-                let _ = writeln!(std::io::stdout().lock(), "{line}");
-            }
-        }
-        Err(e) => eprintln!("kiln: reading the orchestrator's log ({pod}): {e}"),
-    }
 }

@@ -16,3 +16,4 @@ pub mod records;
 pub mod runs;
 pub mod schedules;
 pub mod status;
+pub mod submit;
