@@ -19,7 +19,7 @@ use crate::options::{BuildOptions, Output};
 use crate::plan::{self, ImagePlan, LayerSlot};
 use crate::progress::{Event, LayerStatus, Progress};
 use crate::record::{self, BuildRecord, ImageRecord, LayerRecord};
-use crate::registry::{Registry, RegistryError, ResolvedImage};
+use crate::registry::{Registry, RegistryFailure, ResolvedImage};
 use crate::report::{BuildReport, BuiltLayer, ImageReport, LayerReport};
 use crate::store::{self, LayerDescriptor, Store};
 
@@ -175,7 +175,7 @@ struct Layers {
 
 impl<R: Registry> ImageBuild<'_, R> {
     /// For registry failures, naming the image and what kiln was doing.
-    fn registry_err(&self, action: String) -> impl FnOnce(RegistryError) -> BuildError {
+    fn registry_err(&self, action: String) -> impl FnOnce(RegistryFailure) -> BuildError {
         crate::finish::registry_err(&self.image.name, action)
     }
 

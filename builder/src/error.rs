@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use crate::exec::ExecError;
 use crate::image::ImageError;
 use crate::layer::LayerError;
-use crate::plan::PlanError;
-use crate::registry::RegistryError;
+use crate::plan::LayerPlanError;
+use crate::registry::RegistryFailure;
 use crate::store::StoreError;
 
 /// Why a build failed.
@@ -17,7 +17,7 @@ use crate::store::StoreError;
 pub enum BuildError {
     /// Planning failed.
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Plan(#[from] LayerPlanError),
     /// A registry operation failed.
     #[error("image {image}: {action}: {source}")]
     Registry {
@@ -26,7 +26,7 @@ pub enum BuildError {
         /// What kiln was doing.
         action: String,
         /// The registry's error.
-        source: RegistryError,
+        source: RegistryFailure,
     },
     /// Building a layer failed.
     #[error("image {image}: {layer} layer: {source}")]

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use kiln_pipeline::Installer;
-use kiln_rootfs::sandbox::{BindMount, Network, Output, RunSpec, Sandbox, SandboxConfig};
+use kiln_rootfs::sandbox::{BindMount, Network, OutputRoute, RunSpec, Sandbox, SandboxConfig};
 use kiln_rootfs::snapshot::{self, Excludes, LayerOptions, Manifest};
 use kiln_rootfs::unpack::{self, LayerBlob, UnpackOptions};
 use sha2::{Digest as _, Sha256};
@@ -62,13 +62,13 @@ impl std::fmt::Debug for Secret {
 pub enum ExecError {
     /// The sandbox cannot start (user namespaces, subordinate ids...).
     #[error(transparent)]
-    Sandbox(#[from] kiln_rootfs::sandbox::Error),
+    Sandbox(#[from] kiln_rootfs::sandbox::SandboxError),
     /// Unpacking the parent failed.
     #[error("unpacking the parent image: {0}")]
-    Unpack(#[from] kiln_rootfs::unpack::Error),
+    Unpack(#[from] kiln_rootfs::unpack::UnpackError),
     /// Snapshotting failed.
     #[error("taking the layer snapshot: {0}")]
-    Snapshot(#[from] kiln_rootfs::snapshot::Error),
+    Snapshot(#[from] kiln_rootfs::snapshot::SnapshotError),
     /// The layer's commands failed.
     #[error("its commands exited with code {code}; last output:\n{tail}")]
     Command {
@@ -640,7 +640,7 @@ pub fn run_streaming(
     progress: &dyn Progress,
     image: &str,
     layer: &str,
-) -> (Result<i32, kiln_rootfs::sandbox::Error>, Vec<String>) {
+) -> (Result<i32, kiln_rootfs::sandbox::SandboxError>, Vec<String>) {
     let (tx, rx) = mpsc::channel::<kiln_rootfs::sandbox::OutputLine>();
     std::thread::scope(|scope| {
         let forward = scope.spawn(|| {
@@ -658,7 +658,7 @@ pub fn run_streaming(
             }
             tail.into_iter().collect()
         });
-        let code = sandbox.run(spec, Output::Lines(tx));
+        let code = sandbox.run(spec, OutputRoute::Lines(tx));
         (code, forward.join().unwrap_or_default())
     })
 }

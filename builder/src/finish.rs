@@ -12,7 +12,7 @@ use crate::image::{self, AddedLayer, Descriptor, Format};
 use crate::options::{BuildOptions, Output};
 use crate::output::{self, Blob, BlobData, ImageBlobs};
 use crate::progress::{Event, Progress};
-use crate::registry::{Registry, RegistryError, ResolvedImage};
+use crate::registry::{Registry, RegistryFailure, ResolvedImage};
 use crate::store::{self, Store};
 
 /// An image ready to be written.
@@ -48,7 +48,7 @@ pub(crate) struct Written {
 pub(crate) fn registry_err(
     image: &str,
     action: String,
-) -> impl FnOnce(RegistryError) -> BuildError {
+) -> impl FnOnce(RegistryFailure) -> BuildError {
     let image = image.to_string();
     move |source| BuildError::Registry {
         image,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::image::Format;
 use crate::layer::Compression;
-use crate::registry::Platform;
+use crate::registry::TargetPlatform;
 
 /// Where built images go.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -39,7 +39,7 @@ pub struct BuildOptions {
     /// Build only the image this step runs in.
     pub only_step: Option<String>,
     /// Target platform.
-    pub platform: Platform,
+    pub platform: TargetPlatform,
     /// OCI or Docker media types.
     pub format: Format,
     /// Layer compression.
@@ -64,7 +64,7 @@ impl Default for BuildOptions {
     fn default() -> Self {
         Self {
             only_step: None,
-            platform: Platform::default(),
+            platform: TargetPlatform::default(),
             format: Format::Oci,
             compression: Compression::default(),
             output: Output::Registry,

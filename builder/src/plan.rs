@@ -156,7 +156,7 @@ pub enum RequirementSource {
 /// Why a plan could not be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PlanError {
+pub enum LayerPlanError {
     /// A step name the pipeline lacks.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -176,7 +176,7 @@ pub enum PlanError {
 
 /// Plans the images of `pipeline`; with `only_step`, just the image that step
 /// runs in.
-pub fn plan(pipeline: &Pipeline, only_step: Option<&str>) -> Result<BuildPlan, PlanError> {
+pub fn plan(pipeline: &Pipeline, only_step: Option<&str>) -> Result<BuildPlan, LayerPlanError> {
     if let Some(step) = only_step {
         pipeline.step(step)?;
     }
@@ -397,11 +397,11 @@ fn local_environment(s: &ImageSettings) -> Option<Vec<String>> {
     }
 }
 
-fn check_tags(images: &[ImagePlan]) -> Result<(), PlanError> {
+fn check_tags(images: &[ImagePlan]) -> Result<(), LayerPlanError> {
     for (i, a) in images.iter().enumerate() {
         for b in &images[i + 1..] {
             if a.repository.is_some() && a.repository == b.repository && a.tag == b.tag {
-                return Err(PlanError::TagClash {
+                return Err(LayerPlanError::TagClash {
                     first: a.name.clone(),
                     second: b.name.clone(),
                     reference: format!("{}:{}", a.repository.as_deref().unwrap_or_default(), a.tag),

@@ -9,7 +9,7 @@ use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use crate::error::BuildError;
 use crate::image::{AddedLayer, Descriptor};
 use crate::progress::{BlobStatus, Event, Progress};
-use crate::registry::{Registry, RegistryError, ResolvedImage, registry_of};
+use crate::registry::{Registry, RegistryFailure, ResolvedImage, registry_of};
 use crate::store::{self, Store};
 
 /// Pushes every blob the manifest needs: parent layers (HEAD, then mount
@@ -125,7 +125,7 @@ pub async fn fetch_blob<R: Registry>(
     store: &Store,
     repository: &str,
     desc: &Descriptor,
-) -> Result<(), RegistryError> {
+) -> Result<(), RegistryFailure> {
     let digest = store::Digest::from_str(desc.digest().as_ref())?;
     if store.contains(&digest) {
         return Ok(());

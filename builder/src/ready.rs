@@ -9,7 +9,7 @@ use std::str::FromStr as _;
 use kiln_rootfs::unpack::{LayerBlob, RootCache, UnpackOptions};
 
 use crate::config::ConfigView;
-use crate::registry::{Platform, Registry, RegistryError};
+use crate::registry::{Registry, RegistryFailure, TargetPlatform};
 use crate::store::{Digest, Store};
 
 /// Why an image could not be made ready; each names the image.
@@ -21,7 +21,7 @@ pub enum ReadyError {
         /// The image.
         reference: String,
         /// The registry's reason.
-        source: RegistryError,
+        source: RegistryFailure,
     },
     /// The config and the manifest disagree on the number of layers.
     #[error("image {reference}: its config lists {diff_ids} diff_ids for {layers} layers")]
@@ -41,7 +41,7 @@ pub enum ReadyError {
         /// The layer's digest as the manifest gives it.
         digest: String,
         /// Why.
-        source: RegistryError,
+        source: RegistryFailure,
     },
     /// The layers could not be unpacked.
     #[error("unpacking image {reference}: {source}")]
@@ -49,7 +49,7 @@ pub enum ReadyError {
         /// The image.
         reference: String,
         /// Why.
-        source: kiln_rootfs::unpack::Error,
+        source: kiln_rootfs::unpack::UnpackError,
     },
 }
 
@@ -79,7 +79,7 @@ pub async fn ready<R: Registry>(
     store: &Store,
     roots: &RootCache,
     reference: &str,
-    platform: &Platform,
+    platform: &TargetPlatform,
     unpack: &UnpackOptions,
 ) -> Result<ReadyImage, ReadyError> {
     let image = registry
@@ -100,7 +100,7 @@ pub async fn ready<R: Registry>(
     }
     let mut blobs = Vec::new();
     for (layer, diff_id) in image.layers.iter().zip(diff_ids) {
-        let layer_error = |source: RegistryError| ReadyError::Layer {
+        let layer_error = |source: RegistryFailure| ReadyError::Layer {
             reference: reference.to_string(),
             digest: layer.digest().to_string(),
             source,

@@ -6,12 +6,13 @@ use std::path::Path;
 
 use crate::image::Descriptor;
 
-/// Errors from a registry, boxed so the trait does not fix a client.
-pub type RegistryError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// What a registry operation failed with, boxed so the trait does not fix
+/// a client (the real one returns `kiln_oci::RegistryError`, fakes their own).
+pub type RegistryFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A platform (`linux/amd64`, `linux/arm64/v8`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
+pub struct TargetPlatform {
     /// `linux`.
     pub os: String,
     /// `amd64`.
@@ -20,7 +21,7 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
-impl Default for Platform {
+impl Default for TargetPlatform {
     fn default() -> Self {
         Self {
             os: "linux".into(),
@@ -30,7 +31,7 @@ impl Default for Platform {
     }
 }
 
-impl std::str::FromStr for Platform {
+impl std::str::FromStr for TargetPlatform {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if s.contains(',') {
@@ -66,7 +67,7 @@ impl std::str::FromStr for Platform {
     }
 }
 
-impl std::fmt::Display for Platform {
+impl std::fmt::Display for TargetPlatform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
         if let Some(v) = &self.variant {
@@ -97,15 +98,15 @@ pub trait Registry: Send + Sync {
     fn resolve(
         &self,
         reference: &str,
-        platform: &Platform,
-    ) -> impl Future<Output = Result<ResolvedImage, RegistryError>> + Send;
+        platform: &TargetPlatform,
+    ) -> impl Future<Output = Result<ResolvedImage, RegistryFailure>> + Send;
 
     /// Whether `repository` has the blob (HEAD).
     fn blob_exists(
         &self,
         repository: &str,
         digest: &str,
-    ) -> impl Future<Output = Result<bool, RegistryError>> + Send;
+    ) -> impl Future<Output = Result<bool, RegistryFailure>> + Send;
 
     /// Mounts a blob from another repository of the same registry; `false`
     /// when the registry declined (the caller uploads instead).
@@ -114,7 +115,7 @@ pub trait Registry: Send + Sync {
         repository: &str,
         from_repository: &str,
         digest: &str,
-    ) -> impl Future<Output = Result<bool, RegistryError>> + Send;
+    ) -> impl Future<Output = Result<bool, RegistryFailure>> + Send;
 
     /// Uploads a blob from a file, streamed.
     fn push_blob_file(
@@ -122,7 +123,7 @@ pub trait Registry: Send + Sync {
         repository: &str,
         blob: &Descriptor,
         path: &Path,
-    ) -> impl Future<Output = Result<(), RegistryError>> + Send;
+    ) -> impl Future<Output = Result<(), RegistryFailure>> + Send;
 
     /// Uploads a small blob from memory.
     fn push_blob_bytes(
@@ -130,7 +131,7 @@ pub trait Registry: Send + Sync {
         repository: &str,
         digest: &str,
         bytes: &[u8],
-    ) -> impl Future<Output = Result<(), RegistryError>> + Send;
+    ) -> impl Future<Output = Result<(), RegistryFailure>> + Send;
 
     /// Downloads a blob into a file, verifying its digest.
     fn pull_blob_to_file(
@@ -138,7 +139,7 @@ pub trait Registry: Send + Sync {
         repository: &str,
         blob: &Descriptor,
         path: &Path,
-    ) -> impl Future<Output = Result<(), RegistryError>> + Send;
+    ) -> impl Future<Output = Result<(), RegistryFailure>> + Send;
 
     /// The digest of the manifest a tag (or digest) names, `None` when the
     /// repository does not have it (HEAD, no body): how a caller learns an
@@ -147,7 +148,7 @@ pub trait Registry: Send + Sync {
         &self,
         repository: &str,
         reference: &str,
-    ) -> impl Future<Output = Result<Option<String>, RegistryError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, RegistryFailure>> + Send;
 
     /// Pushes a manifest under a tag; returns its digest.
     fn push_manifest(
@@ -156,7 +157,7 @@ pub trait Registry: Send + Sync {
         tag: &str,
         media_type: &str,
         bytes: &[u8],
-    ) -> impl Future<Output = Result<String, RegistryError>> + Send;
+    ) -> impl Future<Output = Result<String, RegistryFailure>> + Send;
 }
 
 /// The registry host of a `registry/path` repository.
@@ -169,8 +170,8 @@ impl Registry for kiln_oci::Client {
     async fn resolve(
         &self,
         reference: &str,
-        platform: &Platform,
-    ) -> Result<ResolvedImage, RegistryError> {
+        platform: &TargetPlatform,
+    ) -> Result<ResolvedImage, RegistryFailure> {
         let r = kiln_oci::Client::resolve(
             self,
             reference,
@@ -187,7 +188,7 @@ impl Registry for kiln_oci::Client {
         })
     }
 
-    async fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool, RegistryError> {
+    async fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool, RegistryFailure> {
         Ok(kiln_oci::Client::blob_exists(self, repository, digest).await?)
     }
 
@@ -196,7 +197,7 @@ impl Registry for kiln_oci::Client {
         repository: &str,
         from_repository: &str,
         digest: &str,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<bool, RegistryFailure> {
         Ok(kiln_oci::Client::mount_blob(self, repository, from_repository, digest).await?)
     }
 
@@ -205,7 +206,7 @@ impl Registry for kiln_oci::Client {
         repository: &str,
         blob: &Descriptor,
         path: &Path,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), RegistryFailure> {
         Ok(kiln_oci::Client::push_blob_file(
             self,
             repository,
@@ -221,7 +222,7 @@ impl Registry for kiln_oci::Client {
         repository: &str,
         digest: &str,
         bytes: &[u8],
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), RegistryFailure> {
         Ok(kiln_oci::Client::push_blob_bytes(self, repository, digest, bytes).await?)
     }
 
@@ -230,7 +231,7 @@ impl Registry for kiln_oci::Client {
         repository: &str,
         blob: &Descriptor,
         path: &Path,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<(), RegistryFailure> {
         Ok(
             kiln_oci::Client::pull_blob_to_file(self, repository, blob.digest().as_ref(), path)
                 .await?,
@@ -241,7 +242,7 @@ impl Registry for kiln_oci::Client {
         &self,
         repository: &str,
         reference: &str,
-    ) -> Result<Option<String>, RegistryError> {
+    ) -> Result<Option<String>, RegistryFailure> {
         Ok(kiln_oci::Client::manifest_digest(self, repository, reference).await?)
     }
 
@@ -251,7 +252,7 @@ impl Registry for kiln_oci::Client {
         tag: &str,
         media_type: &str,
         bytes: &[u8],
-    ) -> Result<String, RegistryError> {
+    ) -> Result<String, RegistryFailure> {
         Ok(kiln_oci::Client::push_manifest(self, repository, tag, media_type, bytes).await?)
     }
 }
@@ -262,10 +263,10 @@ mod tests {
 
     #[test]
     fn parses_platforms() {
-        let p: Platform = "linux/arm64/v8".parse().unwrap();
+        let p: TargetPlatform = "linux/arm64/v8".parse().unwrap();
         assert_eq!(p.variant.as_deref(), Some("v8"));
         assert_eq!(p.to_string(), "linux/arm64/v8");
-        assert!("linux".parse::<Platform>().is_err());
-        assert!("linux//".parse::<Platform>().is_err());
+        assert!("linux".parse::<TargetPlatform>().is_err());
+        assert!("linux//".parse::<TargetPlatform>().is_err());
     }
 }

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln_builder::registry::Platform;
+use kiln_builder::registry::TargetPlatform;
 use kiln_builder::store::Store;
 use kiln_oci::{Client, ClientOptions};
 use kiln_rootfs::sandbox::Sandbox;
@@ -139,7 +139,7 @@ pub(crate) struct Images {
     pub(crate) registry_cas: Vec<PathBuf>,
     pub(crate) store: Store,
     pub(crate) roots: RootCache,
-    pub(crate) platform: Platform,
+    pub(crate) platform: TargetPlatform,
     pub(crate) unpack: UnpackOptions,
 }
 
@@ -176,7 +176,7 @@ impl Agent {
             registry_cas: config.registry_cas.clone(),
             store,
             roots,
-            platform: Platform::default(),
+            platform: TargetPlatform::default(),
             unpack: UnpackOptions::mapped(sandbox.id_map().clone()),
         };
         let offer = offer(&config).map_err(|e| setup("the node's resources")(&e))?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kiln_builder::ready::{self, ReadyImage};
 use kiln_oci::{Client, ClientOptions, CredentialSource};
-use kiln_rootfs::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, User};
+use kiln_rootfs::sandbox::{BindMount, Killer, OutputLine, OutputRoute, RunSpec, User};
 use serde_json::{Value, json};
 
 use crate::downward::FieldRefError;
@@ -87,7 +87,7 @@ enum SpecError {
         /// The image's user.
         user: String,
         /// Why.
-        source: Box<kiln_rootfs::sandbox::Error>,
+        source: Box<kiln_rootfs::sandbox::SandboxError>,
     },
     /// The container's scratch directories could not be created.
     #[error("creating {}: {source}", path.display())]
@@ -118,10 +118,10 @@ enum RunError {
     },
     /// The sandbox did not start the process.
     #[error("{0}")]
-    Spawn(kiln_rootfs::sandbox::Error),
+    Spawn(kiln_rootfs::sandbox::SandboxError),
     /// Waiting for the process failed.
     #[error("the sandbox failed: {0}")]
-    Wait(kiln_rootfs::sandbox::Error),
+    Wait(kiln_rootfs::sandbox::SandboxError),
     /// The blocking thread that ran the container panicked or was cancelled.
     #[error("the container thread failed: {0}")]
     Thread(tokio::task::JoinError),
@@ -890,7 +890,7 @@ fn run_container(
     let (tx, rx) = mpsc::channel::<OutputLine>();
     let mut running = shared
         .sandbox
-        .spawn(spec, Output::Lines(tx))
+        .spawn(spec, OutputRoute::Lines(tx))
         .map_err(RunError::Spawn)?;
     if let Ok(killer) = running.killer() {
         let _ = killer_tx.send((killer, running.pid()));

@@ -146,7 +146,7 @@ pub struct Step {
     /// Step retries (ZenML's `StepRetryConfig`); override the orchestrator's
     /// `pod_failure_*` settings for this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Option<RetryPolicy>,
+    pub retry: Option<StepRetry>,
 }
 
 /// A step's command.
@@ -201,7 +201,7 @@ impl Command {
 /// Retry policy of one step.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RetryPolicy {
+pub struct StepRetry {
     /// Attempts after the first.
     pub max_retries: Spanned<i64>,
     /// Seconds before the first retry.

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use kiln_rootfs::sandbox::{
-    self, BindMount, CaBundleMode, Output, RunSpec, Sandbox, SandboxConfig, User,
+    self, BindMount, CaBundleMode, OutputRoute, RunSpec, Sandbox, SandboxConfig, User,
 };
 use kiln_rootfs::snapshot::{self, Excludes, LayerOptions, Manifest};
 use kiln_rootfs::unpack::{UnpackOptions, apply_layer_blob};
@@ -160,7 +160,9 @@ fn run() -> Result<i32, String> {
         None => None,
     };
     let t = Instant::now();
-    let code = sb.run(&spec, Output::Inherit).map_err(|e| format!("{e}"))?;
+    let code = sb
+        .run(&spec, OutputRoute::Inherit)
+        .map_err(|e| format!("{e}"))?;
     eprintln!(
         "sandbox_run: exit code {code} after {:.1}s",
         t.elapsed().as_secs_f64()

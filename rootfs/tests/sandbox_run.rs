@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::Command;
 
 use kiln_rootfs::sandbox::{
-    BindMount, CaBundleMode, Error, FORCE_NO_USERNS_ENV, Output, RunSpec, Sandbox, SandboxConfig,
-    User,
+    BindMount, CaBundleMode, FORCE_NO_USERNS_ENV, OutputRoute, RunSpec, Sandbox, SandboxConfig,
+    SandboxError, User,
 };
 use sandbox_support::*;
 
@@ -219,10 +219,10 @@ fn a_bad_mount_target_is_a_clear_error_before_anything_runs() {
     let err = sb
         .run(
             &sh(&root, "true").mount(BindMount::read_only(&file, "/etc")),
-            Output::Null,
+            OutputRoute::Null,
         )
         .unwrap_err();
-    assert!(matches!(err, Error::MountTarget { .. }), "{err}");
+    assert!(matches!(err, SandboxError::MountTarget { .. }), "{err}");
     assert!(err.to_string().contains("is a directory"), "{err}");
 }
 
@@ -232,7 +232,7 @@ fn dropping_the_handle_kills_every_process() {
     let (_t, root) = busybox_root(sb.id_map());
     let root = root.canonicalize().unwrap();
     let running = sb
-        .spawn(&sh(&root, "sleep 1000 & sleep 1000"), Output::Null)
+        .spawn(&sh(&root, "sleep 1000 & sleep 1000"), OutputRoute::Null)
         .unwrap();
     assert!(
         wait_until(10, || processes_in(&root)
@@ -346,8 +346,8 @@ fn an_overlay_with_a_comma_in_a_path_is_refused() {
     let sb = sandbox();
     let (_t, root) = busybox_root(sb.id_map());
     let spec = sh(&root, "true").writable_overlay("/tmp/a,b", "/tmp/w");
-    let err = sb.run(&spec, Output::Inherit).unwrap_err();
-    assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
+    let err = sb.run(&spec, OutputRoute::Inherit).unwrap_err();
+    assert!(matches!(err, SandboxError::InvalidSpec { .. }), "{err}");
     assert!(err.to_string().contains("overlay"), "{err}");
 }
 

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use kiln_rootfs::unpack::{
-    Error, LayerReport, OnUnsafe, Ownership, SkipReason, UnpackOptions, apply_tar,
+    ApplyReport, OnUnsafe, Ownership, SkipReason, UnpackError, UnpackOptions, apply_tar,
 };
 use tar::EntryType;
 
@@ -105,7 +105,7 @@ fn opts(on_unsafe: OnUnsafe) -> UnpackOptions {
     }
 }
 
-fn skipped(r: &LayerReport) -> Vec<(String, SkipReason)> {
+fn skipped(r: &ApplyReport) -> Vec<(String, SkipReason)> {
     r.skipped
         .iter()
         .map(|s| (s.path.clone(), s.reason.clone()))
@@ -135,7 +135,7 @@ fn dotdot_names_are_refused_or_skipped() {
     });
     let err = apply_tar(&b.root, &tar[..], &opts(OnUnsafe::Fail)).unwrap_err();
     assert!(
-        matches!(&err, Error::UnsafeEntry { reason: SkipReason::ParentTraversal, path } if path.starts_with("../../etc")),
+        matches!(&err, UnpackError::UnsafeEntry { reason: SkipReason::ParentTraversal, path } if path.starts_with("../../etc")),
         "{err}"
     );
     b.assert_outside_untouched();
@@ -171,7 +171,7 @@ fn absolute_names_are_refused_or_skipped() {
     assert!(
         matches!(
             err,
-            Error::UnsafeEntry {
+            UnpackError::UnsafeEntry {
                 reason: SkipReason::AbsolutePath,
                 ..
             }
@@ -318,7 +318,7 @@ fn hard_links_out_of_the_root_are_refused_or_skipped() {
     assert!(
         matches!(
             err,
-            Error::UnsafeEntry {
+            UnpackError::UnsafeEntry {
                 reason: SkipReason::LinkTargetOutside,
                 ..
             }
@@ -359,7 +359,7 @@ fn whiteouts_cannot_reach_out() {
     assert!(
         matches!(
             err,
-            Error::UnsafeEntry {
+            UnpackError::UnsafeEntry {
                 reason: SkipReason::ParentTraversal,
                 ..
             }
@@ -485,7 +485,7 @@ fn a_layer_that_expands_past_the_cap_is_refused_and_zeros_cost_no_disk() {
     });
     let err = apply_tar(&b.root, &tar[..], &small_cap).unwrap_err();
     assert!(
-        matches!(err, Error::TooLarge { limit } if limit == 1 << 20),
+        matches!(err, UnpackError::TooLarge { limit } if limit == 1 << 20),
         "{err}"
     );
     assert!(err.to_string().contains("KILN_MAX_LAYER_BYTES"), "{err}");

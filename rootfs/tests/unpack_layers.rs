@@ -13,8 +13,8 @@ use std::path::Path;
 
 use kiln_rootfs::sandbox::{IdMap, IdRange};
 use kiln_rootfs::unpack::{
-    Error, LayerBlob, OnUnsafe, Ownership, RootCache, UnpackOptions, apply_layer_blob, apply_tar,
-    chain_id,
+    LayerBlob, OnUnsafe, Ownership, RootCache, UnpackError, UnpackOptions, apply_layer_blob,
+    apply_tar, chain_id,
 };
 use tar::{EntryType, Header};
 
@@ -176,7 +176,7 @@ fn a_wrong_diff_id_is_an_error() {
         diff_id: "sha256:0000".into(),
     };
     let err = apply_layer_blob(&root, &lb, &ignore()).unwrap_err();
-    assert!(matches!(err, Error::DiffIdMismatch { .. }), "{err}");
+    assert!(matches!(err, UnpackError::DiffIdMismatch { .. }), "{err}");
 }
 
 #[test]

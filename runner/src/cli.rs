@@ -75,7 +75,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub explain: bool,
     /// Target platform (OS/ARCH[/VARIANT]).
-    #[arg(long, default_value = "linux/amd64", value_parser = |s: &str| s.parse::<kiln_builder::registry::Platform>().map(|_| s.to_owned()))]
+    #[arg(long, default_value = "linux/amd64", value_parser = |s: &str| s.parse::<kiln_builder::registry::TargetPlatform>().map(|_| s.to_owned()))]
     pub platform: String,
     /// Where images go: registry (each image's target_repository),
     /// oci:DIR (an OCI image layout) or tar:FILE (an OCI archive).

@@ -362,7 +362,7 @@ async fn resolve<R: Registry>(
     registry: &R,
     name: &str,
     reference: &str,
-    platform: &crate::registry::Platform,
+    platform: &crate::registry::TargetPlatform,
     what: &str,
 ) -> Result<ResolvedImage, BuildError> {
     registry

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// Why a sandbox could not be prepared, started or waited for.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum SandboxError {
     /// The kernel (or a test hook) does not allow user namespaces.
     #[error("user namespaces are not available: {reason}; fix: {fix}")]
     UserNamespacesDisabled {
@@ -135,11 +135,11 @@ pub enum Error {
 }
 
 /// Result of sandbox operations.
-pub type Result<T> = std::result::Result<T, Error>;
+pub type Result<T> = std::result::Result<T, SandboxError>;
 
-impl Error {
+impl SandboxError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
+        SandboxError::Io {
             context: context.into(),
             source,
         }

@@ -74,16 +74,16 @@ mod spec;
 
 use std::process::Command;
 
-pub use error::{Error, Result};
+pub use error::{Result, SandboxError};
 pub use idmap::{IdMap, IdRange, OVERFLOW_ID};
 pub use init::{INIT_ARG, INIT_ENV, run_init_if_requested};
 pub use preflight::{FORCE_NO_USERNS_ENV, UsernsMode, preflight};
 pub use process::{Killer, Running};
 pub use reexec::reexec_in_user_namespace;
 pub use spec::{
-    BindMount, CaBundleMode, DEFAULT_CA_BUNDLE, DEFAULT_PIDS_LIMIT, HOST_ROOT_ENV, Network, Output,
-    OutputLine, Overlay, PROXY_ENV, RunSpec, SECRETS_DIR, SandboxConfig, Secret, Stream, User,
-    ca_bundle_env,
+    BindMount, CaBundleMode, DEFAULT_CA_BUNDLE, DEFAULT_PIDS_LIMIT, HOST_ROOT_ENV, Network,
+    OutputLine, OutputRoute, Overlay, PROXY_ENV, RunSpec, SECRETS_DIR, SandboxConfig, Secret,
+    Stream, User, ca_bundle_env,
 };
 
 use chain::{Chain, UsernsArgs};
@@ -106,10 +106,11 @@ impl Sandbox {
     /// created per run, probes it once to learn the exact id mapping.
     pub fn new(config: SandboxConfig) -> Result<Sandbox> {
         let mode = preflight()?;
-        let tool = |tool, package| find_tool(tool).ok_or(Error::MissingTool { tool, package });
+        let tool =
+            |tool, package| find_tool(tool).ok_or(SandboxError::MissingTool { tool, package });
         let setpriv = tool("setpriv", "util-linux")?;
         let unshare = tool("unshare", "util-linux")?;
-        let init = init::init_program().ok_or_else(|| Error::NoInit {
+        let init = init::init_program().ok_or_else(|| SandboxError::NoInit {
             exe: std::env::current_exe().unwrap_or_default(),
             env: INIT_ENV,
         })?;
@@ -160,11 +161,11 @@ impl Sandbox {
     }
 
     /// Starts `spec`. The returned handle kills the run when dropped.
-    pub fn spawn(&self, spec: &RunSpec, output: Output) -> Result<Running> {
+    pub fn spawn(&self, spec: &RunSpec, output: OutputRoute) -> Result<Running> {
         let rundir = tempfile::Builder::new()
             .prefix("kiln-sandbox-")
             .tempdir()
-            .map_err(|e| Error::io("creating the sandbox's run directory", e))?;
+            .map_err(|e| SandboxError::io("creating the sandbox's run directory", e))?;
         let (plan, cleanup) =
             prepare::prepare(&self.config, spec, rundir.path(), self.root_owner())?;
         let chain = Chain {
@@ -175,7 +176,7 @@ impl Sandbox {
         };
         let argv = chain.command(&self.setpriv, &self.unshare);
         let plan = serde_json::to_vec(&chain.plan)
-            .map_err(|e| Error::io("encoding the run's plan", std::io::Error::other(e)))?;
+            .map_err(|e| SandboxError::io("encoding the run's plan", std::io::Error::other(e)))?;
         let mut cmd = Command::new(&argv[0]);
         // A process group of its own: a terminal's Ctrl-C reaches kiln,
         // which decides what to stop (the kernel still kills the run if
@@ -192,7 +193,7 @@ impl Sandbox {
     }
 
     /// Runs `spec` to the end and returns its exit code.
-    pub fn run(&self, spec: &RunSpec, output: Output) -> Result<i32> {
+    pub fn run(&self, spec: &RunSpec, output: OutputRoute) -> Result<i32> {
         self.spawn(spec, output)?.wait()
     }
 }
@@ -202,13 +203,15 @@ impl Sandbox {
 fn root_range() -> Result<UsernsArgs> {
     let range = |kind: &'static str, file: &str| {
         let text = std::fs::read_to_string(file).unwrap_or_default();
-        preflight::subordinate_range(&text, "root", 0).ok_or_else(|| Error::NoSubordinateIds {
-            kind,
-            user: "root".into(),
-            uid: 0,
-            file: file.into(),
-            suggested_line: "root:100000:65536".into(),
-            suggested_range: "100000-165535".into(),
+        preflight::subordinate_range(&text, "root", 0).ok_or_else(|| {
+            SandboxError::NoSubordinateIds {
+                kind,
+                user: "root".into(),
+                uid: 0,
+                file: file.into(),
+                suggested_line: "root:100000:65536".into(),
+                suggested_range: "100000-165535".into(),
+            }
         })
     };
     Ok(UsernsArgs::Range {
@@ -231,7 +234,7 @@ fn probe_id_map(unshare: &std::path::Path, userns: &UsernsArgs) -> Result<IdMap>
         .env_clear()
         .env("PATH", HOST_PATH)
         .output()
-        .map_err(|e| Error::io("running unshare to probe the user namespace", e))?;
+        .map_err(|e| SandboxError::io("running unshare to probe the user namespace", e))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let parsed = text
         .split_once("--")
@@ -240,7 +243,7 @@ fn probe_id_map(unshare: &std::path::Path, userns: &UsernsArgs) -> Result<IdMap>
         Some((u, g)) if out.status.success() && !u.is_empty() && !g.is_empty() => {
             Ok(IdMap::new(u, g))
         }
-        _ => Err(Error::UserNamespaceSetup {
+        _ => Err(SandboxError::UserNamespaceSetup {
             detail: format!(
                 "`unshare {}` failed ({}): {}",
                 userns.args().join(" "),

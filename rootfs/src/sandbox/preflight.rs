@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::error::{Error, Result};
+use super::error::{Result, SandboxError};
 
 /// Set to `1` to make the preflight behave as if the kernel had user
 /// namespaces disabled. A test hook: it lets tests check that kiln fails with
@@ -95,14 +95,14 @@ pub fn preflight() -> Result<UsernsMode> {
 /// The checks themselves, on gathered facts.
 pub(crate) fn check(f: &HostFacts) -> Result<UsernsMode> {
     if f.force_no_userns {
-        return Err(Error::UserNamespacesDisabled {
+        return Err(SandboxError::UserNamespacesDisabled {
             reason: format!("{FORCE_NO_USERNS_ENV}=1 is set (test hook)"),
             fix: format!("unset {FORCE_NO_USERNS_ENV}"),
         });
     }
     for (tool, package) in &f.missing_tools {
         if BASE_TOOLS.iter().any(|(t, _)| t == tool) {
-            return Err(Error::MissingTool { tool, package });
+            return Err(SandboxError::MissingTool { tool, package });
         }
     }
     // Already root inside a user namespace: nothing more to create.
@@ -110,7 +110,7 @@ pub(crate) fn check(f: &HostFacts) -> Result<UsernsMode> {
         return Ok(UsernsMode::Inherit);
     }
     if f.max_user_namespaces == Some(0) {
-        return Err(Error::UserNamespacesDisabled {
+        return Err(SandboxError::UserNamespacesDisabled {
             reason: "/proc/sys/user/max_user_namespaces is 0".into(),
             fix:
                 "sysctl -w user.max_user_namespaces=28633 (and set it in /etc/sysctl.d/ to keep it)"
@@ -119,14 +119,14 @@ pub(crate) fn check(f: &HostFacts) -> Result<UsernsMode> {
     }
     if f.euid != 0 {
         if f.unprivileged_userns_clone == Some(0) {
-            return Err(Error::UserNamespacesDisabled {
+            return Err(SandboxError::UserNamespacesDisabled {
                 reason: "kernel.unprivileged_userns_clone is 0".into(),
                 fix: "sysctl -w kernel.unprivileged_userns_clone=1 (and set it in /etc/sysctl.d/ to keep it)"
                     .into(),
             });
         }
         if f.apparmor_restrict_userns == Some(1) {
-            return Err(Error::UserNamespacesDisabled {
+            return Err(SandboxError::UserNamespacesDisabled {
                 reason: "kernel.apparmor_restrict_unprivileged_userns is 1".into(),
                 fix: "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or give kiln an AppArmor profile with `userns,`"
                     .into(),
@@ -134,7 +134,7 @@ pub(crate) fn check(f: &HostFacts) -> Result<UsernsMode> {
         }
     }
     if let Some((tool, package)) = f.missing_tools.first() {
-        return Err(Error::MissingTool { tool, package });
+        return Err(SandboxError::MissingTool { tool, package });
     }
     let user = f.user_name.clone().unwrap_or_else(|| f.euid.to_string());
     for (kind, file, text) in [
@@ -145,7 +145,7 @@ pub(crate) fn check(f: &HostFacts) -> Result<UsernsMode> {
         if subordinate_count(text, &user, f.euid) == 0 {
             let start = next_free_start(text);
             let last = start.saturating_add(65535);
-            return Err(Error::NoSubordinateIds {
+            return Err(SandboxError::NoSubordinateIds {
                 kind,
                 user: user.clone(),
                 uid: f.euid,

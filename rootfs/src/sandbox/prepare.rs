@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::chain::{SETUP_LOG, SETUP_OK};
-use super::error::{Error, Result};
+use super::error::{Result, SandboxError};
 use super::init::{InitPlan, PathBufBytes};
 use super::spec::{CaBundleMode, PROXY_ENV, RunSpec, SECRETS_DIR, SandboxConfig, Secret};
 use crate::unpack::resolve_in_root;
@@ -79,7 +79,7 @@ impl Planner<'_> {
         create: bool,
         removable: bool,
     ) -> Result<Option<PathBuf>> {
-        let fail = |reason: String| Error::MountTarget {
+        let fail = |reason: String| SandboxError::MountTarget {
             root: self.root.to_path_buf(),
             target: target.to_path_buf(),
             reason,
@@ -187,8 +187,9 @@ impl Planner<'_> {
             }
         }
         for m in &spec.mounts {
-            let meta = std::fs::metadata(&m.source)
-                .map_err(|e| Error::io(format!("bind mount source {}", m.source.display()), e))?;
+            let meta = std::fs::metadata(&m.source).map_err(|e| {
+                SandboxError::io(format!("bind mount source {}", m.source.display()), e)
+            })?;
             if let Some(t) = self.target(&m.target, meta.is_dir(), true, true)? {
                 bind(m.source.clone(), t, m.read_only);
             }
@@ -286,9 +287,9 @@ fn canonical_root(spec: &RunSpec) -> Result<PathBuf> {
     let root = spec
         .root
         .canonicalize()
-        .map_err(|e| Error::io(format!("root directory {}", spec.root.display()), e))?;
+        .map_err(|e| SandboxError::io(format!("root directory {}", spec.root.display()), e))?;
     if !root.is_dir() {
-        return Err(Error::InvalidSpec {
+        return Err(SandboxError::InvalidSpec {
             field: "root",
             reason: format!("{} is not a directory", root.display()),
         });
@@ -306,16 +307,16 @@ fn prepare_overlay(spec: &RunSpec, root: &Path, owner: (u32, u32)) -> Result<()>
     let upper = &o.upper;
     // The merged root takes the upper directory's owner and mode.
     let lower = std::fs::metadata(root)
-        .map_err(|e| Error::io(format!("root directory {}", root.display()), e))?;
+        .map_err(|e| SandboxError::io(format!("root directory {}", root.display()), e))?;
     std::os::unix::fs::lchown(upper, Some(lower.uid()), Some(lower.gid()))
         .and_then(|()| {
             std::fs::set_permissions(upper, std::fs::Permissions::from_mode(lower.mode()))
         })
-        .map_err(|e| Error::io(format!("overlay directory {}", upper.display()), e))?;
+        .map_err(|e| SandboxError::io(format!("overlay directory {}", upper.display()), e))?;
     // The overlay is mounted by the sandbox's root, which must be able
     // to write its work directory.
     std::os::unix::fs::lchown(&o.work, Some(owner.0), Some(owner.1))
-        .map_err(|e| Error::io(format!("overlay directory {}", o.work.display()), e))
+        .map_err(|e| SandboxError::io(format!("overlay directory {}", o.work.display()), e))
 }
 
 /// Targets are given as the init sees them once the root is `/`, their

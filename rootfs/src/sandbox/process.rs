@@ -9,9 +9,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
 use super::chain::{SETUP_LOG, SETUP_OK};
-use super::error::{Error, Result};
+use super::error::{Result, SandboxError};
 use super::prepare::Cleanup;
-use super::spec::{Output, OutputLine, Stream};
+use super::spec::{OutputLine, OutputRoute, Stream};
 
 /// A command running in the sandbox. Dropping it kills every process of the
 /// run (SIGKILL to the pid namespace's init), waits for them and removes the
@@ -50,7 +50,7 @@ impl Killer {
 fn kill_pidfd(pidfd: &OwnedFd) -> Result<()> {
     match rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
-        Err(e) => Err(Error::io("killing the sandbox", e.into())),
+        Err(e) => Err(SandboxError::io("killing the sandbox", e.into())),
     }
 }
 
@@ -62,19 +62,19 @@ impl Running {
     pub(crate) fn start(
         mut cmd: Command,
         plan: Vec<u8>,
-        output: Output,
+        output: OutputRoute,
         cleanup: Cleanup,
         rundir: tempfile::TempDir,
     ) -> Result<Running> {
         let (lines, piped) = match output {
-            Output::Inherit => (None, false),
-            Output::Null => {
+            OutputRoute::Inherit => (None, false),
+            OutputRoute::Null => {
                 cmd.stdout(std::process::Stdio::null());
                 cmd.stderr(std::process::Stdio::null());
                 (None, false)
             }
-            Output::Piped => (None, true),
-            Output::Lines(tx) => (Some(tx), true),
+            OutputRoute::Piped => (None, true),
+            OutputRoute::Lines(tx) => (Some(tx), true),
         };
         if piped {
             cmd.stdout(std::process::Stdio::piped());
@@ -87,16 +87,19 @@ impl Running {
         let supervisor = std::thread::Builder::new()
             .name("kiln-sandbox".into())
             .spawn(move || supervise(cmd, plan, started_tx, status_tx))
-            .map_err(|e| Error::io("starting the sandbox supervisor thread", e))?;
+            .map_err(|e| SandboxError::io("starting the sandbox supervisor thread", e))?;
         let (pid, pidfd, stdout, stderr) = match started_rx.recv() {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let _ = supervisor.join();
-                return Err(Error::io("starting the sandbox (setpriv/unshare)", e));
+                return Err(SandboxError::io(
+                    "starting the sandbox (setpriv/unshare)",
+                    e,
+                ));
             }
             Err(_) => {
                 let _ = supervisor.join();
-                return Err(Error::io(
+                return Err(SandboxError::io(
                     "starting the sandbox",
                     std::io::Error::other("supervisor thread ended early"),
                 ));
@@ -133,12 +136,12 @@ impl Running {
         self.pid
     }
 
-    /// The command's stdout, with [`Output::Piped`] (once).
+    /// The command's stdout, with [`OutputRoute::Piped`] (once).
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.stdout.take()
     }
 
-    /// The command's stderr, with [`Output::Piped`] (once).
+    /// The command's stderr, with [`OutputRoute::Piped`] (once).
     pub fn take_stderr(&mut self) -> Option<ChildStderr> {
         self.stderr.take()
     }
@@ -155,19 +158,19 @@ impl Running {
         let pidfd = self
             .pidfd
             .try_clone()
-            .map_err(|e| Error::io("duplicating the sandbox's pidfd", e))?;
+            .map_err(|e| SandboxError::io("duplicating the sandbox's pidfd", e))?;
         Ok(Killer { pidfd })
     }
 
     /// Waits for the command and returns its exit code; a command killed by
     /// signal N gives 128+N (as shells report it). Fails with
-    /// [`Error::SetupFailed`] when the namespaces or mounts could not be set
+    /// [`SandboxError::SetupFailed`] when the namespaces or mounts could not be set
     /// up (the command never ran). All captured lines have been delivered and
     /// the created mount points removed when this returns.
     pub fn wait(&mut self) -> Result<i32> {
         if let Some(code) = self.exit {
             return match &self.setup_failure {
-                Some(log) => Err(Error::SetupFailed {
+                Some(log) => Err(SandboxError::SetupFailed {
                     code,
                     log: log.clone(),
                 }),
@@ -175,13 +178,13 @@ impl Running {
             };
         }
         let status = self.status.recv().map_err(|_| {
-            Error::io(
+            SandboxError::io(
                 "waiting for the sandbox",
                 std::io::Error::other("supervisor thread ended without a status"),
             )
         })?;
         self.finish();
-        let status = status.map_err(|e| Error::io("waiting for the sandbox", e))?;
+        let status = status.map_err(|e| SandboxError::io("waiting for the sandbox", e))?;
         let code = match (status.code(), status.signal()) {
             (Some(c), _) => c,
             (None, Some(sig)) => 128 + sig,
@@ -198,7 +201,7 @@ impl Running {
             };
             self.exit = Some(code);
             self.setup_failure = Some(log.clone());
-            return Err(Error::SetupFailed { code, log });
+            return Err(SandboxError::SetupFailed { code, log });
         }
         self.exit = Some(code);
         Ok(code)

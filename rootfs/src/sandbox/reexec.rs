@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use super::error::{Error, Result};
+use super::error::{Result, SandboxError};
 use super::preflight::{HostFacts, check, find_tool};
 
 /// Set in the re-executed process, so a failed mapping cannot loop.
@@ -30,19 +30,19 @@ pub fn reexec_in_user_namespace() -> Result<()> {
         return Ok(());
     }
     if std::env::var_os(REEXEC_ENV).is_some() {
-        return Err(Error::UserNamespaceSetup {
+        return Err(SandboxError::UserNamespaceSetup {
             detail: format!(
                 "re-executed inside a user namespace but still running as uid {euid} (is {REEXEC_ENV} set in the environment?)"
             ),
         });
     }
     check(&HostFacts::gather())?;
-    let unshare = find_tool("unshare").ok_or(Error::MissingTool {
+    let unshare = find_tool("unshare").ok_or(SandboxError::MissingTool {
         tool: "unshare",
         package: "util-linux",
     })?;
-    let exe =
-        std::env::current_exe().map_err(|e| Error::io("finding the current executable", e))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| SandboxError::io("finding the current executable", e))?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let err = Command::new(unshare)
         .args(["--user", "--map-root-user", "--map-auto", "--"])
@@ -50,5 +50,5 @@ pub fn reexec_in_user_namespace() -> Result<()> {
         .args(args)
         .env(REEXEC_ENV, "1")
         .exec();
-    Err(Error::Reexec { exe, source: err })
+    Err(SandboxError::Reexec { exe, source: err })
 }

@@ -1,10 +1,10 @@
 //! What to run in the sandbox (`RunSpec`), how the sandbox treats every run
-//! (`SandboxConfig`), and where the output goes (`Output`).
+//! (`SandboxConfig`), and where the output goes (`OutputRoute`).
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 
-use super::error::{Error, Result};
+use super::error::{Result, SandboxError};
 
 /// The default host CA bundle (Debian's `ca-certificates`).
 pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -155,7 +155,7 @@ impl RunSpec {
     /// Checks what can be checked without touching the disk.
     pub(crate) fn validate(&self) -> Result<()> {
         let bad = |field, reason: &str| {
-            Err(Error::InvalidSpec {
+            Err(SandboxError::InvalidSpec {
                 field,
                 reason: reason.to_string(),
             })
@@ -168,7 +168,7 @@ impl RunSpec {
         }
         for (k, v) in &self.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return Err(Error::InvalidSpec {
+                return Err(SandboxError::InvalidSpec {
                     field: "env",
                     reason: format!("`{k}` is not a valid variable name (or its value holds NUL)"),
                 });
@@ -197,7 +197,7 @@ impl RunSpec {
             for (what, path) in [("root", &self.root), ("upper", &o.upper), ("work", &o.work)] {
                 let text = path.to_string_lossy();
                 if !path.is_absolute() || text.contains([',', ':', '\\']) {
-                    return Err(Error::InvalidSpec {
+                    return Err(SandboxError::InvalidSpec {
                         field: "overlay",
                         reason: format!(
                             "the {what} directory {text} must be absolute and free of ',', ':' and '\\' (overlay mount options)"
@@ -220,7 +220,7 @@ impl RunSpec {
                 || t == Path::new(SECRETS_DIR)
                 || t == Path::new("/")
             {
-                return Err(Error::InvalidSpec {
+                return Err(SandboxError::InvalidSpec {
                     field: "secrets",
                     reason: format!("`{}` is not an absolute file path", sec.target),
                 });
@@ -228,13 +228,13 @@ impl RunSpec {
         }
         for m in &self.mounts {
             if !m.target.is_absolute() {
-                return Err(Error::InvalidSpec {
+                return Err(SandboxError::InvalidSpec {
                     field: "mounts",
                     reason: format!("target {} must be absolute", m.target.display()),
                 });
             }
             if !m.source.is_absolute() {
-                return Err(Error::InvalidSpec {
+                return Err(SandboxError::InvalidSpec {
                     field: "mounts",
                     reason: format!("source {} must be absolute", m.source.display()),
                 });
@@ -293,7 +293,7 @@ impl User {
         };
         let uid = match user.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup(passwd, user, 2).ok_or_else(|| Error::InvalidSpec {
+            Err(_) => lookup(passwd, user, 2).ok_or_else(|| SandboxError::InvalidSpec {
                 field: "user",
                 reason: format!("no user `{user}` in the image's /etc/passwd"),
             })?,
@@ -301,7 +301,7 @@ impl User {
         let gid = match group {
             Some(g) => match g.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => lookup(group_db, g, 2).ok_or_else(|| Error::InvalidSpec {
+                Err(_) => lookup(group_db, g, 2).ok_or_else(|| SandboxError::InvalidSpec {
                     field: "user",
                     reason: format!("no group `{g}` in the image's /etc/group"),
                 })?,
@@ -430,7 +430,7 @@ pub struct OutputLine {
 /// builds are not interactive.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Output {
+pub enum OutputRoute {
     /// Kiln's own stdout/stderr.
     Inherit,
     /// Discarded.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Why a manifest or layer could not be produced.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum SnapshotError {
     /// A filesystem operation (or writing the output) failed.
     #[error("{context} {path}: {source}")]
     Io {
@@ -20,15 +20,15 @@ pub enum Error {
 }
 
 /// Result of snapshot operations.
-pub type Result<T> = std::result::Result<T, Error>;
+pub type Result<T> = std::result::Result<T, SnapshotError>;
 
-impl Error {
+impl SnapshotError {
     pub(crate) fn io(
         context: &'static str,
         path: impl Into<PathBuf>,
         source: std::io::Error,
     ) -> Self {
-        Error::Io {
+        SnapshotError::Io {
             context,
             path: path.into(),
             source,

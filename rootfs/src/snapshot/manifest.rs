@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::error::{Error, Result};
+use super::error::{Result, SnapshotError};
 
 /// Paths the sandbox mounts over or binds into: never part of a layer.
 pub const SANDBOX_EXCLUDES: &[&str] = &[
@@ -205,16 +205,17 @@ impl Manifest {
         let mut stack = vec![PathBuf::new()];
         while let Some(rel_dir) = stack.pop() {
             let dir = root.join(&rel_dir);
-            let rd =
-                std::fs::read_dir(&dir).map_err(|e| Error::io("reading directory", &dir, e))?;
+            let rd = std::fs::read_dir(&dir)
+                .map_err(|e| SnapshotError::io("reading directory", &dir, e))?;
             for e in rd {
-                let e = e.map_err(|e| Error::io("reading directory", &dir, e))?;
+                let e = e.map_err(|e| SnapshotError::io("reading directory", &dir, e))?;
                 let rel = rel_dir.join(e.file_name());
                 if excludes.contains(&rel) {
                     continue;
                 }
                 let path = root.join(&rel);
-                let meta = EntryMeta::from_path(&path).map_err(|e| Error::io("lstat", &path, e))?;
+                let meta = EntryMeta::from_path(&path)
+                    .map_err(|e| SnapshotError::io("lstat", &path, e))?;
                 if meta.kind == Kind::Dir {
                     stack.push(rel.clone());
                 }

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! let before = Manifest::capture(root, &Excludes::default())?;
-//! sandbox.run(&spec, Output::Inherit)?;
+//! sandbox.run(&spec, OutputRoute::Inherit)?;
 //! let summary = snapshot::layer(root, &before, &Excludes::default(), &opts, writer)?;
 //! ```
 //!
@@ -41,7 +41,7 @@ use std::io::Write;
 use std::path::Path;
 
 pub use diff::{Change, compare};
-pub use error::{Error, Result};
+pub use error::{Result, SnapshotError};
 pub use manifest::{EntryMeta, Excludes, Kind, Manifest, SANDBOX_EXCLUDES};
 pub use write::{LayerOptions, Summary, write_layer};
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use tar::{EntryType, Header};
 
 use super::diff::Change;
-use super::error::{Error, Result};
+use super::error::{Result, SnapshotError};
 use super::manifest::{EntryMeta, Kind, Manifest};
 use crate::sandbox::{IdMap, OVERFLOW_ID};
 use crate::unpack::{OPAQUE_MARKER, WHITEOUT_PREFIX};
@@ -159,7 +159,7 @@ impl<'a, W: Write> LayerWriter<'a, W> {
         self.tar
             .into_inner()
             .and_then(|mut w| w.flush())
-            .map_err(|e| Error::io("finishing layer tar", Path::new(""), e))?;
+            .map_err(|e| SnapshotError::io("finishing layer tar", Path::new(""), e))?;
         Ok(self.summary)
     }
 
@@ -169,7 +169,7 @@ impl<'a, W: Write> LayerWriter<'a, W> {
         h.set_size(0);
         self.tar
             .append_data(h, path, io::empty())
-            .map_err(|e| Error::io("writing layer entry", path, e))
+            .map_err(|e| SnapshotError::io("writing layer entry", path, e))
     }
 
     /// Whiteouts and opaque markers are empty root-owned files stamped with
@@ -210,9 +210,9 @@ impl<'a, W: Write> LayerWriter<'a, W> {
                 && self.links.contains_key(&(meta.dev, meta.ino)))
         {
             let attrs = crate::xattr::read(&host, &self.opts.ids)
-                .map_err(|e| Error::io("reading xattrs of", &host, e))?;
+                .map_err(|e| SnapshotError::io("reading xattrs of", &host, e))?;
             crate::xattr::append_pax(&mut self.tar, &attrs)
-                .map_err(|e| Error::io("writing layer entry", path, e))?;
+                .map_err(|e| SnapshotError::io("writing layer entry", path, e))?;
         }
         let written = match meta.kind {
             Kind::Dir => {
@@ -229,7 +229,7 @@ impl<'a, W: Write> LayerWriter<'a, W> {
                 h.set_size(0);
                 self.tar
                     .append_link(&mut h, path, Path::new(&target))
-                    .map_err(|e| Error::io("writing layer entry", path, e))?;
+                    .map_err(|e| SnapshotError::io("writing layer entry", path, e))?;
                 true
             }
             Kind::Fifo => {
@@ -283,13 +283,13 @@ impl<'a, W: Write> LayerWriter<'a, W> {
             return self
                 .tar
                 .append_link(&mut h, path, first)
-                .map_err(|e| Error::io("writing layer entry", path, e));
+                .map_err(|e| SnapshotError::io("writing layer entry", path, e));
         }
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(host)
-            .map_err(|e| Error::io("reading", host, e))?;
+            .map_err(|e| SnapshotError::io("reading", host, e))?;
         let mut h = stamp.header(EntryType::Regular, meta.mode);
         h.set_size(meta.size);
         let exact = Exact {
@@ -299,7 +299,7 @@ impl<'a, W: Write> LayerWriter<'a, W> {
         };
         self.tar
             .append_data(&mut h, path, exact)
-            .map_err(|e| Error::io("writing layer entry", path, e))?;
+            .map_err(|e| SnapshotError::io("writing layer entry", path, e))?;
         if meta.nlink > 1 {
             self.links.insert(key, path.to_path_buf());
         }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use super::MAX_BYTES_ENV;
-use super::error::{Error, LayerReport, Result, SkipReason, SkippedEntry};
+use super::error::{ApplyReport, Result, SkipReason, SkippedEntry, UnpackError};
 use super::scoped::resolve_in_root;
 use crate::sandbox::{IdMap, OVERFLOW_ID};
 
@@ -41,10 +41,10 @@ pub enum Ownership {
 /// names, hard links out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnUnsafe {
-    /// Stop with [`Error::UnsafeEntry`]: a layer that contains such entries
+    /// Stop with [`UnpackError::UnsafeEntry`]: a layer that contains such entries
     /// is hostile or broken, and no image should be built on it.
     Fail,
-    /// Skip the entry, list it in [`LayerReport::skipped`], go on.
+    /// Skip the entry, list it in [`ApplyReport::skipped`], go on.
     Skip,
 }
 
@@ -93,16 +93,16 @@ pub fn max_bytes_from_env() -> u64 {
 /// one under `link -> /` lands in the root), never outside. Names with `..`
 /// or a leading `/`, and hard links to such names, are refused or skipped
 /// per [`OnUnsafe`]. Device nodes and FIFOs are skipped and counted.
-pub fn apply_tar<R: Read>(root: &Path, tar: R, opts: &UnpackOptions) -> Result<LayerReport> {
+pub fn apply_tar<R: Read>(root: &Path, tar: R, opts: &UnpackOptions) -> Result<ApplyReport> {
     if let Ownership::Map(_) = opts.ownership {
         let uid = rustix::process::geteuid().as_raw();
         if uid != 0 {
-            return Err(Error::NeedsRoot { uid });
+            return Err(UnpackError::NeedsRoot { uid });
         }
     }
     let root = root
         .canonicalize()
-        .map_err(|e| Error::io("opening unpack root", root, e))?;
+        .map_err(|e| UnpackError::io("opening unpack root", root, e))?;
     let hashing = HashingReader {
         inner: tar,
         hasher: Sha256::new(),
@@ -111,20 +111,23 @@ pub fn apply_tar<R: Read>(root: &Path, tar: R, opts: &UnpackOptions) -> Result<L
     let mut layer = Layer {
         root: &root,
         opts,
-        report: LayerReport::default(),
+        report: ApplyReport::default(),
         written: HashSet::new(),
         ancestors: HashSet::new(),
         dirs: Vec::new(),
         bytes: 0,
     };
-    for entry in archive.entries().map_err(|source| Error::Tar { source })? {
-        let mut entry = entry.map_err(|source| Error::Tar { source })?;
+    for entry in archive
+        .entries()
+        .map_err(|source| UnpackError::Tar { source })?
+    {
+        let mut entry = entry.map_err(|source| UnpackError::Tar { source })?;
         layer.entry(&mut entry)?;
     }
     layer.finish_dirs()?;
     let mut report = layer.report;
     let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|source| Error::Tar { source })?;
+    io::copy(&mut rest, &mut io::sink()).map_err(|source| UnpackError::Tar { source })?;
     report.diff_id = format!("sha256:{:x}", rest.hasher.finalize());
     Ok(report)
 }
@@ -219,16 +222,16 @@ fn copy_with_holes<R: Read>(from: &mut R, file: &mut std::fs::File) -> Result<u6
         }
         if buf[..n].iter().all(|&b| b == 0) {
             file.seek(SeekFrom::Current(n as i64))
-                .map_err(|e| Error::io("seeking in", "a layer file", e))?;
+                .map_err(|e| UnpackError::io("seeking in", "a layer file", e))?;
         } else {
             file.write_all(&buf[..n])
-                .map_err(|e| Error::io("writing", "a layer file", e))?;
+                .map_err(|e| UnpackError::io("writing", "a layer file", e))?;
             written += n as u64;
         }
         pos += n as u64;
     }
     file.set_len(pos)
-        .map_err(|e| Error::io("sizing", "a layer file", e))?;
+        .map_err(|e| UnpackError::io("sizing", "a layer file", e))?;
     Ok(written)
 }
 
@@ -242,7 +245,7 @@ fn write_pax_sparse<R: Read>(
     name: &[u8],
 ) -> Result<u64> {
     use std::io::{Seek, SeekFrom};
-    let bad = |why: &str| Error::BadSparseMap {
+    let bad = |why: &str| UnpackError::BadSparseMap {
         path: String::from_utf8_lossy(name).into_owned(),
         why: why.to_string(),
     };
@@ -278,7 +281,7 @@ fn write_pax_sparse<R: Read>(
         regions.push((offset, size));
     }
     let pad = (512 - consumed % 512) % 512;
-    io::copy(&mut from.take(pad), &mut io::sink()).map_err(|source| Error::Tar { source })?;
+    io::copy(&mut from.take(pad), &mut io::sink()).map_err(|source| UnpackError::Tar { source })?;
     let mut written = 0u64;
     for (offset, size) in regions {
         if offset
@@ -288,15 +291,16 @@ fn write_pax_sparse<R: Read>(
             return Err(bad("a region lies past the file's size"));
         }
         file.seek(SeekFrom::Start(offset))
-            .map_err(|e| Error::io("seeking in", "a layer file", e))?;
-        let n = io::copy(&mut from.take(size), file).map_err(|source| Error::Tar { source })?;
+            .map_err(|e| UnpackError::io("seeking in", "a layer file", e))?;
+        let n =
+            io::copy(&mut from.take(size), file).map_err(|source| UnpackError::Tar { source })?;
         if n != size {
             return Err(bad("the data ends early"));
         }
         written += n;
     }
     file.set_len(sparse.real_size)
-        .map_err(|e| Error::io("sizing", "a layer file", e))?;
+        .map_err(|e| UnpackError::io("sizing", "a layer file", e))?;
     Ok(written)
 }
 
@@ -308,7 +312,7 @@ fn read_full<R: Read>(from: &mut R, buf: &mut [u8]) -> Result<usize> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(Error::Tar { source }),
+            Err(source) => return Err(UnpackError::Tar { source }),
         }
     }
     Ok(n)
@@ -317,7 +321,7 @@ fn read_full<R: Read>(from: &mut R, buf: &mut [u8]) -> Result<usize> {
 struct Layer<'a> {
     root: &'a Path,
     opts: &'a UnpackOptions,
-    report: LayerReport,
+    report: ApplyReport,
     /// Resolved relative paths this layer wrote (opaque markers keep them).
     written: HashSet<PathBuf>,
     /// Every ancestor of a written path.
@@ -333,7 +337,7 @@ impl Layer<'_> {
     fn skip(&mut self, raw: &[u8], reason: SkipReason) -> Result<()> {
         let path = String::from_utf8_lossy(raw).into_owned();
         if reason.is_unsafe() && self.opts.on_unsafe == OnUnsafe::Fail {
-            return Err(Error::UnsafeEntry { path, reason });
+            return Err(UnpackError::UnsafeEntry { path, reason });
         }
         self.report.skipped.push(SkippedEntry { path, reason });
         Ok(())
@@ -397,7 +401,7 @@ impl Layer<'_> {
                 if target != path {
                     remove_any(&path)?;
                     std::fs::hard_link(&target, &path)
-                        .map_err(|e| Error::io("creating hard link", &path, e))?;
+                        .map_err(|e| UnpackError::io("creating hard link", &path, e))?;
                 }
             }
             other => return self.skip(&raw, SkipReason::UnsupportedType(other.as_byte())),
@@ -453,7 +457,8 @@ impl Layer<'_> {
             if existing.is_some() {
                 remove_any(path)?;
             }
-            std::fs::create_dir(path).map_err(|e| Error::io("creating directory", path, e))?;
+            std::fs::create_dir(path)
+                .map_err(|e| UnpackError::io("creating directory", path, e))?;
         }
         self.set_owner_mode(path, header)?;
         self.set_xattrs(path, attrs)?;
@@ -480,21 +485,21 @@ impl Layer<'_> {
             .mode(0o600)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(path)
-            .map_err(|e| Error::io("creating file", path, e))?;
+            .map_err(|e| UnpackError::io("creating file", path, e))?;
         let written = match sparse {
             Some(s) => write_pax_sparse(entry, &mut file, s, raw)?,
             None => copy_with_holes(entry, &mut file)?,
         };
         self.bytes = self.bytes.saturating_add(written);
         if self.bytes > self.opts.max_bytes {
-            return Err(Error::TooLarge {
+            return Err(UnpackError::TooLarge {
                 limit: self.opts.max_bytes,
             });
         }
         self.set_owner_mode(path, entry.header())?;
         self.set_xattrs(path, attrs)?;
         set_mtime_file(&file, entry.header().mtime().unwrap_or(0))
-            .map_err(|e| Error::io("setting mtime of", path, e))
+            .map_err(|e| UnpackError::io("setting mtime of", path, e))
     }
 
     /// A symlink's target is written as given (it is only followed inside
@@ -506,10 +511,10 @@ impl Layer<'_> {
             .unwrap_or_default();
         remove_any(path)?;
         std::os::unix::fs::symlink(OsStr::from_bytes(&target), path)
-            .map_err(|e| Error::io("creating symlink", path, e))?;
+            .map_err(|e| UnpackError::io("creating symlink", path, e))?;
         self.set_owner(path, entry.header())?;
         set_mtime_nofollow(path, entry.header().mtime().unwrap_or(0))
-            .map_err(|e| Error::io("setting mtime of", path, e))
+            .map_err(|e| UnpackError::io("setting mtime of", path, e))
     }
 
     /// The host path a hard link entry links to, or why it may not: its
@@ -596,10 +601,10 @@ impl Layer<'_> {
     fn clear_opaque(&mut self, dir: &Path, rel: &Path) -> Result<()> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
-            Err(e) => return Err(Error::io("reading directory", dir, e)),
+            Err(e) => return Err(UnpackError::io("reading directory", dir, e)),
         };
         for e in entries {
-            let e = e.map_err(|e| Error::io("reading directory", dir, e))?;
+            let e = e.map_err(|e| UnpackError::io("reading directory", dir, e))?;
             let child_rel = rel.join(e.file_name());
             let child = e.path();
             if self.written.contains(&child_rel) || self.ancestors.contains(&child_rel) {
@@ -636,7 +641,7 @@ impl Layer<'_> {
     fn set_owner(&mut self, path: &Path, header: &tar::Header) -> Result<()> {
         if let Some((u, g)) = self.ids(header) {
             std::os::unix::fs::lchown(path, Some(u), Some(g))
-                .map_err(|e| Error::io("chown", path, e))?;
+                .map_err(|e| UnpackError::io("chown", path, e))?;
         }
         Ok(())
     }
@@ -646,7 +651,7 @@ impl Layer<'_> {
     fn set_xattrs(&mut self, path: &Path, attrs: &[(String, Vec<u8>)]) -> Result<()> {
         if let (Ownership::Map(ids), false) = (&self.opts.ownership, attrs.is_empty()) {
             crate::xattr::write(path, attrs, ids)
-                .map_err(|e| Error::io("setting xattrs of", path, e))?;
+                .map_err(|e| UnpackError::io("setting xattrs of", path, e))?;
         }
         Ok(())
     }
@@ -656,7 +661,7 @@ impl Layer<'_> {
         self.set_owner(path, header)?;
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         std::fs::set_permissions(path, Permissions::from_mode(mode))
-            .map_err(|e| Error::io("chmod", path, e))
+            .map_err(|e| UnpackError::io("chmod", path, e))
     }
 
     /// Directory mtimes, deepest first, once all their children exist.
@@ -664,7 +669,8 @@ impl Layer<'_> {
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (p, mtime) in dirs {
-            set_mtime_nofollow(&p, mtime).map_err(|e| Error::io("setting mtime of", &p, e))?;
+            set_mtime_nofollow(&p, mtime)
+                .map_err(|e| UnpackError::io("setting mtime of", &p, e))?;
         }
         Ok(())
     }
@@ -679,7 +685,7 @@ fn remove_any(path: &Path) -> Result<()> {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
         Ok(_) => std::fs::remove_file(path),
     };
-    res.map_err(|e| Error::io("removing", path, e))
+    res.map_err(|e| UnpackError::io("removing", path, e))
 }
 
 fn timespec(secs: u64) -> rustix::fs::Timestamps {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::apply::{Ownership, UnpackOptions, apply_tar};
 use super::compression::decompress;
-use super::error::{Error, LayerReport, Result};
+use super::error::{ApplyReport, Result, UnpackError};
 
 /// A layer blob on disk and what the image says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,14 +45,14 @@ pub fn apply_layer_blob(
     root: &Path,
     blob: &LayerBlob,
     opts: &UnpackOptions,
-) -> Result<LayerReport> {
+) -> Result<ApplyReport> {
     let file =
-        File::open(&blob.path).map_err(|e| Error::io("opening layer blob", &blob.path, e))?;
+        File::open(&blob.path).map_err(|e| UnpackError::io("opening layer blob", &blob.path, e))?;
     let tar = decompress(file, blob.media_type.as_deref())
-        .map_err(|e| Error::io("reading layer blob", &blob.path, e))?;
+        .map_err(|e| UnpackError::io("reading layer blob", &blob.path, e))?;
     let report = apply_tar(root, tar, opts)?;
     if !report.diff_id.eq_ignore_ascii_case(&blob.diff_id) {
-        return Err(Error::DiffIdMismatch {
+        return Err(UnpackError::DiffIdMismatch {
             expected: blob.diff_id.clone(),
             found: report.diff_id,
         });
@@ -78,7 +78,7 @@ pub struct CachedRoot {
     /// `true` when this call unpacked it, `false` on a cache hit.
     pub unpacked_now: bool,
     /// One report per layer when unpacked now (empty on a hit).
-    pub reports: Vec<LayerReport>,
+    pub reports: Vec<ApplyReport>,
 }
 
 /// The marker written (last) into a completed entry.
@@ -92,7 +92,7 @@ impl RootCache {
     pub fn new(dir: impl Into<PathBuf>) -> Result<RootCache> {
         let dir = dir.into();
         crate::private_dir::create_private_dir(&dir)
-            .map_err(|e| Error::io("creating root cache", &dir, e))?;
+            .map_err(|e| UnpackError::io("creating root cache", &dir, e))?;
         Ok(RootCache { dir })
     }
 
@@ -168,7 +168,7 @@ impl RootCache {
                 // An incomplete entry (should not exist): replace it.
                 let _ = std::fs::remove_dir_all(&entry);
                 std::fs::rename(&tmp, &entry)
-                    .map_err(|e| Error::io("completing cached root", &entry, e))?;
+                    .map_err(|e| UnpackError::io("completing cached root", &entry, e))?;
             }
         }
         Ok(CachedRoot {
@@ -185,25 +185,25 @@ impl RootCache {
         layers: &[LayerBlob],
         opts: &UnpackOptions,
         chain: &str,
-    ) -> Result<Vec<LayerReport>> {
+    ) -> Result<Vec<ApplyReport>> {
         let rootfs = tmp.join("rootfs");
-        std::fs::create_dir_all(&rootfs).map_err(|e| Error::io("creating", &rootfs, e))?;
+        std::fs::create_dir_all(&rootfs).map_err(|e| UnpackError::io("creating", &rootfs, e))?;
         if let Ownership::Map(ids) = &opts.ownership
             && let (Some(u), Some(g)) = (ids.to_outer_uid(0), ids.to_outer_gid(0))
         {
             std::os::unix::fs::lchown(&rootfs, Some(u), Some(g))
-                .map_err(|e| Error::io("chown", &rootfs, e))?;
+                .map_err(|e| UnpackError::io("chown", &rootfs, e))?;
         }
         let mut reports = Vec::with_capacity(layers.len());
         for l in layers {
             reports.push(apply_layer_blob(&rootfs, l, opts)?);
         }
         let marker = tmp.join(COMPLETE);
-        let mut f = File::create(&marker).map_err(|e| Error::io("writing", &marker, e))?;
+        let mut f = File::create(&marker).map_err(|e| UnpackError::io("writing", &marker, e))?;
         let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
         writeln!(f, "chain_id={chain}\ndiff_ids={}", diff_ids.join(","))
             .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io("writing", &marker, e))?;
+            .map_err(|e| UnpackError::io("writing", &marker, e))?;
         Ok(reports)
     }
 

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
+pub enum BlobCompression {
     /// A plain tar.
     None,
     /// gzip (`+gzip`, Docker's `.tar.gzip`).
@@ -17,30 +17,30 @@ pub enum Compression {
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 
-impl Compression {
+impl BlobCompression {
     /// From an OCI or Docker layer media type; `None` when it says nothing
     /// about compression (unknown or foreign types).
-    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+    pub fn from_media_type(media_type: &str) -> Option<BlobCompression> {
         let mt = media_type.trim();
         if mt.ends_with("+gzip") || mt.ends_with(".tar.gzip") || mt.ends_with(".tar.gz") {
-            Some(Compression::Gzip)
+            Some(BlobCompression::Gzip)
         } else if mt.ends_with("+zstd") || mt.ends_with(".tar.zstd") {
-            Some(Compression::Zstd)
+            Some(BlobCompression::Zstd)
         } else if mt.ends_with(".tar") || mt.ends_with("layer.v1.tar") {
-            Some(Compression::None)
+            Some(BlobCompression::None)
         } else {
             None
         }
     }
 
     /// From the first bytes of a blob.
-    pub fn sniff(head: &[u8]) -> Compression {
+    pub fn sniff(head: &[u8]) -> BlobCompression {
         if head.starts_with(GZIP_MAGIC) {
-            Compression::Gzip
+            BlobCompression::Gzip
         } else if head.starts_with(ZSTD_MAGIC) {
-            Compression::Zstd
+            BlobCompression::Zstd
         } else {
-            Compression::None
+            BlobCompression::None
         }
     }
 }
@@ -53,14 +53,14 @@ pub fn decompress<'a, R: Read + 'a>(
     media_type: Option<&str>,
 ) -> std::io::Result<Box<dyn Read + 'a>> {
     let mut buffered = BufReader::with_capacity(256 * 1024, blob);
-    let kind = match media_type.and_then(Compression::from_media_type) {
+    let kind = match media_type.and_then(BlobCompression::from_media_type) {
         Some(c) => c,
-        None => Compression::sniff(buffered.fill_buf()?),
+        None => BlobCompression::sniff(buffered.fill_buf()?),
     };
     Ok(match kind {
-        Compression::None => Box::new(buffered),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        BlobCompression::None => Box::new(buffered),
+        BlobCompression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        BlobCompression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
     })
 }
 
@@ -71,22 +71,22 @@ mod tests {
 
     #[test]
     fn media_types() {
-        let c = Compression::from_media_type;
+        let c = BlobCompression::from_media_type;
         assert_eq!(
             c("application/vnd.oci.image.layer.v1.tar+gzip"),
-            Some(Compression::Gzip)
+            Some(BlobCompression::Gzip)
         );
         assert_eq!(
             c("application/vnd.oci.image.layer.v1.tar+zstd"),
-            Some(Compression::Zstd)
+            Some(BlobCompression::Zstd)
         );
         assert_eq!(
             c("application/vnd.oci.image.layer.v1.tar"),
-            Some(Compression::None)
+            Some(BlobCompression::None)
         );
         assert_eq!(
             c("application/vnd.docker.image.rootfs.diff.tar.gzip"),
-            Some(Compression::Gzip)
+            Some(BlobCompression::Gzip)
         );
         assert_eq!(c("application/octet-stream"), None);
     }
@@ -99,11 +99,11 @@ mod tests {
         let gz = gz.finish().unwrap();
         let zs = zstd::stream::encode_all(&plain[..], 1).unwrap();
         for (blob, kind) in [
-            (plain.clone(), Compression::None),
-            (gz, Compression::Gzip),
-            (zs, Compression::Zstd),
+            (plain.clone(), BlobCompression::None),
+            (gz, BlobCompression::Gzip),
+            (zs, BlobCompression::Zstd),
         ] {
-            assert_eq!(Compression::sniff(&blob), kind);
+            assert_eq!(BlobCompression::sniff(&blob), kind);
             let mut out = Vec::new();
             decompress(&blob[..], None)
                 .unwrap()

@@ -69,7 +69,7 @@ pub struct SkippedEntry {
 
 /// What applying one layer did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LayerReport {
+pub struct ApplyReport {
     /// `sha256:<hex>` of the uncompressed tar (the layer's diffID).
     pub diff_id: String,
     /// Entries applied (files, directories, links).
@@ -88,7 +88,7 @@ pub struct LayerReport {
 /// Why unpacking failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum UnpackError {
     /// An entry tried to write outside the root (with [`OnUnsafe::Fail`](super::OnUnsafe::Fail)).
     #[error("refusing layer entry `{path}`: {reason}")]
     UnsafeEntry {
@@ -161,15 +161,15 @@ pub enum Error {
 }
 
 /// Result of unpacking.
-pub type Result<T> = std::result::Result<T, Error>;
+pub type Result<T> = std::result::Result<T, UnpackError>;
 
-impl Error {
+impl UnpackError {
     pub(crate) fn io(
         context: &'static str,
         path: impl Into<PathBuf>,
         source: std::io::Error,
     ) -> Self {
-        Error::Io {
+        UnpackError::Io {
             context,
             path: path.into(),
             source,

@@ -43,6 +43,6 @@ pub use apply::{
     apply_tar, max_bytes_from_env,
 };
 pub use cache::{CachedRoot, LayerBlob, RootCache, apply_layer_blob, chain_id};
-pub use compression::{Compression, decompress};
-pub use error::{Error, LayerReport, Result, SkipReason, SkippedEntry};
+pub use compression::{BlobCompression, decompress};
+pub use error::{ApplyReport, Result, SkipReason, SkippedEntry, UnpackError};
 pub use scoped::{Resolved, resolve_in_root};

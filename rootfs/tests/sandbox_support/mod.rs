@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc;
 
-use kiln_rootfs::sandbox::{IdMap, Output, OutputLine, RunSpec, Sandbox, SandboxConfig, Stream};
+use kiln_rootfs::sandbox::{
+    IdMap, OutputLine, OutputRoute, RunSpec, Sandbox, SandboxConfig, Stream,
+};
 use kiln_rootfs::unpack::{UnpackOptions, apply_layer_blob};
 
 /// Where fetched layouts are kept between test runs.
@@ -96,7 +98,7 @@ pub struct Captured {
 /// Runs `spec` to the end, capturing its lines.
 pub fn run_capture(sb: &Sandbox, spec: &RunSpec) -> Captured {
     let (tx, rx) = mpsc::channel::<OutputLine>();
-    let code = sb.run(spec, Output::Lines(tx)).expect("sandbox run");
+    let code = sb.run(spec, OutputRoute::Lines(tx)).expect("sandbox run");
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     for l in rx.try_iter() {
         match l.stream {

@@ -7,7 +7,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use kiln_builder::registry::Platform;
+use kiln_builder::registry::TargetPlatform;
 use kiln_builder::store::Store;
 use kiln_pipeline::Pipeline;
 use kiln_rootfs::sandbox::{Sandbox, SandboxConfig};
@@ -118,7 +118,7 @@ fn prepare_steps(
     let roots = RootCache::new(cache_dir.join("roots"))?;
     let client = registry_client(&args.registry, push_registries(Some(pipeline), &[]))?;
     let display = Display::choose(json);
-    let platform = Platform::default();
+    let platform = TargetPlatform::default();
     let unpack = UnpackOptions::mapped(sandbox.id_map().clone());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::backend::{Adopted, KubeBackend, KubeRun, KubeStep, StepLines};
 use super::names::label_value;
 use super::observe::{PodState, attempt_of, state_of};
-use super::plan::{PLAN_ENV, POD_NAME_ENV, PlanError, RunPlan, run_id_from_uid};
+use super::plan::{PLAN_ENV, POD_NAME_ENV, RunPlan, RunPlanError, run_id_from_uid};
 use super::pod::{ANNOTATION_RUN, LABEL_RUN, Owner};
 use super::status::{
     ANNOTATION_FINISHED, ANNOTATION_STARTED, ANNOTATION_STATUS, ANNOTATION_STEPS, ANNOTATION_STOP,
@@ -41,7 +41,7 @@ pub const RUN_DIR: &str = "/kiln/run";
 pub enum OrchestrateError {
     /// No plan, or a broken one.
     #[error(transparent)]
-    Plan(#[from] PlanError),
+    Plan(#[from] RunPlanError),
     /// The pipeline in the plan does not parse (a kiln version mismatch).
     #[error("the pipeline in the run plan: {0}")]
     Pipeline(#[from] kiln_pipeline::PipelineError),

@@ -70,7 +70,7 @@ use kiln_builder::BuildError;
 use kiln_builder::image;
 use kiln_builder::keys::{self, FileIdentity};
 use kiln_builder::layer::{Compression, LayerError};
-use kiln_builder::registry::{Platform, Registry, RegistryError};
+use kiln_builder::registry::{Registry, RegistryFailure, TargetPlatform};
 use kiln_builder::single_layer::{self, FileTree, SingleLayerImage, TreeEntry};
 use kiln_builder::store::{Check, Digest, LayerDescriptor, Store, StoreError};
 use serde_json::{Value, json};
@@ -248,7 +248,7 @@ pub enum OrchestratorImageError {
         tag: String,
         /// The registry's error.
         #[source]
-        source: RegistryError,
+        source: RegistryFailure,
     },
     /// Pushing the image failed.
     #[error(transparent)]
@@ -375,7 +375,7 @@ fn check_repository(repository: &str) -> Result<(), OrchestratorImageError> {
 }
 
 /// The OCI platform of a Rust `(OS, ARCH)` pair.
-fn platform_for(os: &str, arch: &str) -> Result<Platform, OrchestratorImageError> {
+fn platform_for(os: &str, arch: &str) -> Result<TargetPlatform, OrchestratorImageError> {
     if os != "linux" {
         return Err(OrchestratorImageError::UnsupportedOs { os: os.into() });
     }
@@ -390,7 +390,7 @@ fn platform_for(os: &str, arch: &str) -> Result<Platform, OrchestratorImageError
         "loongarch64" => "loong64",
         _ => return Err(OrchestratorImageError::UnsupportedArch { arch: arch.into() }),
     };
-    Ok(Platform {
+    Ok(TargetPlatform {
         os: "linux".into(),
         architecture: architecture.into(),
         variant: None,
@@ -591,7 +591,11 @@ fn image_path(path: &Path) -> Option<String> {
 
 /// The image config: entrypoint, command, environment, platform, the one
 /// layer's diffID, fixed times.
-fn orchestrator_config(platform: &Platform, diff_id: &Digest, libraries: &[PathBuf]) -> Value {
+fn orchestrator_config(
+    platform: &TargetPlatform,
+    diff_id: &Digest,
+    libraries: &[PathBuf],
+) -> Value {
     let mut env = vec![PATH_ENV.to_string()];
     if let Some(dirs) = library_path(libraries) {
         env.push(format!("LD_LIBRARY_PATH={dirs}"));

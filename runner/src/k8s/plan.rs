@@ -38,7 +38,7 @@ pub struct RunPlan {
 
 /// Why a plan cannot be read.
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub enum RunPlanError {
     /// The variable is not set: `kiln orchestrate` runs only in a pod kiln made.
     #[error(
         "{PLAN_ENV} is not set: `kiln orchestrate` runs inside the orchestrator pod that `kiln run --on kubernetes` creates"
@@ -57,8 +57,8 @@ impl RunPlan {
     }
 
     /// Reads the plan from the variable's value.
-    pub fn from_env_value(value: Option<&str>) -> Result<RunPlan, PlanError> {
-        let value = value.ok_or(PlanError::Missing)?;
+    pub fn from_env_value(value: Option<&str>) -> Result<RunPlan, RunPlanError> {
+        let value = value.ok_or(RunPlanError::Missing)?;
         Ok(serde_json::from_str(value)?)
     }
 }
@@ -104,7 +104,7 @@ mod tests {
     fn a_missing_or_broken_plan_says_so() {
         assert!(matches!(
             RunPlan::from_env_value(None),
-            Err(PlanError::Missing)
+            Err(RunPlanError::Missing)
         ));
         let e = RunPlan::from_env_value(Some("{")).unwrap_err();
         assert!(e.to_string().contains(PLAN_ENV), "{e}");

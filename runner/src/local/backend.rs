@@ -10,7 +10,9 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use kiln_rootfs::sandbox::{BindMount, Killer, Output, OutputLine, RunSpec, Sandbox, Stream, User};
+use kiln_rootfs::sandbox::{
+    BindMount, Killer, OutputLine, OutputRoute, RunSpec, Sandbox, Stream, User,
+};
 
 use crate::driver::{Backend, Input, Launched};
 use crate::scheduler::Event;
@@ -139,7 +141,7 @@ impl LocalBackend {
         let (tx, rx) = mpsc::channel::<OutputLine>();
         let mut running = self
             .sandbox
-            .spawn(&spec, Output::Lines(tx))
+            .spawn(&spec, OutputRoute::Lines(tx))
             .map_err(|e| e.to_string())?;
         if let Ok(killer) = running.killer()
             && let Ok(mut k) = self.killers.lock()
