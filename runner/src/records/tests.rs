@@ -39,6 +39,21 @@ fn live_run(records: &Records, dir: &Path, pipeline: &str) -> (RunId, RunLock) {
     (id, lock)
 }
 
+/// Lets a run's lock go and waits until nobody holds it: a process that
+/// another test thread spawns at that moment holds a copy of the lock's
+/// descriptor until it execs (descriptors are closed on exec, not on fork).
+fn release(lock: RunLock, dir: &Path, run: &str) {
+    drop(lock);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while super::lock::probe(dir, run).unwrap() == super::lock::Holder::Alive {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock of {run} is still held"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_created_run_reads_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -324,7 +339,7 @@ fn a_run_whose_lock_is_released_reads_as_interrupted() {
     assert_eq!(records.list_runs().unwrap()[0].status, RunStatus::Running);
     assert_eq!(records.run(&run).unwrap().status, RunStatus::Running);
 
-    drop(lock);
+    release(lock, dir.path(), &run);
     assert_eq!(
         records.list_runs().unwrap()[0].status,
         RunStatus::Interrupted
@@ -360,7 +375,7 @@ fn running_attempts_of_an_interrupted_run_are_cancelled() {
     records
         .attempt_started(&run, "load", 1, Path::new("/l/1"), at(1))
         .unwrap();
-    drop(lock);
+    release(lock, dir.path(), &run);
     let attempt = &records.run(&run).unwrap().steps[0].attempts[0];
     assert_eq!(attempt.status, AttemptStatus::Cancelled);
     assert_eq!(attempt.reason.as_deref(), Some(INTERRUPTED_REASON));
@@ -390,7 +405,7 @@ fn a_run_lock_is_exclusive_until_dropped() {
         RunLock::acquire(dir.path(), "0badf00d"),
         Err(RecordsError::Locked { run }) if run == "0badf00d"
     ));
-    drop(lock);
+    release(lock, dir.path(), "0badf00d");
     // A lock file left behind by a kiln that is gone is taken over.
     let again = RunLock::acquire(dir.path(), "0badf00d").unwrap();
     assert!(again.path().exists());
