@@ -36,15 +36,23 @@ pub fn open_archive(path: &Path) -> io::Result<Box<dyn Read>> {
 /// What ADD refuses, with the archive and the entry.
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
+    /// An entry kiln will not write (an unsafe name, a link out of the
+    /// destination, an entry over the size limit).
     #[error("{archive}: entry {entry:?} {reason}")]
     Entry {
+        /// The archive being added.
         archive: PathBuf,
+        /// The entry's name as the archive has it.
         entry: String,
+        /// Why it is refused.
         reason: String,
     },
+    /// Reading the archive or writing the layer failed.
     #[error("{archive}: {source}")]
     Io {
+        /// The archive being added.
         archive: PathBuf,
+        /// What failed.
         #[source]
         source: io::Error,
     },
@@ -53,7 +61,9 @@ pub enum AddError {
 /// Entries ADD copied and those it skipped (device nodes, FIFOs).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct AddReport {
+    /// Entries written.
     pub entries: u64,
+    /// Device nodes and FIFOs left out, by name.
     pub skipped_devices: Vec<String>,
 }
 

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// pipeline from them: on this machine or on Kubernetes.
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -19,7 +19,7 @@ pub struct Cli {
 
 /// kiln's subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Build the step images of a pipeline (or a Dockerfile) and push them.
     Build(Box<BuildArgs>),
     /// Run the pipeline: build what is missing, then run the step DAG.
@@ -46,7 +46,7 @@ pub enum Command {
 
 /// Arguments of `kiln build`.
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// The pipeline file.
     #[arg(long = "pipeline", default_value = "kiln.yaml")]
     pub pipeline: PathBuf,
@@ -105,7 +105,7 @@ pub struct BuildArgs {
 
 /// `--network`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum NetworkArg {
+pub(crate) enum NetworkArg {
     /// The host's network.
     Host,
     /// A network namespace with loopback only.
@@ -114,7 +114,7 @@ pub enum NetworkArg {
 
 /// How kiln reaches registries; shared by `build` and `run`.
 #[derive(Debug, Args)]
-pub struct RegistryArgs {
+pub(crate) struct RegistryArgs {
     /// Registry user name (with --password-stdin).
     #[arg(long, requires = "password_stdin")]
     pub username: Option<String>,
@@ -132,7 +132,7 @@ pub struct RegistryArgs {
 
 /// `--compression`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CompressionArg {
+pub(crate) enum CompressionArg {
     /// gzip: read by every registry and runtime.
     Gzip,
     /// zstd: smaller and faster; needs a recent runtime.
@@ -141,7 +141,7 @@ pub enum CompressionArg {
 
 /// `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FormatArg {
+pub(crate) enum FormatArg {
     /// OCI image spec media types.
     Oci,
     /// Docker v2 schema 2 media types.
@@ -150,7 +150,7 @@ pub enum FormatArg {
 
 /// Arguments of `kiln run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The pipeline file.
     #[arg(long = "pipeline", default_value = "kiln.yaml")]
     pub pipeline: PathBuf,
@@ -193,7 +193,7 @@ pub struct RunArgs {
 /// Which cluster and namespace: command-line overrides of the pipeline
 /// file's `orchestrator.kubernetes` connection settings.
 #[derive(Debug, Clone, Default, Args)]
-pub struct KubeArgs {
+pub(crate) struct KubeArgs {
     /// kubeconfig context (default: the file's `kubernetes_context`, else
     /// the kubeconfig's current context).
     #[arg(long = "context", value_name = "CONTEXT")]
@@ -205,7 +205,7 @@ pub struct KubeArgs {
 
 /// Where a pipeline runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// On this machine, in kiln's rootless sandbox.
     Local,
     /// One pod per step on a Kubernetes cluster.
@@ -214,7 +214,7 @@ pub enum Backend {
 
 /// `kiln runs ...`.
 #[derive(Debug, Subcommand)]
-pub enum RunsCommand {
+pub(crate) enum RunsCommand {
     /// List runs.
     List,
     /// Show one run: per-step status, attempts and durations.
@@ -234,7 +234,7 @@ pub enum RunsCommand {
 
 /// Arguments of `kiln logs`.
 #[derive(Debug, Args)]
-pub struct LogsArgs {
+pub(crate) struct LogsArgs {
     /// Run id.
     pub run: String,
     /// Only this step.
@@ -246,7 +246,7 @@ pub struct LogsArgs {
 
 /// `kiln schedules ...`.
 #[derive(Debug, Subcommand)]
-pub enum SchedulesCommand {
+pub(crate) enum SchedulesCommand {
     /// List schedules.
     List(ScheduleTarget),
     /// Change a schedule's cron expression.
@@ -273,7 +273,7 @@ pub enum SchedulesCommand {
 /// The cluster and namespace of schedules: the pipeline file's connection
 /// settings, when there is one, overridden by the flags.
 #[derive(Debug, Clone, Args)]
-pub struct ScheduleTarget {
+pub(crate) struct ScheduleTarget {
     /// The pipeline file whose connection settings to use (default:
     /// kiln.yaml when there is one; without it, kiln's defaults).
     #[arg(long = "pipeline")]
@@ -285,7 +285,7 @@ pub struct ScheduleTarget {
 
 /// `kiln cache ...`.
 #[derive(Debug, Subcommand)]
-pub enum CacheCommand {
+pub(crate) enum CacheCommand {
     /// List cached layers.
     Ls {
         /// The layer cache (default: $XDG_CACHE_HOME/kiln).
@@ -308,7 +308,7 @@ pub enum CacheCommand {
 
 /// Arguments of `kiln validate`.
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
+pub(crate) struct ValidateArgs {
     /// The pipeline file.
     #[arg(default_value = "kiln.yaml")]
     pub file: PathBuf,
@@ -319,7 +319,7 @@ pub struct ValidateArgs {
 
 /// Arguments of `kiln completions`.
 #[derive(Debug, Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,

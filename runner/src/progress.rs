@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kiln_builder::progress::{BlobStatus, Event, LayerStatus, Progress};
 
 /// How events are shown.
-pub enum Display {
+pub(crate) enum Display {
     /// A spinner per image, layer lines printed above it.
     Terminal(Mutex<Option<ProgressBar>>),
     /// One line per event, for logs.
@@ -19,7 +19,7 @@ pub enum Display {
 
 impl Display {
     /// Terminal when stderr is one and `json` is off.
-    pub fn choose(json: bool) -> Self {
+    pub(crate) fn choose(json: bool) -> Self {
         if json {
             Display::Quiet
         } else if std::io::stderr().is_terminal() {
@@ -42,13 +42,13 @@ impl Display {
 }
 
 /// `sha256:0123456789ab…` shortened for humans.
-pub fn short(digest: &str) -> &str {
+pub(crate) fn short(digest: &str) -> &str {
     let end = digest.find(':').map_or(12, |i| i + 13);
     digest.get(..end).unwrap_or(digest)
 }
 
 /// Sizes in human units.
-pub fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KB", "MB", "GB"];
     let mut value = bytes as f64;
     let mut unit = 0;

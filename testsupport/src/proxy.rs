@@ -46,7 +46,9 @@ pub enum Outcome {
 /// A request to the proxy's token endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRequest {
+    /// GET (basic credentials) or POST (refresh token).
     pub method: String,
+    /// The `service` parameter, when sent.
     pub service: Option<String>,
     /// Every scope asked for, in order.
     pub scopes: Vec<String>,
@@ -67,13 +69,16 @@ struct Gate {
 /// One request as the proxy saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// The HTTP method.
     pub method: String,
     /// Path and query, as sent.
     pub target: String,
+    /// What the proxy did with it.
     pub outcome: Outcome,
 }
 
 impl Request {
+    /// The path, without the query.
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or(&self.target)
     }
@@ -89,10 +94,12 @@ impl Request {
             }
     }
 
+    /// A cross-repository mount (POST with `mount=`).
     pub fn is_mount(&self) -> bool {
         self.method == "POST" && self.target.contains("mount=")
     }
 
+    /// A manifest upload.
     pub fn is_manifest_put(&self) -> bool {
         self.method == "PUT" && self.path().contains("/manifests/")
     }

@@ -34,7 +34,7 @@ pub(crate) struct Scope {
 
 impl Scope {
     /// ENV wins over ARG, as in Docker.
-    pub fn lookup(&self, name: &str) -> Option<String> {
+    pub(super) fn lookup(&self, name: &str) -> Option<String> {
         let env = self.env.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         env.cloned().or_else(|| {
             self.args
@@ -45,13 +45,13 @@ impl Scope {
     }
 
     /// Declares (or redeclares) an ARG; the latest declaration wins.
-    pub fn set_arg(&mut self, name: &str, value: Option<String>) {
+    pub(super) fn set_arg(&mut self, name: &str, value: Option<String>) {
         self.args.retain(|(k, _)| k != name);
         self.args.push((name.to_string(), value));
     }
 
     /// Sets an ENV variable, keeping its place if it was set before.
-    pub fn set_env(&mut self, name: &str, value: String) {
+    pub(super) fn set_env(&mut self, name: &str, value: String) {
         match self.env.iter_mut().find(|(k, _)| k == name) {
             Some(slot) => slot.1 = value,
             None => self.env.push((name.to_string(), value)),

@@ -48,6 +48,7 @@ impl Drop for Scratch {
 /// A scratch directory nobody holds any more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leftover {
+    /// The directory.
     pub path: PathBuf,
     /// Bytes of the files in it.
     pub bytes: u64,

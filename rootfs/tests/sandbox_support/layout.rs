@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use kiln_rootfs::unpack::LayerBlob;
 
 /// The layers (bottom first) of the first manifest in `layout`'s index.
-pub fn layout_layers(layout: &Path) -> Result<Vec<LayerBlob>, String> {
+pub(crate) fn layout_layers(layout: &Path) -> Result<Vec<LayerBlob>, String> {
     let read_json = |p: PathBuf| -> Result<serde_json::Value, String> {
         let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
@@ -51,7 +51,7 @@ pub fn layout_layers(layout: &Path) -> Result<Vec<LayerBlob>, String> {
 
 /// The `Env` of the image config (`KEY=VALUE` strings split).
 #[allow(dead_code)]
-pub fn layout_env(layout: &Path) -> Vec<(String, String)> {
+pub(crate) fn layout_env(layout: &Path) -> Vec<(String, String)> {
     let read = |p: PathBuf| {
         std::fs::read_to_string(p)
             .ok()

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-pub mod layout;
+pub(crate) mod layout;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -16,7 +16,7 @@ use kiln_rootfs::sandbox::{
 use kiln_rootfs::unpack::{UnpackOptions, apply_layer_blob};
 
 /// Where fetched layouts are kept between test runs.
-pub const CACHE_DIR: &str = "/var/tmp/kiln-sandbox-tests";
+pub(crate) const CACHE_DIR: &str = "/var/tmp/kiln-sandbox-tests";
 
 static FETCH: Mutex<()> = Mutex::new(());
 
@@ -30,7 +30,7 @@ fn bench_ref(key: &str, fallback: &str) -> String {
 
 /// An OCI layout of `reference` under [`CACHE_DIR`]/`name` (fetched with
 /// skopeo on first use, renamed into place when complete).
-pub fn fetch_layout(name: &str, reference: &str) -> PathBuf {
+pub(crate) fn fetch_layout(name: &str, reference: &str) -> PathBuf {
     let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(CACHE_DIR).join(name);
     if dir.join("index.json").is_file() {
@@ -61,19 +61,19 @@ pub fn fetch_layout(name: &str, reference: &str) -> PathBuf {
 }
 
 /// The busybox base image's layout.
-pub fn busybox_layout() -> PathBuf {
+pub(crate) fn busybox_layout() -> PathBuf {
     let r = bench_ref("KILN_BASE_BUSYBOX", "127.0.0.1:5000/base/busybox:latest");
     fetch_layout("busybox-oci", &r)
 }
 
 /// A sandbox with the default configuration.
-pub fn sandbox() -> Sandbox {
+pub(crate) fn sandbox() -> Sandbox {
     Sandbox::new(SandboxConfig::default()).expect("sandbox preflight passes on this machine")
 }
 
 /// A fresh busybox root (in its own temp dir, `root/` inside it), owners
 /// mapped through `ids`.
-pub fn busybox_root(ids: &IdMap) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn busybox_root(ids: &IdMap) -> (tempfile::TempDir, PathBuf) {
     let layout = busybox_layout();
     let tmp = tempfile::Builder::new()
         .prefix("kiln-sbx-test-")
@@ -89,14 +89,14 @@ pub fn busybox_root(ids: &IdMap) -> (tempfile::TempDir, PathBuf) {
 }
 
 /// Output of a captured run.
-pub struct Captured {
+pub(crate) struct Captured {
     pub code: i32,
     pub stdout: Vec<String>,
     pub stderr: Vec<String>,
 }
 
 /// Runs `spec` to the end, capturing its lines.
-pub fn run_capture(sb: &Sandbox, spec: &RunSpec) -> Captured {
+pub(crate) fn run_capture(sb: &Sandbox, spec: &RunSpec) -> Captured {
     let (tx, rx) = mpsc::channel::<OutputLine>();
     let code = sb.run(spec, OutputRoute::Lines(tx)).expect("sandbox run");
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -114,13 +114,13 @@ pub fn run_capture(sb: &Sandbox, spec: &RunSpec) -> Captured {
 }
 
 /// `sh -c SCRIPT` in `root`.
-pub fn sh(root: &Path, script: &str) -> RunSpec {
+pub(crate) fn sh(root: &Path, script: &str) -> RunSpec {
     RunSpec::new(root, ["/bin/sh", "-c", script])
 }
 
 /// Host pids of processes whose root directory is `root` (chrooted into
 /// it) or whose command line mentions it.
-pub fn processes_in(root: &Path) -> Vec<(u32, String)> {
+pub(crate) fn processes_in(root: &Path) -> Vec<(u32, String)> {
     // The sandbox's init names its root in its arguments; every process
     // of the run descends from it.
     let needle = root.to_string_lossy().into_owned();
@@ -166,7 +166,7 @@ pub fn processes_in(root: &Path) -> Vec<(u32, String)> {
 }
 
 /// Polls `cond` for up to `secs` seconds.
-pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while std::time::Instant::now() < deadline {
         if cond() {
@@ -178,7 +178,7 @@ pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// The sandbox_run example binary (built by `cargo test` with the tests).
-pub fn example_binary() -> PathBuf {
+pub(crate) fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let debug = exe.parent().and_then(Path::parent).unwrap();
     let path = debug.join("examples/sandbox_run");
@@ -191,7 +191,7 @@ pub fn example_binary() -> PathBuf {
 }
 
 /// The entries of a tar stream: (path, type byte, uid, gid, mode, content).
-pub fn tar_entries(bytes: &[u8]) -> Vec<(String, u8, u64, u64, u32, Vec<u8>)> {
+pub(crate) fn tar_entries(bytes: &[u8]) -> Vec<(String, u8, u64, u64, u32, Vec<u8>)> {
     use std::io::Read;
     let mut a = tar::Archive::new(bytes);
     a.entries()

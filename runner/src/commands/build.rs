@@ -16,7 +16,7 @@ use crate::cli::{BuildArgs, CompressionArg, FormatArg, NetworkArg, RegistryArgs}
 use crate::progress::{Display, human_size, short};
 
 /// Builds; exit 1 when the build fails, 2 for Dockerfile builds (not yet).
-pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
     let secrets = args
         .secrets
         .iter()
@@ -125,7 +125,10 @@ pub fn run(args: &BuildArgs, json: bool) -> anyhow::Result<ExitCode> {
 /// The registries kiln pushes to: the only ones `--username` and
 /// `--password-stdin` are sent to. A parent image's registry gets its own
 /// credentials from the docker config, or none.
-pub fn push_registries(pipeline: Option<&kiln_pipeline::Pipeline>, tags: &[String]) -> Vec<String> {
+pub(super) fn push_registries(
+    pipeline: Option<&kiln_pipeline::Pipeline>,
+    tags: &[String],
+) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(p) = pipeline {
         for step in p.steps() {
@@ -150,7 +153,7 @@ pub fn push_registries(pipeline: Option<&kiln_pipeline::Pipeline>, tags: &[Strin
 /// Registry client from the flags: explicit credentials (password read from
 /// stdin, never from argv) for the push registries only, insecure
 /// registries, extra CAs.
-pub fn registry_client(args: &RegistryArgs, push_to: Vec<String>) -> anyhow::Result<Client> {
+pub(super) fn registry_client(args: &RegistryArgs, push_to: Vec<String>) -> anyhow::Result<Client> {
     let explicit = match &args.username {
         Some(username) if args.password_stdin => {
             let mut secret = String::new();
@@ -222,7 +225,7 @@ fn parse_secret(text: &str) -> anyhow::Result<kiln_builder::exec::Secret> {
 }
 
 /// `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.
-pub fn data_dir() -> anyhow::Result<PathBuf> {
+pub(super) fn data_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())

@@ -16,7 +16,7 @@ fn open(dir: &Option<PathBuf>) -> anyhow::Result<Store> {
 }
 
 /// Lists or prunes.
-pub fn run(command: &CacheCommand, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn run(command: &CacheCommand, json: bool) -> anyhow::Result<ExitCode> {
     match command {
         CacheCommand::Ls { cache_dir } => {
             let store = open(cache_dir)?;

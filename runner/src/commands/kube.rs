@@ -10,7 +10,7 @@ use crate::cli::KubeArgs;
 
 /// The connection target: flags over the pipeline's run-wide settings over
 /// kiln's defaults (namespace `kiln`, the kubeconfig's current context).
-pub fn target(pipeline: Option<&Pipeline>, args: &KubeArgs) -> Target {
+pub(super) fn target(pipeline: Option<&Pipeline>, args: &KubeArgs) -> Target {
     let settings = pipeline.map_or_else(KubernetesSettings::defaults, Pipeline::kubernetes);
     let incluster = settings.incluster.as_ref().is_some_and(|v| v.value);
     Target {
@@ -35,7 +35,7 @@ pub fn target(pipeline: Option<&Pipeline>, args: &KubeArgs) -> Target {
 }
 
 /// An async runtime for one command's API calls.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     use anyhow::Context as _;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

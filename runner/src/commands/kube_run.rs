@@ -25,7 +25,7 @@ use super::load_pipeline;
 use crate::cli::RunArgs;
 use crate::progress::Display;
 
-pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     if args.retry_failed.is_some() {
         bail!(
             "--retry-failed is for local runs; a Kubernetes run's orchestrator already resumes from the pods it finds"

@@ -21,7 +21,7 @@ use crate::cli::LogsArgs;
 const POLL: Duration = Duration::from_millis(200);
 
 /// Prints the logs; exit 1 for an unknown run or step.
-pub fn run(args: &LogsArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: &LogsArgs) -> anyhow::Result<ExitCode> {
     let records = open_records()?;
     let mut run = find_run(&records, &args.run)?;
     let steps: Vec<usize> = match &args.step {

@@ -19,7 +19,7 @@ use clap::CommandFactory;
 use crate::cli::{Cli, Command};
 
 /// Runs the chosen subcommand and returns the process exit code.
-pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => validate::run(&args, cli.json),
         Command::Completions(args) => {
@@ -38,7 +38,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// The layer cache: `--cache-dir`, else `$XDG_CACHE_HOME/kiln`.
-pub fn cache_dir(given: &Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn cache_dir(given: &Option<std::path::PathBuf>) -> anyhow::Result<std::path::PathBuf> {
     use anyhow::Context as _;
     match given {
         Some(dir) => Ok(dir.clone()),
@@ -50,7 +50,9 @@ pub fn cache_dir(given: &Option<std::path::PathBuf>) -> anyhow::Result<std::path
 
 /// Loads a pipeline; an invalid one prints its diagnostics (file, line,
 /// column) and yields `None` so the caller exits 1.
-pub fn load_pipeline(path: &std::path::Path) -> anyhow::Result<Option<kiln_pipeline::Pipeline>> {
+pub(crate) fn load_pipeline(
+    path: &std::path::Path,
+) -> anyhow::Result<Option<kiln_pipeline::Pipeline>> {
     match kiln_runner::pipeline_file::load(path) {
         Ok(p) => Ok(Some(p)),
         Err(err @ kiln_pipeline::PipelineError::Invalid { .. }) => {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use kiln_runner::k8s::orchestrator::{orchestrate, percentiles, status_word};
 
-pub fn run() -> anyhow::Result<ExitCode> {
+pub(super) fn run() -> anyhow::Result<ExitCode> {
     let (outcome, figures) = orchestrate()?;
     if let Some((median, p95)) = percentiles(&figures.overheads) {
         eprintln!(

@@ -23,7 +23,7 @@ use super::load_pipeline;
 use crate::cli::{Backend, RunArgs};
 use crate::progress::Display;
 
-pub fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: &RunArgs, json: bool) -> anyhow::Result<ExitCode> {
     if args.on == Backend::Kubernetes {
         return super::kube_run::run(args, json);
     }

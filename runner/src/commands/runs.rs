@@ -30,7 +30,7 @@ const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Lists, shows or stops.
-pub fn run(command: &RunsCommand, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn run(command: &RunsCommand, json: bool) -> anyhow::Result<ExitCode> {
     let records = open_records()?;
     match command {
         RunsCommand::List => list(&records, json),

@@ -17,7 +17,7 @@ use crate::cli::{ScheduleTarget, SchedulesCommand};
 const DEFAULT_PIPELINE: &str = "kiln.yaml";
 
 /// Lists, updates or deletes.
-pub fn run(command: &SchedulesCommand, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn run(command: &SchedulesCommand, json: bool) -> anyhow::Result<ExitCode> {
     let (SchedulesCommand::List(place)
     | SchedulesCommand::Update { target: place, .. }
     | SchedulesCommand::Delete { target: place, .. }) = command;

@@ -9,7 +9,7 @@ use kiln_pipeline::PipelineError;
 use crate::cli::ValidateArgs;
 
 /// Prints the DAG (or `--step`'s effective settings); exit 1 when invalid.
-pub fn run(args: &ValidateArgs, json: bool) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: &ValidateArgs, json: bool) -> anyhow::Result<ExitCode> {
     let pipeline = match kiln_runner::pipeline_file::load(&args.file) {
         Ok(p) => p,
         Err(err @ PipelineError::Invalid { .. }) => {

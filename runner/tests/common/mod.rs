@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The lines a child writes, as they come.
-pub fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+pub(crate) fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -23,7 +23,7 @@ pub fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
 
 /// Waits until `follower` exits, and checks it succeeded; after `timeout`
 /// it is killed and the test fails: a follower must end with its run.
-pub fn wait_for_exit(follower: &mut Child, timeout: Duration) {
+pub(crate) fn wait_for_exit(follower: &mut Child, timeout: Duration) {
     let start = Instant::now();
     while follower.try_wait().unwrap().is_none() {
         if start.elapsed() > timeout {

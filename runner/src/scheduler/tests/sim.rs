@@ -43,7 +43,7 @@ pub(super) struct Sim {
 }
 
 impl Sim {
-    pub fn new(sched: Scheduler, full_checks: bool) -> Self {
+    pub(super) fn new(sched: Scheduler, full_checks: bool) -> Self {
         let n = sched.steps().len();
         Sim {
             specs: sched.steps().to_vec(),
@@ -68,7 +68,7 @@ impl Sim {
 
     /// Carries the backend's view over to a resumed scheduler, as an
     /// orchestrator that restarted would find it in the cluster.
-    pub fn resumed(self, sched: Scheduler) -> Self {
+    pub(super) fn resumed(self, sched: Scheduler) -> Self {
         let mut next = Sim::new(sched, self.full_checks);
         next.now = self.now;
         next.live = self
@@ -90,7 +90,7 @@ impl Sim {
     }
 
     /// What the cluster would show: one observation per launched attempt.
-    pub fn observed(&self) -> Vec<Observed> {
+    pub(super) fn observed(&self) -> Vec<Observed> {
         let mut out = Vec::new();
         for (step, &attempts) in self.launched.iter().enumerate() {
             for attempt in 1..=attempts {
@@ -127,7 +127,7 @@ impl Sim {
 
     /// Starts the run and plays `choices`, then plays fallbacks until the
     /// run finishes; panics if it does not within a bound.
-    pub fn run(&mut self, choices: &[u32], allow_stop: bool) {
+    pub(super) fn run(&mut self, choices: &[u32], allow_stop: bool) {
         self.send(Event::Start);
         self.play(choices, allow_stop);
         let max_attempts: usize = self
@@ -150,7 +150,7 @@ impl Sim {
     }
 
     /// Plays `choices` only (the run may or may not finish).
-    pub fn play(&mut self, choices: &[u32], allow_stop: bool) {
+    pub(super) fn play(&mut self, choices: &[u32], allow_stop: bool) {
         for &c in choices {
             if self.sched.is_finished() {
                 return;
@@ -297,7 +297,7 @@ impl Sim {
         assert_eq!(self.sched.states(), &before[..], "{event:?} changed state");
     }
 
-    pub fn send(&mut self, event: Event) {
+    pub(super) fn send(&mut self, event: Event) {
         let actions = self.sched.handle(self.now, event).unwrap();
         self.events += 1;
         let count = actions.len();
@@ -459,7 +459,7 @@ impl Sim {
 pub(super) struct XorShift(pub u64);
 
 impl XorShift {
-    pub fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
