@@ -20,7 +20,7 @@ use tar::EntryType;
 /// # Errors
 ///
 /// When the file cannot be opened or read.
-pub fn open_archive(path: &Path) -> io::Result<Box<dyn Read>> {
+pub(crate) fn open_archive(path: &Path) -> io::Result<Box<dyn Read>> {
     use std::io::BufRead as _;
     let mut file = io::BufReader::new(std::fs::File::open(path)?);
     let head = file.fill_buf()?;
@@ -35,7 +35,7 @@ pub fn open_archive(path: &Path) -> io::Result<Box<dyn Read>> {
 
 /// What ADD refuses, with the archive and the entry.
 #[derive(Debug, thiserror::Error)]
-pub enum AddError {
+pub(crate) enum AddError {
     /// An entry kiln will not write (an unsafe name, a link out of the
     /// destination, an entry over the size limit).
     #[error("{archive}: entry {entry:?} {reason}")]
@@ -60,7 +60,7 @@ pub enum AddError {
 
 /// Entries ADD copied and those it skipped (device nodes, FIFOs).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct AddReport {
+pub(crate) struct AddReport {
     /// Entries written.
     pub entries: u64,
     /// Device nodes and FIFOs left out, by name.
@@ -73,7 +73,7 @@ pub struct AddReport {
 /// # Errors
 ///
 /// The first entry the rules refuse, or an I/O error.
-pub fn append_archive<R: Read, W: io::Write>(
+pub(crate) fn append_archive<R: Read, W: io::Write>(
     archive_path: &Path,
     archive: R,
     prefix: &str,

@@ -26,11 +26,11 @@ pub fn strings(value: &Value) -> Vec<String> {
 
 /// Reads an image config's fields.
 #[derive(Debug, Clone, Copy)]
-pub struct ConfigView<'a>(&'a Value);
+pub(crate) struct ConfigView<'a>(&'a Value);
 
 impl<'a> ConfigView<'a> {
     /// A view of a whole image config (`architecture`, `config`, `rootfs`…).
-    pub fn new(config: &'a Value) -> Self {
+    pub(crate) fn new(config: &'a Value) -> Self {
         Self(config)
     }
 
@@ -40,12 +40,12 @@ impl<'a> ConfigView<'a> {
     }
 
     /// `Env`, as `KEY=VALUE` lines.
-    pub fn env(&self) -> Vec<String> {
+    pub(crate) fn env(&self) -> Vec<String> {
         strings(self.run("Env"))
     }
 
     /// `Env` split at the first `=`; a line without one is left out.
-    pub fn env_pairs(&self) -> Vec<(String, String)> {
+    pub(crate) fn env_pairs(&self) -> Vec<(String, String)> {
         self.env()
             .into_iter()
             .filter_map(|e| {
@@ -56,42 +56,42 @@ impl<'a> ConfigView<'a> {
     }
 
     /// `WorkingDir`.
-    pub fn working_dir(&self) -> Option<&'a str> {
+    pub(crate) fn working_dir(&self) -> Option<&'a str> {
         self.run("WorkingDir").as_str()
     }
 
     /// `User`.
-    pub fn user(&self) -> Option<&'a str> {
+    pub(crate) fn user(&self) -> Option<&'a str> {
         self.run("User").as_str()
     }
 
     /// `Entrypoint`.
-    pub fn entrypoint(&self) -> Vec<String> {
+    pub(crate) fn entrypoint(&self) -> Vec<String> {
         strings(self.run("Entrypoint"))
     }
 
     /// `Cmd`.
-    pub fn cmd(&self) -> Vec<String> {
+    pub(crate) fn cmd(&self) -> Vec<String> {
         strings(self.run("Cmd"))
     }
 
     /// `Shell` (Docker's; empty means `/bin/sh -c`).
-    pub fn shell(&self) -> Vec<String> {
+    pub(crate) fn shell(&self) -> Vec<String> {
         strings(self.run("Shell"))
     }
 
     /// `OnBuild` triggers (Docker's).
-    pub fn onbuild(&self) -> Vec<String> {
+    pub(crate) fn onbuild(&self) -> Vec<String> {
         strings(self.run("OnBuild"))
     }
 
     /// `history`, oldest first (entries as the config has them).
-    pub fn history(&self) -> Vec<Value> {
+    pub(crate) fn history(&self) -> Vec<Value> {
         self.0["history"].as_array().cloned().unwrap_or_default()
     }
 
     /// `rootfs.diff_ids`, bottom layer first.
-    pub fn diff_ids(&self) -> Vec<String> {
+    pub(crate) fn diff_ids(&self) -> Vec<String> {
         strings(&self.0["rootfs"]["diff_ids"])
     }
 }
@@ -104,11 +104,11 @@ impl<'a> ConfigView<'a> {
 /// Never on a config that is a JSON object or null; kiln's configs are
 /// objects (the parent's is checked when it is read).
 #[derive(Debug)]
-pub struct ConfigEdit<'a>(&'a mut Value);
+pub(crate) struct ConfigEdit<'a>(&'a mut Value);
 
 impl<'a> ConfigEdit<'a> {
     /// Starts editing a whole image config.
-    pub fn new(config: &'a mut Value) -> Self {
+    pub(crate) fn new(config: &'a mut Value) -> Self {
         if !config["config"].is_object() {
             config["config"] = json!({});
         }
@@ -116,7 +116,7 @@ impl<'a> ConfigEdit<'a> {
     }
 
     /// Reads the config as it stands.
-    pub fn view(&self) -> ConfigView<'_> {
+    pub(crate) fn view(&self) -> ConfigView<'_> {
         ConfigView(self.0)
     }
 
@@ -136,74 +136,74 @@ impl<'a> ConfigEdit<'a> {
     }
 
     /// `Env`, replaced as a whole.
-    pub fn set_env(&mut self, env: Vec<String>) {
+    pub(crate) fn set_env(&mut self, env: Vec<String>) {
         self.set("Env", json!(env));
     }
 
     /// `WorkingDir`.
-    pub fn set_working_dir(&mut self, dir: String) {
+    pub(crate) fn set_working_dir(&mut self, dir: String) {
         self.set("WorkingDir", Value::String(dir));
     }
 
     /// `User`.
-    pub fn set_user(&mut self, user: String) {
+    pub(crate) fn set_user(&mut self, user: String) {
         self.set("User", Value::String(user));
     }
 
     /// `Cmd`; `None` clears it (written as `null`, as Docker does when an
     /// ENTRYPOINT resets it).
-    pub fn set_cmd(&mut self, cmd: Option<Vec<String>>) {
+    pub(crate) fn set_cmd(&mut self, cmd: Option<Vec<String>>) {
         self.set("Cmd", cmd.map_or(Value::Null, |c| json!(c)));
     }
 
     /// `Entrypoint`.
-    pub fn set_entrypoint(&mut self, entrypoint: Vec<String>) {
+    pub(crate) fn set_entrypoint(&mut self, entrypoint: Vec<String>) {
         self.set("Entrypoint", json!(entrypoint));
     }
 
     /// `Shell`.
-    pub fn set_shell(&mut self, shell: Vec<String>) {
+    pub(crate) fn set_shell(&mut self, shell: Vec<String>) {
         self.set("Shell", json!(shell));
     }
 
     /// `StopSignal`.
-    pub fn set_stop_signal(&mut self, signal: String) {
+    pub(crate) fn set_stop_signal(&mut self, signal: String) {
         self.set("StopSignal", Value::String(signal));
     }
 
     /// `Healthcheck`, in Docker's shape (`Test`, durations in ns, `Retries`).
-    pub fn set_healthcheck(&mut self, healthcheck: Value) {
+    pub(crate) fn set_healthcheck(&mut self, healthcheck: Value) {
         self.set("Healthcheck", healthcheck);
     }
 
     /// `OnBuild`, replaced as a whole.
-    pub fn set_onbuild(&mut self, triggers: Vec<String>) {
+    pub(crate) fn set_onbuild(&mut self, triggers: Vec<String>) {
         self.set("OnBuild", json!(triggers));
     }
 
     /// One label, added or replaced.
-    pub fn set_label(&mut self, key: &str, value: String) {
+    pub(crate) fn set_label(&mut self, key: &str, value: String) {
         self.set_entry("Labels", key, Value::String(value));
     }
 
     /// One exposed port (`80/tcp`).
-    pub fn expose(&mut self, port: &str) {
+    pub(crate) fn expose(&mut self, port: &str) {
         self.set_entry("ExposedPorts", port, json!({}));
     }
 
     /// One volume path.
-    pub fn add_volume(&mut self, path: &str) {
+    pub(crate) fn add_volume(&mut self, path: &str) {
         self.set_entry("Volumes", path, json!({}));
     }
 
     /// The image's `author`.
-    pub fn set_author(&mut self, author: String) {
+    pub(crate) fn set_author(&mut self, author: String) {
         self.0["author"] = Value::String(author);
     }
 
     /// Appends a layer's diffID to `rootfs.diff_ids`, making `rootfs` when
     /// the config has none.
-    pub fn push_diff_id(&mut self, diff_id: String) {
+    pub(crate) fn push_diff_id(&mut self, diff_id: String) {
         if let Some(ids) = self.0["rootfs"]["diff_ids"].as_array_mut() {
             ids.push(Value::String(diff_id));
         } else {
@@ -212,7 +212,7 @@ impl<'a> ConfigEdit<'a> {
     }
 
     /// `rootfs` says `layers` with these diffIDs; its other fields stay.
-    pub fn set_diff_ids(&mut self, diff_ids: Vec<String>) {
+    pub(crate) fn set_diff_ids(&mut self, diff_ids: Vec<String>) {
         if !self.0["rootfs"].is_object() {
             self.0["rootfs"] = json!({});
         }
@@ -221,17 +221,17 @@ impl<'a> ConfigEdit<'a> {
     }
 
     /// `history`, replaced as a whole.
-    pub fn set_history(&mut self, history: Vec<Value>) {
+    pub(crate) fn set_history(&mut self, history: Vec<Value>) {
         self.0["history"] = Value::Array(history);
     }
 
     /// The image's `created` time (RFC 3339).
-    pub fn set_created(&mut self, created: String) {
+    pub(crate) fn set_created(&mut self, created: String) {
         self.0["created"] = Value::String(created);
     }
 
     /// Appends a `history` entry.
-    pub fn push_history(&mut self, entry: Value) {
+    pub(crate) fn push_history(&mut self, entry: Value) {
         match self.0["history"].as_array_mut() {
             Some(h) => h.push(entry),
             None => self.0["history"] = json!([entry]),
@@ -242,7 +242,7 @@ impl<'a> ConfigEdit<'a> {
 /// Drops `config.OnBuild`: a stage that ran its base's triggers does not
 /// pass them on (as in Docker). A config without run settings is left as
 /// it is.
-pub fn strip_onbuild(config: &mut Value) {
+pub(crate) fn strip_onbuild(config: &mut Value) {
     if let Some(run) = config["config"].as_object_mut() {
         run.remove("OnBuild");
     }

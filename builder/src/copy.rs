@@ -17,7 +17,7 @@ use crate::image::hex;
 /// Why a COPY cannot be planned or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CopyError {
+pub(crate) enum CopyError {
     /// A source matches nothing.
     #[error("{source_path:?} not found in {place}")]
     NotFound {
@@ -60,7 +60,7 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CopyEr
 
 /// What kind of file an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A directory.
     Dir,
     /// A regular file.
@@ -72,7 +72,7 @@ pub enum Kind {
 /// The files a COPY may read: relative paths under a root with their kind
 /// (the build context after .dockerignore, or a stage's root).
 #[derive(Debug, Clone)]
-pub struct Tree {
+pub(crate) struct Tree {
     root: PathBuf,
     entries: BTreeMap<String, Kind>,
     place: String,
@@ -80,7 +80,7 @@ pub struct Tree {
 
 impl Tree {
     /// Every file under `root`, except the relative paths `skip` rejects.
-    pub fn walk(
+    pub(crate) fn walk(
         root: &Path,
         place: &str,
         skip: impl Fn(&str, bool) -> bool,
@@ -184,7 +184,7 @@ fn normalize_clamped(raw: &str) -> Option<String> {
 
 /// One entry of the layer: where it comes from and where it lands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Planned {
+pub(crate) struct Planned {
     /// The host file.
     pub source: PathBuf,
     /// Its path relative to the tree's root (where a stage's listing has
@@ -201,7 +201,7 @@ pub struct Planned {
 
 /// How sources are laid out beyond Docker's defaults.
 #[derive(Debug, Clone, Default)]
-pub struct PlanOptions<'a> {
+pub(crate) struct PlanOptions<'a> {
     /// `dest` is a directory whatever the sources (more sources of other
     /// kinds, heredoc files or downloads, share the COPY).
     pub dir: bool,
@@ -216,12 +216,12 @@ pub struct PlanOptions<'a> {
 /// Plans a COPY of `sources` to `dest` (already absolute) from `tree`:
 /// a directory source copies its contents; several sources, a directory
 /// source or a `dest` ending in `/` make `dest` a directory.
-pub fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>, CopyError> {
+pub(crate) fn plan(tree: &Tree, sources: &[String], dest: &str) -> Result<Vec<Planned>, CopyError> {
     plan_with(tree, sources, dest, &PlanOptions::default())
 }
 
 /// [`plan`], with `opts`.
-pub fn plan_with(
+pub(crate) fn plan_with(
     tree: &Tree,
     sources: &[String],
     dest: &str,
@@ -455,7 +455,7 @@ fn matcher(pattern: &str) -> Result<GlobMatcher, CopyError> {
 
 /// How the entries are owned and stamped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     /// `--chown`, numeric: the owner of every copied entry and of every
     /// directory the copy creates on the way.
     pub chown: Option<(u64, u64)>,
@@ -467,7 +467,7 @@ pub struct Stamp {
 
 /// A source entry's metadata as the copy keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SourceMeta {
+pub(crate) struct SourceMeta {
     /// Permission bits (with setuid/setgid/sticky).
     pub mode: u32,
     /// Owner (0 for the build context, as Docker does).
@@ -479,7 +479,7 @@ pub struct SourceMeta {
 }
 
 /// The metadata of a build-context entry: its mode, owned by root.
-pub fn context_meta(p: &Planned) -> Result<SourceMeta, CopyError> {
+pub(crate) fn context_meta(p: &Planned) -> Result<SourceMeta, CopyError> {
     let meta =
         std::fs::symlink_metadata(&p.source).map_err(io_err("reading metadata of", &p.source))?;
     Ok(SourceMeta {
@@ -490,7 +490,7 @@ pub fn context_meta(p: &Planned) -> Result<SourceMeta, CopyError> {
 
 /// One entry of the layer as it will be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placed {
+pub(crate) struct Placed {
     /// Path in the image, relative, every symlink on the way resolved.
     pub path: String,
     /// Its kind.
@@ -511,7 +511,7 @@ pub struct Placed {
 /// entries keep their source's mode and owner unless `--chown`/`--chmod`
 /// say otherwise. `extra_dirs` are directories that must exist (ADD's
 /// extraction targets) though nothing is planned in them.
-pub fn place(
+pub(crate) fn place(
     planned: &[Planned],
     dest: &str,
     image: &crate::listing::Listing,
@@ -620,7 +620,7 @@ fn join_rel(a: &str, b: &str) -> String {
 /// A digest of what the layer will hold: paths, kinds, modes, link targets
 /// and file contents. The COPY's cache key: touching a file without
 /// changing it keeps the key.
-pub fn content_key(planned: &[Planned]) -> Result<String, CopyError> {
+pub(crate) fn content_key(planned: &[Planned]) -> Result<String, CopyError> {
     let mut h = Sha256::new();
     for p in planned {
         h.update(p.dest.as_bytes());
@@ -658,7 +658,7 @@ pub fn content_key(planned: &[Planned]) -> Result<String, CopyError> {
 /// Writes the placed entries into a layer tar, parents first, every entry
 /// stamped with `mtime`; the archive stays open so more entries can
 /// follow (ADD's extracted archives).
-pub fn write_placed<W: Write>(
+pub(crate) fn write_placed<W: Write>(
     placed: &[Placed],
     mtime: u64,
     out: W,

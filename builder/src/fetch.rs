@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// The request failed or the server answered with an error.
     #[error("downloading {url}: {message}")]
     Http {
@@ -50,7 +50,7 @@ pub enum FetchError {
 
 /// A downloaded file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// Where it is.
     pub path: PathBuf,
     /// `sha256:HEX` of its content.
@@ -60,13 +60,13 @@ pub struct Fetched {
 }
 
 /// Whether a COPY/ADD source is an http(s) URL.
-pub fn is_http(source: &str) -> bool {
+pub(crate) fn is_http(source: &str) -> bool {
     let l = source.to_ascii_lowercase();
     l.starts_with("http://") || l.starts_with("https://")
 }
 
 /// The last segment of a URL's path, without query or fragment.
-pub fn file_name(url: &str) -> String {
+pub(crate) fn file_name(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let path = rest.split(['?', '#']).next().unwrap_or_default();
     let path = path.split_once('/').map_or("", |(_, p)| p);
@@ -82,7 +82,7 @@ pub fn file_name(url: &str) -> String {
 /// # Errors
 ///
 /// See [`FetchError`].
-pub async fn fetch(
+pub(crate) async fn fetch(
     url: &str,
     into: &Path,
     checksum: Option<&str>,

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The OCI source labels for `dir`, empty outside a git checkout.
-pub fn source_labels(dir: &Path) -> BTreeMap<String, String> {
+pub(crate) fn source_labels(dir: &Path) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     let Some((git_dir, common_dir)) = find_git_dir(dir) else {
         return labels;

@@ -5,31 +5,31 @@
 // product's code.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
-pub mod add;
+mod add;
 pub mod build;
 mod code;
-pub mod config;
-pub mod copy;
+mod config;
+mod copy;
 pub mod dfbuild;
-pub mod dockerfile;
+mod dockerfile;
 mod error;
 pub mod exec;
-pub mod fetch;
+mod fetch;
 mod finish;
-pub mod git;
+mod git;
 pub mod image;
 pub mod keys;
 pub mod layer;
-pub mod listing;
-pub mod options;
-pub mod output;
+mod listing;
+mod options;
+mod output;
 pub mod plan;
 pub mod progress;
-pub mod push;
+mod push;
 pub mod ready;
-pub mod record;
+mod record;
 pub mod registry;
-pub mod report;
+mod report;
 pub mod single_layer;
 pub mod store;
 

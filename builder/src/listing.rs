@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// What kind of entry a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EntryKind {
+pub(crate) enum EntryKind {
     /// A directory.
     Dir,
     /// A regular file or a hard link to one.
@@ -31,7 +31,7 @@ pub enum EntryKind {
 
 /// One path's metadata as the layer recorded it (ids as in the image).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meta {
+pub(crate) struct Meta {
     /// Its kind.
     pub kind: EntryKind,
     /// Permission bits with setuid/setgid/sticky.
@@ -50,7 +50,7 @@ pub struct Meta {
 
 /// One layer's own entries: what it adds, and what it deletes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerListing {
+pub(crate) struct LayerListing {
     /// Paths (relative, no `./`, no trailing `/`) in the order of the tar.
     pub entries: Vec<(String, Meta)>,
     /// Whiteouts: paths removed with everything under them.
@@ -83,7 +83,7 @@ impl LayerListing {
     /// # Errors
     ///
     /// When the tar cannot be read.
-    pub fn read(tar: impl Read) -> io::Result<LayerListing> {
+    pub(crate) fn read(tar: impl Read) -> io::Result<LayerListing> {
         let mut out = LayerListing::default();
         let mut archive = tar::Archive::new(tar);
         for entry in archive.entries()? {
@@ -158,7 +158,7 @@ impl LayerListing {
     /// # Errors
     ///
     /// When the blob cannot be read; a broken cache file is read again.
-    pub fn of_blob(
+    pub(crate) fn of_blob(
         blob: &Path,
         media_type: Option<&str>,
         cache: Option<&Path>,
@@ -196,7 +196,7 @@ fn join(dir: &str, name: &str) -> String {
 
 /// The stacked filesystem of a stage so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Listing {
+pub(crate) struct Listing {
     entries: BTreeMap<String, Meta>,
     passwd: String,
     group: String,
@@ -207,7 +207,7 @@ const MAX_LINKS: usize = 40;
 
 impl Listing {
     /// Stacks a layer on top.
-    pub fn apply(&mut self, layer: &LayerListing) {
+    pub(crate) fn apply(&mut self, layer: &LayerListing) {
         for dir in &layer.opaque {
             self.remove_under(dir);
         }
@@ -254,17 +254,17 @@ impl Listing {
     }
 
     /// The metadata of `path` (relative) itself, links not followed.
-    pub fn get(&self, path: &str) -> Option<&Meta> {
+    pub(crate) fn get(&self, path: &str) -> Option<&Meta> {
         self.entries.get(path)
     }
 
     /// `/etc/passwd` as the stage has it (empty if none).
-    pub fn passwd(&self) -> &str {
+    pub(crate) fn passwd(&self) -> &str {
         &self.passwd
     }
 
     /// `/etc/group` as the stage has it (empty if none).
-    pub fn group(&self) -> &str {
+    pub(crate) fn group(&self) -> &str {
         &self.group
     }
 
@@ -272,7 +272,7 @@ impl Listing {
     /// absolute target starts again at the root, `..` stops at it), the
     /// last component too when `follow_last`. What does not exist is kept
     /// as written after the part that does.
-    pub fn resolve(&self, path: &str, follow_last: bool) -> String {
+    pub(crate) fn resolve(&self, path: &str, follow_last: bool) -> String {
         let mut todo: Vec<String> = clean(path).split('/').rev().map(String::from).collect();
         todo.retain(|p| !p.is_empty());
         let mut done: Vec<String> = Vec::new();
@@ -307,13 +307,13 @@ impl Listing {
     }
 
     /// Whether `path` (resolved) is a directory.
-    pub fn is_dir(&self, path: &str) -> bool {
+    pub(crate) fn is_dir(&self, path: &str) -> bool {
         path.is_empty() || self.get(path).is_some_and(|m| m.kind == EntryKind::Dir)
     }
 }
 
 /// Where the store keeps the listing of the layer with `diff_id`.
-pub fn cache_path(store_root: &Path, diff_id: &str) -> PathBuf {
+pub(crate) fn cache_path(store_root: &Path, diff_id: &str) -> PathBuf {
     let hex = diff_id.rsplit(':').next().unwrap_or(diff_id);
     store_root.join("listings").join(format!("{hex}.json"))
 }

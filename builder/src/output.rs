@@ -12,7 +12,7 @@ use crate::image::{Descriptor, media};
 
 /// Where a blob's bytes come from.
 #[derive(Debug, Clone)]
-pub enum BlobData {
+pub(crate) enum BlobData {
     /// A file in the content store.
     File(PathBuf),
     /// Small in-memory JSON (configs, manifests).
@@ -21,7 +21,7 @@ pub enum BlobData {
 
 /// A blob to write: descriptor plus bytes.
 #[derive(Debug, Clone)]
-pub struct Blob {
+pub(crate) struct Blob {
     /// Digest, size, media type.
     pub descriptor: Descriptor,
     /// Where its bytes are.
@@ -30,7 +30,7 @@ pub struct Blob {
 
 /// An image ready to be written: every blob it needs and its manifest.
 #[derive(Debug, Clone)]
-pub struct ImageBlobs {
+pub(crate) struct ImageBlobs {
     /// Layers and config.
     pub blobs: Vec<Blob>,
     /// The manifest blob.
@@ -41,7 +41,7 @@ pub struct ImageBlobs {
 
 /// Writes (or adds to) an OCI image layout at `dir`. Blobs already present
 /// are kept; the index entry for `tag` is replaced.
-pub fn write_layout(dir: &Path, image: &ImageBlobs) -> io::Result<()> {
+pub(crate) fn write_layout(dir: &Path, image: &ImageBlobs) -> io::Result<()> {
     let blobs_dir = dir.join("blobs").join("sha256");
     fs::create_dir_all(&blobs_dir)?;
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -101,7 +101,7 @@ pub fn write_layout(dir: &Path, image: &ImageBlobs) -> io::Result<()> {
 /// Writes an OCI archive (a tar of an OCI layout) at `file`, as
 /// `skopeo copy oci-archive:FILE` expects. Written to a temporary file and
 /// renamed, so a failed build never leaves half an archive.
-pub fn write_archive(file: &Path, image: &ImageBlobs) -> io::Result<()> {
+pub(crate) fn write_archive(file: &Path, image: &ImageBlobs) -> io::Result<()> {
     let parent = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

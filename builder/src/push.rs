@@ -120,7 +120,7 @@ pub(crate) async fn push<R: Registry>(
 
 /// Makes sure a registry blob is in the store: downloaded to a temporary
 /// file and renamed, so an interrupted download never looks complete.
-pub async fn fetch_blob<R: Registry>(
+pub(crate) async fn fetch_blob<R: Registry>(
     registry: &R,
     store: &Store,
     repository: &str,

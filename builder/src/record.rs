@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// The outcome of building one pipeline.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct BuildRecord {
+pub(crate) struct BuildRecord {
     /// The pipeline's name.
     pub pipeline: String,
     /// The pipeline file, absolute.
@@ -21,7 +21,7 @@ pub struct BuildRecord {
 
 /// One built image.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ImageRecord {
+pub(crate) struct ImageRecord {
     /// Steps that run in it.
     pub steps: Vec<String>,
     /// Where it was written: `registry/repo:tag`, `oci:DIR:tag` or `tar:FILE`.
@@ -39,7 +39,7 @@ pub struct ImageRecord {
 
 /// What went into one layer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct LayerRecord {
+pub(crate) struct LayerRecord {
     /// Human label (`code`, `requirements (user)`).
     pub label: String,
     /// The cache key.
@@ -49,8 +49,9 @@ pub struct LayerRecord {
 }
 
 impl BuildRecord {
-    /// The image record of a step.
-    pub fn image_of(&self, step: &str) -> Option<&ImageRecord> {
+    /// The image record of a step (the tests read records back with it).
+    #[cfg(test)]
+    pub(crate) fn image_of(&self, step: &str) -> Option<&ImageRecord> {
         self.images
             .values()
             .find(|i| i.steps.iter().any(|s| s == step))
@@ -59,7 +60,7 @@ impl BuildRecord {
 
 /// Where the record of the pipeline file `file` is kept: one file per
 /// pipeline file under kiln's data directory, so two checkouts never mix.
-pub fn record_path(data_dir: &Path, pipeline: &str, file: &Path) -> PathBuf {
+pub(crate) fn record_path(data_dir: &Path, pipeline: &str, file: &Path) -> PathBuf {
     let key = crate::image::sha256_digest(file.to_string_lossy().as_bytes());
     let short = key
         .trim_start_matches("sha256:")
@@ -73,13 +74,13 @@ pub fn record_path(data_dir: &Path, pipeline: &str, file: &Path) -> PathBuf {
 
 /// Reads a record; a missing file is `None`, a corrupt one is treated as
 /// missing (it only speeds things up and explains).
-pub fn load(path: &Path) -> Option<BuildRecord> {
+pub(crate) fn load(path: &Path) -> Option<BuildRecord> {
     let bytes = fs::read(path).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
 /// Writes a record atomically.
-pub fn save(path: &Path, record: &BuildRecord) -> io::Result<()> {
+pub(crate) fn save(path: &Path, record: &BuildRecord) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
@@ -92,7 +93,7 @@ pub fn save(path: &Path, record: &BuildRecord) -> io::Result<()> {
 
 /// Explains why a layer was rebuilt: the inputs that differ from the last
 /// build's, in words.
-pub fn explain_change(
+pub(crate) fn explain_change(
     previous: Option<&LayerRecord>,
     key: &str,
     current: &BTreeMap<String, String>,

@@ -7,7 +7,7 @@
 
 /// Why a label or annotation key or a label value is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LabelError {
+pub(crate) enum LabelError {
     /// The part of a key before `/` is not a DNS subdomain.
     #[error("label key {key:?} has an invalid prefix: {source}")]
     Prefix {
@@ -42,7 +42,7 @@ pub enum LabelError {
 
 /// What is wrong with a label name or value (the text, not which one it is).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LabelTextError {
+pub(crate) enum LabelTextError {
     /// Over 63 characters.
     #[error("must be at most 63 characters, found {len}")]
     TooLong {
@@ -62,7 +62,7 @@ pub enum LabelTextError {
 
 /// Why a name is not a DNS subdomain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DnsSubdomainError {
+pub(crate) enum DnsSubdomainError {
     /// Empty or over 253 characters.
     #[error("{name:?} must be 1 to 253 characters")]
     Length {
@@ -81,7 +81,7 @@ pub enum DnsSubdomainError {
 
 /// Why a name is not a DNS label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DnsLabelError {
+pub(crate) enum DnsLabelError {
     /// Empty or over 63 characters.
     #[error("{name:?} must be 1 to 63 characters")]
     Length {
@@ -100,7 +100,7 @@ pub enum DnsLabelError {
 
 /// Why text is not a Kubernetes resource quantity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QuantityError {
+pub(crate) enum QuantityError {
     /// The number part does not parse.
     #[error(
         "expected a Kubernetes quantity such as \"500m\", \"2\", \"4Gi\" or \"1e3\", found {text:?}"
@@ -123,7 +123,7 @@ pub enum QuantityError {
 
 /// Checks a label or annotation key: an optional DNS-subdomain prefix and `/`,
 /// then a name of at most 63 characters.
-pub fn check_label_key(key: &str) -> Result<(), LabelError> {
+pub(crate) fn check_label_key(key: &str) -> Result<(), LabelError> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -145,7 +145,7 @@ pub fn check_label_key(key: &str) -> Result<(), LabelError> {
 
 /// Checks a label value: empty, or at most 63 alphanumerics with `-`, `_`, `.`
 /// inside.
-pub fn check_label_value(value: &str) -> Result<(), LabelError> {
+pub(crate) fn check_label_value(value: &str) -> Result<(), LabelError> {
     if value.is_empty() {
         return Ok(());
     }
@@ -175,7 +175,7 @@ fn check_label_text(text: &str) -> Result<(), LabelTextError> {
 
 /// Checks a DNS subdomain (RFC 1123): lower-case labels joined by dots, at most
 /// 253 characters. Namespaces, service accounts and secrets are named so.
-pub fn check_dns_subdomain(name: &str) -> Result<(), DnsSubdomainError> {
+pub(crate) fn check_dns_subdomain(name: &str) -> Result<(), DnsSubdomainError> {
     if name.is_empty() || name.len() > 253 {
         return Err(DnsSubdomainError::Length { name: name.into() });
     }
@@ -190,7 +190,7 @@ pub fn check_dns_subdomain(name: &str) -> Result<(), DnsSubdomainError> {
 
 /// Checks a DNS label (RFC 1123): at most 63 lower-case alphanumerics or `-`,
 /// starting and ending with an alphanumeric. Pod names' parts are named so.
-pub fn check_dns_label(name: &str) -> Result<(), DnsLabelError> {
+pub(crate) fn check_dns_label(name: &str) -> Result<(), DnsLabelError> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     if name.is_empty() || name.len() > 63 {
         return Err(DnsLabelError::Length { name: name.into() });
@@ -203,29 +203,9 @@ pub fn check_dns_label(name: &str) -> Result<(), DnsLabelError> {
     Ok(())
 }
 
-/// Turns any text into a valid label value (at most 63 characters, allowed
-/// characters only, alphanumeric at both ends), so step and pipeline names
-/// can be used as selectors whatever the user called them.
-pub fn sanitize_label_value(text: &str) -> String {
-    let mapped: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(63)
-        .collect();
-    mapped
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
-        .to_string()
-}
-
 /// A parsed resource quantity (`500m`, `4Gi`, `1e3`), as a float of base units:
 /// enough to compare requests with limits and reject nonsense.
-pub fn parse_quantity(text: &str) -> Result<f64, QuantityError> {
+pub(crate) fn parse_quantity(text: &str) -> Result<f64, QuantityError> {
     let malformed = || QuantityError::Number { text: text.into() };
     let t = text.trim();
     let split = t
@@ -327,14 +307,5 @@ mod tests {
     #[case("--1")]
     fn bad_quantities(#[case] q: &str) {
         assert!(parse_quantity(q).is_err(), "{q}");
-    }
-
-    #[test]
-    fn sanitizes_to_valid_label() {
-        let s = sanitize_label_value("__My Pipeline: train/eval__");
-        check_label_value(&s).unwrap();
-        assert_eq!(s, "My_Pipeline__train_eval");
-        let long = sanitize_label_value(&"x".repeat(100));
-        assert_eq!(long.len(), 63);
     }
 }

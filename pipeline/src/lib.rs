@@ -17,7 +17,7 @@
 pub mod cron;
 pub mod dag;
 mod error;
-pub mod k8s;
+mod k8s;
 mod model;
 pub mod paths;
 pub mod reference;

@@ -161,7 +161,7 @@ impl Observer for Console {
 }
 
 /// Prints step output lines with the step's prefix.
-pub struct Lines {
+pub(crate) struct Lines {
     names: Vec<String>,
     width: usize,
     colour: bool,
@@ -169,7 +169,7 @@ pub struct Lines {
 
 impl Lines {
     /// Lines for steps `names`.
-    pub fn new(names: Vec<String>, colour: bool) -> Self {
+    pub(crate) fn new(names: Vec<String>, colour: bool) -> Self {
         let width = names.iter().map(String::len).max().unwrap_or(0);
         Lines {
             names,
@@ -179,14 +179,14 @@ impl Lines {
     }
 
     /// Prints one line of step `step`'s output (an index into `names`).
-    pub fn print(&self, step: usize, text: &str) {
+    pub(crate) fn print(&self, step: usize, text: &str) {
         let p = prefix(&self.names, self.width, self.colour, step);
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{p} {text}");
     }
 
     /// Prints one line of the output of the step named `step`.
-    pub fn print_named(&self, step: &str, text: &str) {
+    pub(crate) fn print_named(&self, step: &str, text: &str) {
         let index = self.names.iter().position(|n| n == step).unwrap_or(0);
         self.print(index, text);
     }

@@ -31,7 +31,7 @@ pub enum Input {
 
 /// Starts and stops attempts. Implementations report every attempt's
 /// progress as [`Input::Step`] events on the sender they are given.
-pub trait Backend {
+pub(crate) trait Backend {
     /// Starts attempt `attempt` of `step`; returns what it started.
     fn launch(&mut self, step: usize, attempt: u32, inputs: Sender<Input>) -> Launched;
     /// Stops a live attempt; its end is still reported (as a failure).
@@ -43,7 +43,7 @@ pub trait Backend {
 /// What a backend started for one attempt: the run records keep where its
 /// output is, and that differs by backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Launched {
+pub(crate) enum Launched {
     /// A process on this machine; its output is saved in the file `log`.
     Process {
         /// The attempt's log file.
@@ -63,7 +63,7 @@ impl Launched {
     /// Where the run records say the attempt's output is: the log file,
     /// `pod/<name>` for a pod (which `kiln logs` reads through the API),
     /// or an empty path when nothing started.
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         match self {
             Launched::Process { log } => log.clone(),
             Launched::Pod { name } => pod_log_path(name),
@@ -73,13 +73,13 @@ impl Launched {
 }
 
 /// The records' log path of a pod's output: `pod/<name>`.
-pub fn pod_log_path(name: &str) -> PathBuf {
+pub(crate) fn pod_log_path(name: &str) -> PathBuf {
     PathBuf::from(format!("pod/{name}"))
 }
 
 /// How one attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
+pub(crate) enum AttemptOutcome {
     /// Exit code 0.
     Succeeded,
     /// It failed (non-zero exit, could not start).
@@ -90,7 +90,7 @@ pub enum AttemptOutcome {
 
 /// Something the run records and the terminal want to know.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Report {
+pub(crate) enum Report {
     /// An attempt started, as `launched`.
     AttemptStarted {
         /// The step.
@@ -139,7 +139,7 @@ pub enum Report {
 }
 
 /// Receives reports; the run records and the terminal each implement it.
-pub trait Observer {
+pub(crate) trait Observer {
     /// One report, in order.
     fn report(&mut self, report: &Report);
 }
@@ -163,14 +163,14 @@ impl<A: Observer, B: Observer> Observer for (A, B) {
 
 /// The driver's inputs: a sender for signal handlers and the like, and the
 /// receiving end the loop reads.
-pub fn channel() -> (Sender<Input>, Receiver<Input>) {
+pub(crate) fn channel() -> (Sender<Input>, Receiver<Input>) {
     mpsc::channel()
 }
 
 /// Runs `scheduler` to its end with `backend`, reporting to `observer`;
 /// returns how the run ended. `inputs` is the receiving end of
 /// [`channel`]; `sender` its sending end, handed to the backend.
-pub fn drive(
+pub(crate) fn drive(
     scheduler: &mut Scheduler,
     backend: &mut dyn Backend,
     observer: &mut dyn Observer,

@@ -7,8 +7,8 @@
 // product's code.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
-pub mod console;
-pub mod driver;
+mod console;
+mod driver;
 pub mod k8s;
 pub mod local;
 pub mod pipeline_file;

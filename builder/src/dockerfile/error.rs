@@ -4,7 +4,7 @@
 /// Why a Dockerfile could not be parsed or evaluated; most variants carry
 /// the 1-based line of the instruction so a user can go straight to it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DockerfileError {
+pub(crate) enum DockerfileError {
     /// A problem with one instruction (syntax, a flag, a reference).
     #[error("Dockerfile:{line}: {message}")]
     Line {
@@ -39,8 +39,10 @@ impl DockerfileError {
         }
     }
 
-    /// The line the error is about, if it is about one.
-    pub fn line(&self) -> Option<usize> {
+    /// The line the error is about, if it is about one (the tests check
+    /// it; users read it in the message).
+    #[cfg(test)]
+    pub(crate) fn line(&self) -> Option<usize> {
         match self {
             Self::Line { line, .. } => Some(*line),
             _ => None,
@@ -48,7 +50,7 @@ impl DockerfileError {
     }
 
     /// The message without the `Dockerfile:LINE:` prefix.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Self::Line { message, .. } => message.clone(),
             other => other.to_string(),

@@ -12,7 +12,7 @@ use std::str::Chars;
 /// Why a word could not be substituted (a message without a line: the
 /// caller knows the line).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ExpandError {
+pub(crate) enum ExpandError {
     /// A `'` with no closing `'`.
     #[error("unterminated single quote")]
     SingleQuote,
@@ -53,7 +53,7 @@ pub enum ExpandError {
 
 /// Expands one word. `lookup` gives a variable's value, `None` when unset;
 /// the error is a message without a line (the caller knows the line).
-pub fn expand(
+pub(crate) fn expand(
     word: &str,
     escape: char,
     lookup: &dyn Fn(&str) -> Option<String>,

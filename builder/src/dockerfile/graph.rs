@@ -7,7 +7,7 @@ use super::syntax::{Healthcheck, SecretMount, ShellOrExec};
 
 /// One `FROM` and the steps after it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Stage {
+pub(crate) struct Stage {
     /// 0-based position among the stages (what `--from=N` names).
     pub index: usize,
     /// The `AS` name, lowercased.
@@ -22,7 +22,7 @@ pub struct Stage {
 
 /// What a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Base {
+pub(crate) enum Base {
     /// A registry image, with FROM's `--platform` if given.
     Image {
         /// The reference, args substituted.
@@ -38,7 +38,7 @@ pub enum Base {
 
 /// One step for the executor: a RUN, a COPY/ADD, or a config change.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step {
+pub(crate) struct Step {
     /// The line it came from (for ONBUILD triggers, the FROM's line).
     pub line: usize,
     /// The instruction as written, for the image history.
@@ -53,7 +53,7 @@ pub struct Step {
 
 /// What a step does.
 #[derive(Debug, Clone, PartialEq)]
-pub enum StepKind {
+pub(crate) enum StepKind {
     /// Run a command in the sandbox; its changes make a layer. A shell-form
     /// command runs under the config's SHELL (default `/bin/sh -c`).
     Run {
@@ -113,7 +113,7 @@ pub enum StepKind {
 
 /// A file a COPY/ADD heredoc writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InlineFile {
+pub(crate) struct InlineFile {
     /// The heredoc's delimiter word, which names the file.
     pub name: String,
     /// Its content: `<<-` tabs stripped and, unless the delimiter was
@@ -125,7 +125,7 @@ pub struct InlineFile {
 /// the command runs and that never becomes part of the layer. A relative
 /// `target` is under the config's WorkingDir, as in BuildKit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunMount {
+pub(crate) enum RunMount {
     /// `type=cache`: a directory kept between builds (package caches). Its
     /// contents are never part of a cache key.
     Cache {
@@ -175,7 +175,7 @@ pub enum RunMount {
 
 /// `sharing=` of a cache mount, BuildKit's three modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheSharing {
+pub(crate) enum CacheSharing {
     /// Any number of builds use it at once (the default).
     Shared,
     /// A build that finds it in use gets a fresh cache of its own.
@@ -186,7 +186,7 @@ pub enum CacheSharing {
 
 /// Where `COPY --from` reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CopyFrom {
+pub(crate) enum CopyFrom {
     /// An earlier stage's filesystem.
     Stage(usize),
     /// An image's filesystem, by reference.
@@ -195,7 +195,7 @@ pub enum CopyFrom {
 
 /// A change to the image config, in the terms of the OCI config.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ConfigChange {
+pub(crate) enum ConfigChange {
     /// Set (or replace) these environment variables.
     Env(Vec<(String, String)>),
     /// Set (or replace) these labels.

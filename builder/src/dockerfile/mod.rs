@@ -35,17 +35,20 @@ mod step;
 mod syntax;
 mod words;
 
-pub use error::DockerfileError;
-pub use expand::expand;
-pub use graph::{
-    Base, CacheSharing, ConfigChange, CopyFrom, InlineFile, RunMount, Stage, Step, StepKind,
+pub(crate) use error::DockerfileError;
+pub(crate) use expand::expand;
+pub(crate) use graph::{
+    Base, CacheSharing, ConfigChange, CopyFrom, InlineFile, RunMount, Step, StepKind,
 };
-pub use parse::{parse, parse_onbuild_triggers};
-pub use stage::{BaseImage, BuildGraph, EvalOptions, evaluate};
-pub use syntax::{
-    CopyArgs, Dockerfile, Healthcheck, Heredoc, Instruction, InstructionKind, MountSpec,
-    SecretMount, ShellOrExec,
-};
+pub(crate) use parse::parse;
+pub(crate) use stage::{BaseImage, BuildGraph, EvalOptions, evaluate};
+pub(crate) use syntax::{Dockerfile, SecretMount, ShellOrExec};
+
+// What only the parser's tests name.
+#[cfg(test)]
+pub(crate) use parse::parse_onbuild_triggers;
+#[cfg(test)]
+pub(crate) use syntax::{Heredoc, InstructionKind, MountSpec};
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use super::lines;
 use super::syntax::{Dockerfile, Instruction, InstructionKind};
 
 /// Parses a Dockerfile's text.
-pub fn parse(src: &str) -> Result<Dockerfile, DockerfileError> {
+pub(crate) fn parse(src: &str) -> Result<Dockerfile, DockerfileError> {
     let lines = lines::split(src)?;
     let escape = lines.escape;
     let mut instructions = Vec::with_capacity(lines.items.len());
@@ -40,7 +40,7 @@ pub fn parse(src: &str) -> Result<Dockerfile, DockerfileError> {
 /// Parses ONBUILD triggers stored in a base image's config, for the
 /// executor to run right after FROM (Docker's semantics). `line` is the
 /// FROM's line, used for errors and the steps.
-pub fn parse_onbuild_triggers(
+pub(crate) fn parse_onbuild_triggers(
     triggers: &[String],
     escape: char,
     line: usize,

@@ -29,7 +29,7 @@ type R<T> = Result<T, DockerfileError>;
 /// The evaluated Dockerfile: the executor walks `order` and, per stage, its
 /// steps, keeping a running image config.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BuildGraph {
+pub(crate) struct BuildGraph {
     /// Every stage, in file order (indices are what `--from=N` names). Only
     /// the ones in `order` are sure to be whole: a stage the target does not
     /// need is evaluated only as far as its first error, which is not
@@ -49,7 +49,7 @@ pub struct BuildGraph {
 
 /// What evaluation needs to know about a base image's config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BaseImage {
+pub(crate) struct BaseImage {
     /// Its Env, for substitution in the stage built on it.
     pub env: Vec<(String, String)>,
     /// Its ONBUILD triggers, run right after FROM.
@@ -58,7 +58,7 @@ pub struct BaseImage {
 
 /// The build's inputs besides the text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EvalOptions {
+pub(crate) struct EvalOptions {
     /// `--build-arg K=V`, in order (a later one wins).
     pub build_args: Vec<(String, String)>,
     /// `--target`; `None` builds the last stage.
@@ -111,7 +111,7 @@ struct Eval<'a> {
 }
 
 /// Evaluates a parsed Dockerfile into the stages and steps to build.
-pub fn evaluate(df: &Dockerfile, opts: &EvalOptions) -> R<BuildGraph> {
+pub(crate) fn evaluate(df: &Dockerfile, opts: &EvalOptions) -> R<BuildGraph> {
     let mut ev = Eval {
         df,
         opts,

@@ -10,7 +10,7 @@ use super::DockerfileError;
 /// A parsed Dockerfile: the escape character (needed again for
 /// substitution) and its instructions in order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Dockerfile {
+pub(crate) struct Dockerfile {
     /// `\` or, with `# escape=\``, a backtick.
     pub escape: char,
     /// The instructions, first to last.
@@ -20,7 +20,7 @@ pub struct Dockerfile {
 /// One instruction with the line it starts on, so every later error and
 /// every history entry can point back at the file.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Instruction {
+pub(crate) struct Instruction {
     /// 1-based line of the instruction's first physical line.
     pub line: usize,
     /// The instruction as written, continuations joined; heredoc bodies
@@ -33,7 +33,7 @@ pub struct Instruction {
 /// A command in shell form (run by the image's SHELL) or exec form (a JSON
 /// array run as is); Docker treats them differently, so kiln keeps which.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ShellOrExec {
+pub(crate) enum ShellOrExec {
     /// The text after the instruction name, for `SHELL + [text]`.
     Shell(String),
     /// The argument vector.
@@ -43,7 +43,7 @@ pub enum ShellOrExec {
 /// `RUN --mount=type=secret,...`: a build secret visible while the command
 /// runs, never in a layer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SecretMount {
+pub(crate) struct SecretMount {
     /// The secret's id, as given to the build.
     pub id: String,
     /// Where it appears; `None` means `/run/secrets/<id>`.
@@ -54,7 +54,7 @@ pub struct SecretMount {
 
 /// A heredoc (`<<EOF` ... `EOF`) as written in RUN, COPY or ADD.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Heredoc {
+pub(crate) struct Heredoc {
     /// The delimiter, quotes removed; for COPY/ADD, the file's name.
     pub name: String,
     /// The lines between the instruction and the delimiter, each with its
@@ -69,7 +69,7 @@ pub struct Heredoc {
 
 impl Heredoc {
     /// The content with `<<-`'s tabs stripped.
-    pub fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         if !self.chomp {
             return self.content.clone();
         }
@@ -84,14 +84,14 @@ impl Heredoc {
 /// and lowercased, values unsubstituted (BuildKit substitutes them in the
 /// stage's scope, so their meaning is settled at evaluation).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MountSpec {
+pub(crate) struct MountSpec {
     /// `key=value` fields in order; `None` for a bare key such as `ro`.
     pub fields: Vec<(String, Option<String>)>,
 }
 
 /// HEALTHCHECK as the image config stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Healthcheck {
+pub(crate) struct Healthcheck {
     /// `["NONE"]`, `["CMD", args...]` or `["CMD-SHELL", command]`.
     pub test: Vec<String>,
     /// `--interval`.
@@ -106,7 +106,7 @@ pub struct Healthcheck {
 
 /// COPY or ADD before substitution.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CopyArgs {
+pub(crate) struct CopyArgs {
     /// ADD (auto-extracts local tars) rather than COPY.
     pub add: bool,
     /// Source words as written.
@@ -135,7 +135,7 @@ pub struct CopyArgs {
 
 /// What an instruction says, words unexpanded.
 #[derive(Debug, Clone, PartialEq)]
-pub enum InstructionKind {
+pub(crate) enum InstructionKind {
     /// `FROM [--platform=P] image [AS name]`.
     From {
         /// The image reference, `scratch` or a stage name, as written.
