@@ -92,11 +92,6 @@ pub(crate) async fn write_image<R: Registry>(
         reference: reference.clone(),
         digest: manifest_digest.clone(),
     });
-    progress.event(Event::ImageDone {
-        image: f.name.to_string(),
-        reference: reference.clone(),
-        digest: manifest_digest.clone(),
-    });
     Ok(Written {
         reference,
         pinned,

@@ -33,6 +33,26 @@ fn parent_layers() -> Vec<Value> {
     parent["layers"].as_array().unwrap().clone()
 }
 
+/// Each image's `reference@digest` line is said once, not once per
+/// progress event kind that ends an image.
+#[test]
+fn each_image_is_announced_once() {
+    let (f, _repo) = codeonly("out-once");
+    let layout = f.home().join("layout");
+    let out = f.kiln(&["build", "--output", &format!("oci:{}", layout.display())]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for image in ["pipeline", "report"] {
+        let prefix = format!("[{image}] oci:{}:", layout.display());
+        let done = out
+            .stderr
+            .lines()
+            .chain(out.stdout.lines())
+            .filter(|l| l.starts_with(&prefix) && l.contains("@sha256:"))
+            .count();
+        assert_eq!(done, 1, "{image}:\n{}", out.stderr);
+    }
+}
+
 #[test]
 fn an_oci_layout_is_read_by_skopeo_and_umoci_and_runs() {
     let (f, repo) = codeonly("out-oci");
