@@ -227,7 +227,8 @@ mod tests {
 
     /// A descriptor whose digest is `n` repeated to a sha256's length.
     fn desc(media_type: &str, n: &str, size: u64) -> Descriptor {
-        kiln_oci::descriptor(media_type, &format!("sha256:{}", n.repeat(64)), size).unwrap()
+        let digest: kiln_oci::Digest = format!("sha256:{}", n.repeat(64)).parse().unwrap();
+        Descriptor::new(media_type.into(), size, digest)
     }
 
     fn layer(n: &str) -> AddedLayer {

@@ -41,9 +41,9 @@ pub use client::{Client, ClientOptions, Counters, PlatformImage, ServedManifest}
 pub use error::{RegistryError, Result};
 pub use retry::RequestRetry;
 pub use spec::{
-    ANNOTATION_BASE_IMAGE_DIGEST, ANNOTATION_REF_NAME, Arch, Descriptor, Digest, DigestError,
-    ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, Os, Platform,
-    canonical_json, descriptor, hex, media, sha256_digest,
+    ANNOTATION_BASE_IMAGE_DIGEST, ANNOTATION_REF_NAME, Arch, Descriptor, Digest, ImageIndex,
+    ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, Os, Platform,
+    canonical_json, hex, media, sha256_digest,
 };
 
 /// A repository split into the host to talk to and the path on it.

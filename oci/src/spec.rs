@@ -58,16 +58,6 @@ pub mod media {
     }
 }
 
-/// Why a digest kiln was given is not one.
-#[derive(Debug, thiserror::Error)]
-#[error("{digest:?} is not a digest: {reason}")]
-pub struct DigestError {
-    /// What was given.
-    pub digest: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
 /// `sha256:<hex>` of bytes, as text: the form digests take in paths, keys
 /// and messages.
 pub fn sha256_digest(bytes: &[u8]) -> String {
@@ -86,18 +76,6 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// A descriptor from its three required fields; the digest is checked, so a
-/// descriptor never carries text that is not a digest.
-pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Result<Descriptor, DigestError> {
-    let digest: Digest = digest
-        .parse()
-        .map_err(|e: oci_spec::OciSpecError| DigestError {
-            digest: digest.to_string(),
-            reason: e.to_string(),
-        })?;
-    Ok(Descriptor::new(MediaType::from(media_type), size, digest))
-}
-
 /// Canonical bytes of an OCI document: keys sorted, no whitespace, so the
 /// same content always has the same digest (see the module doc).
 pub fn canonical_json<T: Serialize>(document: &T) -> Vec<u8> {
@@ -111,6 +89,11 @@ mod tests {
     use super::*;
 
     const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+
+    fn descriptor(media_type: &str, digest: &str, size: u64) -> Result<Descriptor, String> {
+        let digest: Digest = digest.parse().map_err(|e| format!("{e}"))?;
+        Ok(Descriptor::new(MediaType::from(media_type), size, digest))
+    }
 
     #[test]
     fn descriptors_serialize_as_the_spec_writes_them() {
@@ -128,8 +111,7 @@ mod tests {
     #[test]
     fn text_that_is_not_a_digest_is_refused() {
         for bad in ["sha256:c", "sha256:", "nope", "sha256:ZZ"] {
-            let e = descriptor(media::OCI_LAYER_GZIP, bad, 1).unwrap_err();
-            assert_eq!(e.digest, bad);
+            assert!(descriptor(media::OCI_LAYER_GZIP, bad, 1).is_err(), "{bad}");
         }
     }
 
